@@ -1,0 +1,1 @@
+//! Raft replication of city shards (openraft + RocksDB). In progress.

@@ -1,0 +1,98 @@
+//! The commands that change a shard's ledger. Each is stamped by the shard leader with
+//! its time `at_ms` and carries the client's `request_id`, which makes retries safe.
+
+use crate::ids::UserId;
+use crate::ids::{BookingId, LockId, Millis, RequestId, ScreenIndex, SeatId, ShowId, TheaterId};
+use crate::model::{Prices, Screen};
+use serde::{Deserialize, Serialize};
+
+/// One write to the ledger, as it travels in the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The client's idempotency key. `None` only for commands the system makes itself
+    /// (the expiry sweep), which are harmless to repeat.
+    pub request_id: Option<RequestId>,
+    /// The leader's clock when it proposed the command; the shard clock becomes
+    /// `max(previous, at_ms)`.
+    pub at_ms: Millis,
+    pub kind: CommandKind,
+}
+
+/// What a command asks for. The verbs are the ledger's one vocabulary: lock, extend,
+/// release, confirm, expire, cancel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    CreateTheater {
+        city: String,
+        name: String,
+        address: String,
+        lat_micro_deg: i32,
+        lon_micro_deg: i32,
+        owner: UserId,
+        screens: Vec<Screen>,
+    },
+    PublishShow {
+        theater: TheaterId,
+        screen: ScreenIndex,
+        title: String,
+        genre: String,
+        start_ms: Millis,
+        end_ms: Millis,
+        prices: Prices,
+        currency: String,
+    },
+    /// Cancels a show: live locks are released and confirmed bookings cancelled with
+    /// their refund recorded.
+    CancelShow {
+        show: ShowId,
+    },
+    /// Locks all of `seats` for `user`, or none of them. `ttl_ms: None` takes the default.
+    LockSeats {
+        show: ShowId,
+        user: UserId,
+        seats: Vec<SeatId>,
+        ttl_ms: Option<u64>,
+    },
+    /// Moves a live lock's expiry to `now + ttl_ms`, capped by the lock's total life.
+    ExtendLock {
+        lock: LockId,
+        user: UserId,
+        ttl_ms: u64,
+    },
+    ReleaseLock {
+        lock: LockId,
+        user: UserId,
+    },
+    /// Turns the user's live lock into a confirmed booking paid by `payment_ref`.
+    ConfirmBooking {
+        lock: LockId,
+        user: UserId,
+        payment_ref: String,
+    },
+    /// Frees up to `max_locks` locks whose expiry has passed on the shard clock.
+    ExpireLocks {
+        max_locks: u32,
+    },
+    /// Cancels a booking of `user` before its show starts.
+    CancelBooking {
+        booking: BookingId,
+        user: UserId,
+    },
+}
+
+impl CommandKind {
+    /// The verb, as used in metrics and logs.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            CommandKind::CreateTheater { .. } => "create_theater",
+            CommandKind::PublishShow { .. } => "publish_show",
+            CommandKind::CancelShow { .. } => "cancel_show",
+            CommandKind::LockSeats { .. } => "lock",
+            CommandKind::ExtendLock { .. } => "extend",
+            CommandKind::ReleaseLock { .. } => "release",
+            CommandKind::ConfirmBooking { .. } => "confirm",
+            CommandKind::ExpireLocks { .. } => "expire",
+            CommandKind::CancelBooking { .. } => "cancel",
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Domain events: what each applied command changed, in log order.
+//!
+//! Events are what notifications, search and analytics consume; they are addressed by
+//! `(log index, position within the entry)` so a consumer can resume exactly.
+
+use crate::ids::{BookingId, LockId, LogIndex, Millis, SeatId, ShowId, TheaterId, UserId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    TheaterCreated {
+        theater: TheaterId,
+        city: String,
+    },
+    ShowPublished {
+        show: ShowId,
+        theater: TheaterId,
+        start_ms: Millis,
+    },
+    ShowCancelled {
+        show: ShowId,
+    },
+    SeatsLocked {
+        show: ShowId,
+        lock: LockId,
+        user: UserId,
+        seats: Vec<SeatId>,
+        expires_at: Millis,
+    },
+    LockExtended {
+        show: ShowId,
+        lock: LockId,
+        expires_at: Millis,
+    },
+    LockReleased {
+        show: ShowId,
+        lock: LockId,
+        user: UserId,
+        seats: Vec<SeatId>,
+    },
+    LockExpired {
+        show: ShowId,
+        lock: LockId,
+        user: UserId,
+        seats: Vec<SeatId>,
+    },
+    BookingConfirmed {
+        show: ShowId,
+        booking: BookingId,
+        user: UserId,
+        seats: Vec<SeatId>,
+        total_price_minor: u64,
+    },
+    BookingCancelled {
+        show: ShowId,
+        booking: BookingId,
+        user: UserId,
+        seats: Vec<SeatId>,
+        refund_due_minor: u64,
+    },
+}
+
+/// An event with its address in the shard's stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub index: LogIndex,
+    /// Position among the events of the same log entry.
+    pub seq: u32,
+    /// The shard clock when the event happened.
+    pub at_ms: Millis,
+    pub event: Event,
+}

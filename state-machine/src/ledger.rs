@@ -1,0 +1,1025 @@
+//! The ledger of one shard: its canonical state, the indexes derived from it, and the
+//! deterministic `apply` that every replica runs on every command.
+//!
+//! `apply` reads nothing but its inputs: time is the command's leader-stamped `at_ms`,
+//! ids are derived from the log index, and every map is ordered. It never returns
+//! `Err`: a command is either applied or rejected, and a rejection changes nothing
+//! but the shard clock.
+
+use crate::command::{Command, CommandKind};
+use crate::event::Event;
+use crate::ids::{BookingId, LockId, LogIndex, Millis, RequestId, ScreenIndex, SeatId, ShowId};
+use crate::ids::{TheaterId, UserId};
+use crate::limits::{LimitName, Limits};
+use crate::model::{Booking, BookingStatus, Prices, Screen, SeatState, Show, ShowStatus, Theater};
+use crate::outcome::{Applied, Outcome, Rejection};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The stored answer to a request id, returned again to a retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Shard clock when the request was first applied; retention counts from here.
+    pub at_ms: Millis,
+    /// Hash of the command, so that a reused id with another body is told apart.
+    pub fingerprint: [u8; 16],
+    pub outcome: Outcome,
+}
+
+/// The canonical state of a shard: what is persisted, snapshotted and digested.
+/// Everything else in `Ledger` is derived from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The shard clock: the largest `at_ms` applied so far.
+    pub clock: Millis,
+    pub theaters: BTreeMap<TheaterId, Theater>,
+    pub shows: BTreeMap<ShowId, Show>,
+    /// Seat states per show, indexed by `SeatId`.
+    pub seats: BTreeMap<ShowId, Vec<SeatState>>,
+    pub bookings: BTreeMap<BookingId, Booking>,
+    pub requests: BTreeMap<RequestId, RequestRecord>,
+}
+
+/// Lookup structures rebuilt from `State` on load; never persisted.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Indexes {
+    /// Pending locks by expiry, for the sweep.
+    pub lock_expiry: BTreeSet<(Millis, LockId)>,
+    /// Bookings per user, for the history page (newest = highest id last).
+    pub by_user: BTreeSet<(UserId, BookingId)>,
+    /// Bookings per user and show, for the per-user seat cap.
+    pub by_user_show: BTreeSet<(UserId, ShowId, BookingId)>,
+    /// Request ids by age, for retention.
+    pub request_order: BTreeSet<(Millis, RequestId)>,
+    /// Published shows per screen by start time; they never overlap.
+    pub screen_shows: BTreeSet<(TheaterId, ScreenIndex, Millis, ShowId)>,
+    /// All shows per theater by start time.
+    pub theater_shows: BTreeSet<(TheaterId, Millis, ShowId)>,
+    /// Theaters per city.
+    pub city_theaters: BTreeSet<(String, TheaterId)>,
+}
+
+/// Keys touched since the store last persisted, so that a batch writes only what
+/// changed. `None` when the ledger runs without persistence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub clock: bool,
+    pub theaters: BTreeSet<TheaterId>,
+    pub shows: BTreeSet<ShowId>,
+    pub seats: BTreeSet<(ShowId, SeatId)>,
+    pub bookings: BTreeSet<BookingId>,
+    pub requests: BTreeSet<RequestId>,
+}
+
+/// What one applied command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyResult {
+    pub outcome: Outcome,
+    pub events: Vec<Event>,
+}
+
+/// A shard's seat ledger.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pub(crate) limits: Limits,
+    pub(crate) state: State,
+    pub(crate) indexes: Indexes,
+    pub(crate) changes: Option<Changes>,
+}
+
+impl Ledger {
+    /// An empty ledger. `limits` must be the same on every replica of the shard.
+    pub fn new(limits: Limits) -> Ledger {
+        Ledger {
+            limits,
+            state: State::default(),
+            indexes: Indexes::default(),
+            changes: None,
+        }
+    }
+
+    /// A ledger over existing state, with its indexes rebuilt.
+    pub fn from_state(limits: Limits, state: State) -> Ledger {
+        let mut ledger = Ledger {
+            limits,
+            state,
+            indexes: Indexes::default(),
+            changes: None,
+        };
+        ledger.rebuild_indexes();
+        ledger
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn clock(&self) -> Millis {
+        self.state.clock
+    }
+
+    /// Starts recording touched keys for a persistence layer.
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Changes::default);
+    }
+
+    /// Hands over the keys touched since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Hash of the canonical state, for comparing replicas.
+    pub fn digest(&self) -> [u8; 32] {
+        let bytes = crate::codec::encode(&self.state);
+        *blake3::hash(&bytes).as_bytes()
+    }
+
+    fn rebuild_indexes(&mut self) {
+        let mut indexes = Indexes::default();
+        for theater in self.state.theaters.values() {
+            indexes
+                .city_theaters
+                .insert((theater.city.clone(), theater.id));
+        }
+        for show in self.state.shows.values() {
+            indexes
+                .theater_shows
+                .insert((show.theater, show.start_ms, show.id));
+            if show.status == ShowStatus::Published {
+                indexes
+                    .screen_shows
+                    .insert((show.theater, show.screen, show.start_ms, show.id));
+            }
+        }
+        for booking in self.state.bookings.values() {
+            indexes.by_user.insert((booking.user, booking.id));
+            indexes
+                .by_user_show
+                .insert((booking.user, booking.show, booking.id));
+            if booking.status == BookingStatus::PendingPayment {
+                indexes
+                    .lock_expiry
+                    .insert((booking.expires_at, booking.lock_id()));
+            }
+        }
+        for (id, record) in &self.state.requests {
+            indexes.request_order.insert((record.at_ms, id.clone()));
+        }
+        self.indexes = indexes;
+    }
+
+    /// Applies the command at log position `index`.
+    pub fn apply(&mut self, index: LogIndex, command: &Command) -> ApplyResult {
+        if command.at_ms > self.state.clock {
+            self.state.clock = command.at_ms;
+            self.touch(|c| c.clock = true);
+        }
+        self.forget_old_requests();
+        let fingerprint = fingerprint(&command.kind);
+        if let Some(request_id) = &command.request_id {
+            if let Err(rejection) = self.check_text("request_id", &request_id.0, false) {
+                return ApplyResult {
+                    outcome: Outcome::Rejected(rejection),
+                    events: vec![],
+                };
+            }
+            if let Some(record) = self.state.requests.get(request_id) {
+                let outcome = if record.fingerprint == fingerprint {
+                    record.outcome.clone()
+                } else {
+                    Outcome::Rejected(Rejection::RequestIdReused)
+                };
+                return ApplyResult {
+                    outcome,
+                    events: vec![],
+                };
+            }
+        }
+        let mut events = Vec::new();
+        let outcome = match self.execute(index, &command.kind, &mut events) {
+            Ok(applied) => Outcome::Applied(applied),
+            Err(rejection) => {
+                debug_assert!(events.is_empty(), "a rejection must not emit events");
+                Outcome::Rejected(rejection)
+            }
+        };
+        if let Some(request_id) = &command.request_id {
+            self.remember(request_id.clone(), fingerprint, outcome.clone());
+        }
+        ApplyResult { outcome, events }
+    }
+
+    fn execute(
+        &mut self,
+        index: LogIndex,
+        kind: &CommandKind,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        match kind {
+            CommandKind::CreateTheater {
+                city,
+                name,
+                address,
+                lat_micro_deg,
+                lon_micro_deg,
+                owner,
+                screens,
+            } => {
+                let theater = Theater {
+                    id: TheaterId(index),
+                    city: city.clone(),
+                    name: name.clone(),
+                    address: address.clone(),
+                    lat_micro_deg: *lat_micro_deg,
+                    lon_micro_deg: *lon_micro_deg,
+                    owner: *owner,
+                    screens: screens.clone(),
+                    created_at: self.state.clock,
+                };
+                self.create_theater(theater, events)
+            }
+            CommandKind::PublishShow {
+                theater,
+                screen,
+                title,
+                genre,
+                start_ms,
+                end_ms,
+                prices,
+                currency,
+            } => {
+                let show = Show {
+                    id: ShowId(index),
+                    theater: *theater,
+                    screen: *screen,
+                    title: title.clone(),
+                    genre: genre.clone(),
+                    start_ms: *start_ms,
+                    end_ms: *end_ms,
+                    prices: *prices,
+                    currency: currency.clone(),
+                    status: ShowStatus::Published,
+                    published_at: self.state.clock,
+                };
+                self.publish_show(show, events)
+            }
+            CommandKind::CancelShow { show } => self.cancel_show(*show, events),
+            CommandKind::LockSeats {
+                show,
+                user,
+                seats,
+                ttl_ms,
+            } => self.lock_seats(LockId(index), *show, *user, seats, *ttl_ms, events),
+            CommandKind::ExtendLock { lock, user, ttl_ms } => {
+                self.extend_lock(*lock, *user, *ttl_ms, events)
+            }
+            CommandKind::ReleaseLock { lock, user } => self.release_lock(*lock, *user, events),
+            CommandKind::ConfirmBooking {
+                lock,
+                user,
+                payment_ref,
+            } => self.confirm_booking(*lock, *user, payment_ref, events),
+            CommandKind::ExpireLocks { max_locks } => self.expire_locks(*max_locks, events),
+            CommandKind::CancelBooking { booking, user } => {
+                self.cancel_booking(*booking, *user, events)
+            }
+        }
+    }
+
+    // ----- catalog -------------------------------------------------------------------
+
+    fn create_theater(
+        &mut self,
+        theater: Theater,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        self.check_city(&theater.city)?;
+        self.check_text("name", &theater.name, false)?;
+        self.check_text("address", &theater.address, true)?;
+        if !(-90_000_000..=90_000_000).contains(&theater.lat_micro_deg) {
+            return Err(invalid("lat", "latitude must be within -90..90 degrees"));
+        }
+        if !(-180_000_000..=180_000_000).contains(&theater.lon_micro_deg) {
+            return Err(invalid(
+                "long",
+                "longitude must be within -180..180 degrees",
+            ));
+        }
+        if theater.screens.is_empty() {
+            return Err(invalid("screens", "a theater needs at least one screen"));
+        }
+        self.check_limit(
+            LimitName::ScreensPerTheater,
+            self.limits.screens_per_theater_max.into(),
+            theater.screens.len() as u64,
+        )?;
+        for screen in &theater.screens {
+            self.check_screen(screen)?;
+        }
+        let id = theater.id;
+        events.push(Event::TheaterCreated {
+            theater: id,
+            city: theater.city.clone(),
+        });
+        self.indexes
+            .city_theaters
+            .insert((theater.city.clone(), id));
+        self.state.theaters.insert(id, theater);
+        self.touch(|c| {
+            c.theaters.insert(id);
+        });
+        Ok(Applied::TheaterCreated { theater: id })
+    }
+
+    fn check_screen(&self, screen: &Screen) -> Result<(), Rejection> {
+        self.check_text("screen.name", &screen.name, false)?;
+        if screen.rows.is_empty() {
+            return Err(invalid("screen.rows", "a screen needs at least one row"));
+        }
+        self.check_limit(
+            LimitName::RowsPerScreen,
+            self.limits.rows_per_screen_max.into(),
+            screen.rows.len() as u64,
+        )?;
+        let mut labels = BTreeSet::new();
+        for row in &screen.rows {
+            self.check_text("row.label", &row.label, false)?;
+            if row.label.len() > 8 {
+                return Err(invalid("row.label", "a row label has at most 8 bytes"));
+            }
+            if !labels.insert(row.label.as_str()) {
+                return Err(invalid(
+                    "row.label",
+                    "row labels must be unique within a screen",
+                ));
+            }
+            if row.seats == 0 {
+                return Err(invalid("row.seats", "a row needs at least one seat"));
+            }
+        }
+        self.check_limit(
+            LimitName::SeatsPerScreen,
+            self.limits.seats_per_screen_max.into(),
+            screen.seat_count().into(),
+        )
+    }
+
+    fn publish_show(&mut self, show: Show, events: &mut Vec<Event>) -> Result<Applied, Rejection> {
+        let theater = self
+            .state
+            .theaters
+            .get(&show.theater)
+            .ok_or(Rejection::UnknownTheater {
+                theater: show.theater,
+            })?;
+        let screen =
+            theater
+                .screens
+                .get(usize::from(show.screen.0))
+                .ok_or(Rejection::UnknownScreen {
+                    theater: show.theater,
+                    screen: show.screen.0,
+                })?;
+        let seat_count = screen.seat_count() as usize;
+        self.check_text("title", &show.title, false)?;
+        self.check_text("genre", &show.genre, true)?;
+        check_currency(&show.currency)?;
+        check_prices(&show.prices)?;
+        if show.start_ms <= self.state.clock {
+            return Err(invalid("start_time", "a show must start in the future"));
+        }
+        if show.end_ms <= show.start_ms {
+            return Err(invalid("end_time", "a show must end after it starts"));
+        }
+        self.check_limit(
+            LimitName::ShowDuration,
+            self.limits.show_duration_ms_max,
+            show.end_ms - show.start_ms,
+        )?;
+        if let Some(conflicting_show) = self.overlapping_show(&show) {
+            return Err(Rejection::ScreenBusy { conflicting_show });
+        }
+        let id = show.id;
+        events.push(Event::ShowPublished {
+            show: id,
+            theater: show.theater,
+            start_ms: show.start_ms,
+        });
+        self.indexes
+            .screen_shows
+            .insert((show.theater, show.screen, show.start_ms, id));
+        self.indexes
+            .theater_shows
+            .insert((show.theater, show.start_ms, id));
+        self.state.shows.insert(id, show);
+        self.state
+            .seats
+            .insert(id, vec![SeatState::Available; seat_count]);
+        self.touch(|c| {
+            c.shows.insert(id);
+        });
+        Ok(Applied::ShowPublished { show: id })
+    }
+
+    /// Published shows on one screen never overlap, so they are ordered by end as well
+    /// as by start: only the last show starting before `show` ends can overlap it.
+    fn overlapping_show(&self, show: &Show) -> Option<ShowId> {
+        let low = (show.theater, show.screen, 0, ShowId(0));
+        let high = (show.theater, show.screen, show.end_ms, ShowId(0));
+        let (_, _, _, candidate) = *self.indexes.screen_shows.range(low..high).next_back()?;
+        let other = &self.state.shows[&candidate];
+        (other.end_ms > show.start_ms).then_some(candidate)
+    }
+
+    fn cancel_show(
+        &mut self,
+        show_id: ShowId,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        let show = self.show(show_id)?;
+        if show.status == ShowStatus::Cancelled {
+            return Err(Rejection::ShowCancelled { show: show_id });
+        }
+        if self.state.clock >= show.start_ms {
+            return Err(Rejection::ShowStarted {
+                show: show_id,
+                start_ms: show.start_ms,
+            });
+        }
+        let key = (show.theater, show.screen, show.start_ms, show_id);
+        let holders: BTreeSet<BookingId> = self.state.seats[&show_id]
+            .iter()
+            .filter_map(|seat| match seat {
+                SeatState::Available => None,
+                SeatState::Locked(lock) => Some(BookingId::of_lock(*lock)),
+                SeatState::Booked(booking) => Some(*booking),
+            })
+            .collect();
+        let (mut locks_released, mut bookings_cancelled) = (0, 0);
+        for booking in holders {
+            if self.state.bookings[&booking].status == BookingStatus::Confirmed {
+                self.end_booking(booking, BookingStatus::Cancelled, events);
+                bookings_cancelled += 1;
+            } else {
+                self.end_booking(booking, BookingStatus::Released, events);
+                locks_released += 1;
+            }
+        }
+        self.indexes.screen_shows.remove(&key);
+        if let Some(show) = self.state.shows.get_mut(&show_id) {
+            show.status = ShowStatus::Cancelled;
+        }
+        self.touch(|c| {
+            c.shows.insert(show_id);
+        });
+        events.push(Event::ShowCancelled { show: show_id });
+        Ok(Applied::ShowCancelled {
+            show: show_id,
+            locks_released,
+            bookings_cancelled,
+        })
+    }
+
+    // ----- seats -----------------------------------------------------------------------
+
+    fn lock_seats(
+        &mut self,
+        lock: LockId,
+        show_id: ShowId,
+        user: UserId,
+        seats: &[SeatId],
+        ttl_ms: Option<u64>,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        let clock = self.state.clock;
+        let show = self.show(show_id)?;
+        if show.status == ShowStatus::Cancelled {
+            return Err(Rejection::ShowCancelled { show: show_id });
+        }
+        if clock >= show.start_ms {
+            return Err(Rejection::ShowStarted {
+                show: show_id,
+                start_ms: show.start_ms,
+            });
+        }
+        if seats.is_empty() {
+            return Err(invalid("seats", "name at least one seat"));
+        }
+        self.check_limit(
+            LimitName::SeatsPerLock,
+            self.limits.seats_per_lock_max.into(),
+            seats.len() as u64,
+        )?;
+        let ttl_ms = ttl_ms.unwrap_or(self.limits.lock_ttl_ms_default);
+        self.check_ttl(ttl_ms)?;
+        let mut sorted = seats.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != seats.len() {
+            return Err(invalid("seats", "a seat is named twice"));
+        }
+        let states = &self.state.seats[&show_id];
+        let unknown: Vec<SeatId> = sorted
+            .iter()
+            .copied()
+            .filter(|seat| seat.0 as usize >= states.len())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Rejection::UnknownSeats { seats: unknown });
+        }
+        let held = self.seats_held(user, show_id);
+        let cap = u64::from(self.limits.seats_per_user_per_show_max);
+        if held + sorted.len() as u64 > cap {
+            return Err(Rejection::LimitExceeded {
+                limit: LimitName::SeatsPerUserPerShow,
+                max: cap,
+                requested: held + sorted.len() as u64,
+            });
+        }
+        let mut taken = Vec::new();
+        let mut stale_locks = BTreeSet::new();
+        for seat in &sorted {
+            match states[seat.0 as usize] {
+                SeatState::Available => {}
+                SeatState::Booked(_) => taken.push(*seat),
+                SeatState::Locked(other) => {
+                    if self.state.bookings[&BookingId::of_lock(other)].is_live_lock(clock) {
+                        taken.push(*seat);
+                    } else {
+                        stale_locks.insert(other);
+                    }
+                }
+            }
+        }
+        if !taken.is_empty() {
+            return Err(Rejection::SeatsTaken { seats: taken });
+        }
+        // Nothing can fail from here on.
+        for stale in stale_locks {
+            self.end_booking(BookingId::of_lock(stale), BookingStatus::Expired, events);
+        }
+        let show = &self.state.shows[&show_id];
+        let screen = &self.state.theaters[&show.theater].screens[usize::from(show.screen.0)];
+        let total_price_minor = price_of(screen, &show.prices, &sorted);
+        let booking = Booking {
+            id: BookingId::of_lock(lock),
+            show: show_id,
+            user,
+            seats: sorted.clone(),
+            total_price_minor,
+            currency: show.currency.clone(),
+            status: BookingStatus::PendingPayment,
+            created_at: clock,
+            expires_at: clock + ttl_ms,
+            payment_ref: None,
+            refund_due_minor: 0,
+            updated_at: clock,
+        };
+        let expires_at = booking.expires_at;
+        self.set_seats(show_id, &sorted, SeatState::Locked(lock));
+        self.indexes.lock_expiry.insert((expires_at, lock));
+        self.indexes.by_user.insert((user, booking.id));
+        self.indexes
+            .by_user_show
+            .insert((user, show_id, booking.id));
+        self.put_booking(booking);
+        events.push(Event::SeatsLocked {
+            show: show_id,
+            lock,
+            user,
+            seats: sorted.clone(),
+            expires_at,
+        });
+        Ok(Applied::SeatsLocked {
+            lock,
+            booking: BookingId::of_lock(lock),
+            seats: sorted,
+            expires_at,
+            total_price_minor,
+        })
+    }
+
+    fn extend_lock(
+        &mut self,
+        lock: LockId,
+        user: UserId,
+        ttl_ms: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        self.check_ttl(ttl_ms)?;
+        let booking = self.live_lock(lock, user)?;
+        let life_end = booking.created_at + self.limits.lock_life_ms_max;
+        let wanted = self.state.clock + ttl_ms;
+        let expires_at = wanted.min(life_end);
+        if expires_at <= booking.expires_at {
+            return Err(Rejection::LimitExceeded {
+                limit: LimitName::LockLife,
+                max: self.limits.lock_life_ms_max,
+                requested: wanted - booking.created_at,
+            });
+        }
+        let (show, old_expiry) = (booking.show, booking.expires_at);
+        self.indexes.lock_expiry.remove(&(old_expiry, lock));
+        self.indexes.lock_expiry.insert((expires_at, lock));
+        let clock = self.state.clock;
+        self.update_booking(BookingId::of_lock(lock), |b| {
+            b.expires_at = expires_at;
+            b.updated_at = clock;
+        });
+        events.push(Event::LockExtended {
+            show,
+            lock,
+            expires_at,
+        });
+        Ok(Applied::LockExtended { lock, expires_at })
+    }
+
+    fn release_lock(
+        &mut self,
+        lock: LockId,
+        user: UserId,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        self.live_lock(lock, user)?;
+        self.end_booking(BookingId::of_lock(lock), BookingStatus::Released, events);
+        Ok(Applied::LockReleased { lock })
+    }
+
+    fn confirm_booking(
+        &mut self,
+        lock: LockId,
+        user: UserId,
+        payment_ref: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        self.check_text("payment_ref", payment_ref, false)?;
+        let booking = self.live_lock(lock, user)?;
+        let (id, show, seats) = (booking.id, booking.show, booking.seats.clone());
+        let total_price_minor = booking.total_price_minor;
+        self.indexes.lock_expiry.remove(&(booking.expires_at, lock));
+        self.set_seats(show, &seats, SeatState::Booked(id));
+        let clock = self.state.clock;
+        self.update_booking(id, |b| {
+            b.status = BookingStatus::Confirmed;
+            b.payment_ref = Some(payment_ref.to_owned());
+            b.updated_at = clock;
+        });
+        events.push(Event::BookingConfirmed {
+            show,
+            booking: id,
+            user,
+            seats,
+            total_price_minor,
+        });
+        Ok(Applied::BookingConfirmed {
+            booking: id,
+            total_price_minor,
+        })
+    }
+
+    fn expire_locks(
+        &mut self,
+        max_locks: u32,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        if max_locks == 0 {
+            return Err(invalid("max_locks", "expire at least one lock"));
+        }
+        self.check_limit(
+            LimitName::ExpireBatch,
+            self.limits.expire_batch_max.into(),
+            max_locks.into(),
+        )?;
+        let clock = self.state.clock;
+        let due: Vec<LockId> = self
+            .indexes
+            .lock_expiry
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= clock)
+            .take(max_locks as usize)
+            .map(|(_, lock)| *lock)
+            .collect();
+        for lock in &due {
+            self.end_booking(BookingId::of_lock(*lock), BookingStatus::Expired, events);
+        }
+        Ok(Applied::LocksExpired { locks: due })
+    }
+
+    fn cancel_booking(
+        &mut self,
+        booking_id: BookingId,
+        user: UserId,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        let booking = self
+            .state
+            .bookings
+            .get(&booking_id)
+            .ok_or(Rejection::UnknownBooking {
+                booking: booking_id,
+            })?;
+        if booking.user != user {
+            return Err(Rejection::NotOwner);
+        }
+        match booking.status {
+            BookingStatus::Confirmed => {
+                let show = &self.state.shows[&booking.show];
+                if self.state.clock >= show.start_ms {
+                    return Err(Rejection::ShowStarted {
+                        show: show.id,
+                        start_ms: show.start_ms,
+                    });
+                }
+            }
+            BookingStatus::PendingPayment => {
+                self.live_lock(booking_id.lock(), user)?;
+            }
+            status => {
+                return Err(Rejection::WrongBookingStatus {
+                    booking: booking_id,
+                    status,
+                })
+            }
+        }
+        let refund_due_minor = self.end_booking(booking_id, BookingStatus::Cancelled, events);
+        Ok(Applied::BookingCancelled {
+            booking: booking_id,
+            refund_due_minor,
+        })
+    }
+
+    // ----- shared steps ----------------------------------------------------------------
+
+    /// The user's lock, if it is live; otherwise the precise reason it cannot be used.
+    fn live_lock(&self, lock: LockId, user: UserId) -> Result<&Booking, Rejection> {
+        let booking = self
+            .state
+            .bookings
+            .get(&BookingId::of_lock(lock))
+            .ok_or(Rejection::UnknownLock { lock })?;
+        if booking.user != user {
+            return Err(Rejection::NotOwner);
+        }
+        match booking.status {
+            BookingStatus::PendingPayment if booking.is_live_lock(self.state.clock) => Ok(booking),
+            BookingStatus::PendingPayment | BookingStatus::Expired => Err(Rejection::LockExpired {
+                lock,
+                expired_at: booking.expires_at,
+            }),
+            status => Err(Rejection::WrongBookingStatus {
+                booking: booking.id,
+                status,
+            }),
+        }
+    }
+
+    /// Ends a pending or confirmed booking with `status`, freeing its seats. Returns the
+    /// refund now due (the price of a paid booking that is cancelled).
+    fn end_booking(
+        &mut self,
+        booking_id: BookingId,
+        status: BookingStatus,
+        events: &mut Vec<Event>,
+    ) -> u64 {
+        let booking = &self.state.bookings[&booking_id];
+        let was_paid = booking.status == BookingStatus::Confirmed;
+        let (show, user, seats) = (booking.show, booking.user, booking.seats.clone());
+        if booking.status == BookingStatus::PendingPayment {
+            self.indexes
+                .lock_expiry
+                .remove(&(booking.expires_at, booking_id.lock()));
+        }
+        let refund_due_minor = if was_paid {
+            booking.total_price_minor
+        } else {
+            0
+        };
+        self.set_seats(show, &seats, SeatState::Available);
+        let clock = self.state.clock;
+        self.update_booking(booking_id, |b| {
+            b.status = status;
+            b.refund_due_minor = refund_due_minor;
+            b.updated_at = clock;
+        });
+        let lock = booking_id.lock();
+        events.push(match (status, was_paid) {
+            (BookingStatus::Expired, _) => Event::LockExpired {
+                show,
+                lock,
+                user,
+                seats,
+            },
+            (_, false) => Event::LockReleased {
+                show,
+                lock,
+                user,
+                seats,
+            },
+            (_, true) => Event::BookingCancelled {
+                show,
+                booking: booking_id,
+                user,
+                seats,
+                refund_due_minor,
+            },
+        });
+        refund_due_minor
+    }
+
+    /// Seats of `show` held by `user` right now (live locks and confirmed bookings).
+    pub(crate) fn seats_held(&self, user: UserId, show: ShowId) -> u64 {
+        let low = (user, show, BookingId(0));
+        let high = (user, show, BookingId(u64::MAX));
+        self.indexes
+            .by_user_show
+            .range(low..=high)
+            .map(|(_, _, id)| &self.state.bookings[id])
+            .filter(|booking| booking.holds_seats(self.state.clock))
+            .map(|booking| booking.seats.len() as u64)
+            .sum()
+    }
+
+    fn set_seats(&mut self, show: ShowId, seats: &[SeatId], state: SeatState) {
+        if let Some(states) = self.state.seats.get_mut(&show) {
+            for seat in seats {
+                states[seat.0 as usize] = state;
+            }
+        }
+        self.touch(|c| c.seats.extend(seats.iter().map(|seat| (show, *seat))));
+    }
+
+    fn put_booking(&mut self, booking: Booking) {
+        let id = booking.id;
+        self.state.bookings.insert(id, booking);
+        self.touch(|c| {
+            c.bookings.insert(id);
+        });
+    }
+
+    fn update_booking(&mut self, id: BookingId, change: impl FnOnce(&mut Booking)) {
+        if let Some(booking) = self.state.bookings.get_mut(&id) {
+            change(booking);
+        }
+        self.touch(|c| {
+            c.bookings.insert(id);
+        });
+    }
+
+    fn remember(&mut self, id: RequestId, fingerprint: [u8; 16], outcome: Outcome) {
+        let at_ms = self.state.clock;
+        self.indexes.request_order.insert((at_ms, id.clone()));
+        self.touch(|c| {
+            c.requests.insert(id.clone());
+        });
+        self.state.requests.insert(
+            id,
+            RequestRecord {
+                at_ms,
+                fingerprint,
+                outcome,
+            },
+        );
+        self.forget_old_requests();
+    }
+
+    /// Drops idempotency records older than the retention window, and the oldest ones
+    /// beyond the size bound.
+    fn forget_old_requests(&mut self) {
+        let clock = self.state.clock;
+        let retention = self.limits.request_id_retention_ms;
+        let max = self.limits.request_ids_max as usize;
+        while let Some((at_ms, _)) = self.indexes.request_order.first() {
+            let too_old = at_ms.saturating_add(retention) <= clock;
+            if !too_old && self.indexes.request_order.len() <= max {
+                break;
+            }
+            if let Some((_, id)) = self.indexes.request_order.pop_first() {
+                self.state.requests.remove(&id);
+                self.touch(|c| {
+                    c.requests.insert(id);
+                });
+            }
+        }
+    }
+
+    fn touch(&mut self, record: impl FnOnce(&mut Changes)) {
+        if let Some(changes) = self.changes.as_mut() {
+            record(changes);
+        }
+    }
+
+    pub(crate) fn show(&self, show: ShowId) -> Result<&Show, Rejection> {
+        self.state
+            .shows
+            .get(&show)
+            .ok_or(Rejection::UnknownShow { show })
+    }
+
+    fn check_ttl(&self, ttl_ms: u64) -> Result<(), Rejection> {
+        if ttl_ms < self.limits.lock_ttl_ms_min {
+            return Err(Rejection::LimitExceeded {
+                limit: LimitName::LockTtlMin,
+                max: self.limits.lock_ttl_ms_min,
+                requested: ttl_ms,
+            });
+        }
+        self.check_limit(LimitName::LockTtlMax, self.limits.lock_ttl_ms_max, ttl_ms)
+    }
+
+    pub(crate) fn check_limit(
+        &self,
+        limit: LimitName,
+        max: u64,
+        requested: u64,
+    ) -> Result<(), Rejection> {
+        if requested > max {
+            return Err(Rejection::LimitExceeded {
+                limit,
+                max,
+                requested,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_text(
+        &self,
+        field: &'static str,
+        value: &str,
+        may_be_empty: bool,
+    ) -> Result<(), Rejection> {
+        if value.is_empty() && !may_be_empty {
+            return Err(invalid(field, "must not be empty"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid(field, "must not contain control characters"));
+        }
+        self.check_limit(
+            LimitName::TextLength,
+            self.limits.text_length_max.into(),
+            value.len() as u64,
+        )
+    }
+
+    fn check_city(&self, city: &str) -> Result<(), Rejection> {
+        let well_formed = !city.is_empty()
+            && city.len() <= 64
+            && city
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !well_formed {
+            return Err(invalid("city", "a city id is 1-64 of a-z, 0-9 and '-'"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &'static str, reason: &'static str) -> Rejection {
+    Rejection::invalid(field, reason)
+}
+
+/// Largest price of one seat, in minor units; keeps every total far from overflow.
+const SEAT_PRICE_MINOR_MAX: u64 = 1_000_000_000;
+
+fn check_prices(prices: &Prices) -> Result<(), Rejection> {
+    let all = [prices.normal_minor, prices.premium_minor, prices.vip_minor];
+    if all.iter().any(|price| *price > SEAT_PRICE_MINOR_MAX) {
+        return Err(invalid(
+            "prices",
+            "a seat price is at most 1000000000 minor units",
+        ));
+    }
+    Ok(())
+}
+
+fn check_currency(currency: &str) -> Result<(), Rejection> {
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            "currency",
+            "an ISO 4217 code of three capital letters, e.g. INR",
+        ));
+    }
+    Ok(())
+}
+
+fn price_of(screen: &Screen, prices: &Prices, seats: &[SeatId]) -> u64 {
+    seats
+        .iter()
+        .filter_map(|seat| screen.place(*seat))
+        .map(|place| prices.of(place.category))
+        .sum()
+}
+
+fn fingerprint(kind: &CommandKind) -> [u8; 16] {
+    let hash = blake3::hash(&crate::codec::encode(kind));
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash.as_bytes()[..16]);
+    out
+}

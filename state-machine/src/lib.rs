@@ -1,0 +1,50 @@
+//! The seat ledger of one city shard: a pure, deterministic state machine and its
+//! RocksDB persistence.
+//!
+//! This crate knows nothing of Raft, HTTP, clocks or randomness. Time arrives as the
+//! leader-stamped `at_ms` of each command; ids are derived from log indexes; every
+//! collection is ordered. Replicas that apply the same commands reach the same bytes
+//! (`Ledger::digest`).
+//!
+//! # Layout
+//! - `ids`: identifier newtypes (`ShowId`, `SeatId`, `LockId`, `BookingId`, ...).
+//! - `limits`: every bound the ledger enforces, validated as one value.
+//! - `model`: theaters, screens, seat layouts, shows, seat states, bookings.
+//! - `command`: the writes (create theater, publish/cancel show, lock, extend,
+//!   release, confirm, expire, cancel booking).
+//! - `outcome`: `Applied` results and typed `Rejection`s.
+//! - `event`: domain events, addressed by log index.
+//! - `ledger`: the state and `apply`.
+//! - `query`: read-only questions (seat map, shows, bookings, theaters).
+//! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
+//! - `store`: the RocksDB image, atomic batches, reopen.
+//! - `snapshot`: the framed, checksummed snapshot format.
+//! - `codec`: the one binary encoding (bincode 2) with decode limits.
+//! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
+
+pub mod codec;
+pub mod command;
+pub mod event;
+pub mod ids;
+mod invariants;
+pub mod ledger;
+pub mod limits;
+pub mod model;
+pub mod outcome;
+pub mod query;
+pub mod snapshot;
+pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+#[cfg(test)]
+mod tests;
+
+pub use command::{Command, CommandKind};
+pub use event::{Event, EventRecord};
+pub use ids::*;
+pub use ledger::{ApplyResult, Ledger, State};
+pub use limits::{LimitName, Limits};
+pub use model::*;
+pub use outcome::{Applied, Outcome, Rejection};
+pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
+pub use store::{Durability, LedgerStore, StoreError};

@@ -1,0 +1,189 @@
+//! What applying a command produced: an `Applied` result or a typed `Rejection`.
+//!
+//! Rejections are values, not errors: they are replicated, stored under the request id
+//! and returned again to a retry. `Err` is kept for I/O and corruption.
+
+use crate::ids::{BookingId, LockId, Millis, SeatId, ShowId, TheaterId};
+use crate::limits::LimitName;
+use crate::model::BookingStatus;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied(Applied),
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Outcome::Applied(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    TheaterCreated {
+        theater: TheaterId,
+    },
+    ShowPublished {
+        show: ShowId,
+    },
+    ShowCancelled {
+        show: ShowId,
+        locks_released: u32,
+        bookings_cancelled: u32,
+    },
+    SeatsLocked {
+        lock: LockId,
+        booking: BookingId,
+        seats: Vec<SeatId>,
+        expires_at: Millis,
+        total_price_minor: u64,
+    },
+    LockExtended {
+        lock: LockId,
+        expires_at: Millis,
+    },
+    LockReleased {
+        lock: LockId,
+    },
+    BookingConfirmed {
+        booking: BookingId,
+        total_price_minor: u64,
+    },
+    LocksExpired {
+        locks: Vec<LockId>,
+    },
+    BookingCancelled {
+        booking: BookingId,
+        refund_due_minor: u64,
+    },
+}
+
+/// Why a command changed nothing. Each variant names what was wrong; the api maps each
+/// to one HTTP status and problem type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// Some requested seats are locked or booked by someone else.
+    SeatsTaken {
+        seats: Vec<SeatId>,
+    },
+    /// Some requested seats do not exist in the show's screen.
+    UnknownSeats {
+        seats: Vec<SeatId>,
+    },
+    UnknownTheater {
+        theater: TheaterId,
+    },
+    UnknownScreen {
+        theater: TheaterId,
+        screen: u16,
+    },
+    UnknownShow {
+        show: ShowId,
+    },
+    UnknownLock {
+        lock: LockId,
+    },
+    UnknownBooking {
+        booking: BookingId,
+    },
+    /// The lock's expiry passed on the shard clock.
+    LockExpired {
+        lock: LockId,
+        expired_at: Millis,
+    },
+    /// The lock or booking belongs to another user.
+    NotOwner,
+    /// The show has started (or ended); its seats can no longer change hands.
+    ShowStarted {
+        show: ShowId,
+        start_ms: Millis,
+    },
+    ShowCancelled {
+        show: ShowId,
+    },
+    /// Another show overlaps on the same screen.
+    ScreenBusy {
+        conflicting_show: ShowId,
+    },
+    /// The booking is in a state that does not allow the command.
+    WrongBookingStatus {
+        booking: BookingId,
+        status: BookingStatus,
+    },
+    LimitExceeded {
+        limit: LimitName,
+        max: u64,
+        requested: u64,
+    },
+    InvalidInput {
+        field: Cow<'static, str>,
+        reason: Cow<'static, str>,
+    },
+    /// The request id was used before for a different command.
+    RequestIdReused,
+}
+
+impl Rejection {
+    pub fn invalid(field: &'static str, reason: &'static str) -> Rejection {
+        Rejection::InvalidInput {
+            field: Cow::Borrowed(field),
+            reason: Cow::Borrowed(reason),
+        }
+    }
+
+    /// True when this is an `InvalidInput` about `field`.
+    pub fn is_invalid(&self, field: &str) -> bool {
+        matches!(self, Rejection::InvalidInput { field: f, .. } if f == field)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::SeatsTaken { seats } => write!(f, "seats already taken: {seats:?}"),
+            Rejection::UnknownSeats { seats } => write!(f, "no such seats in this show: {seats:?}"),
+            Rejection::UnknownTheater { theater } => write!(f, "unknown theater {theater}"),
+            Rejection::UnknownScreen { theater, screen } => {
+                write!(f, "theater {theater} has no screen {screen}")
+            }
+            Rejection::UnknownShow { show } => write!(f, "unknown show {show}"),
+            Rejection::UnknownLock { lock } => write!(f, "unknown lock {lock}"),
+            Rejection::UnknownBooking { booking } => write!(f, "unknown booking {booking}"),
+            Rejection::LockExpired { lock, expired_at } => {
+                write!(
+                    f,
+                    "lock {lock} expired at {expired_at} ms; lock the seats again"
+                )
+            }
+            Rejection::NotOwner => f.write_str("this lock or booking belongs to another user"),
+            Rejection::ShowStarted { show, start_ms } => {
+                write!(f, "show {show} started at {start_ms} ms")
+            }
+            Rejection::ShowCancelled { show } => write!(f, "show {show} is cancelled"),
+            Rejection::ScreenBusy { conflicting_show } => {
+                write!(
+                    f,
+                    "the screen is busy with show {conflicting_show} at that time"
+                )
+            }
+            Rejection::WrongBookingStatus { booking, status } => {
+                write!(f, "booking {booking} is {}", status.as_str())
+            }
+            Rejection::LimitExceeded {
+                limit,
+                max,
+                requested,
+            } => {
+                write!(f, "{limit} is {max}, the request asked for {requested}")
+            }
+            Rejection::InvalidInput { field, reason } => write!(f, "{field}: {reason}"),
+            Rejection::RequestIdReused => {
+                f.write_str("this request id was used for a different request; use a new one")
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Read-only questions to the ledger and their answers.
+//!
+//! Queries see the state at the shard clock of the last applied command: a lock whose
+//! expiry has passed on that clock shows as available even before the sweep frees it.
+
+use crate::ids::{BookingId, Millis, SeatId, ShowId, TheaterId, UserId};
+use crate::ledger::Ledger;
+use crate::limits::LimitName;
+use crate::model::{Booking, Category, SeatState, Show, Theater};
+use crate::outcome::Rejection;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Every seat of a show with its place, price and status.
+    SeatMap {
+        show: ShowId,
+    },
+    /// A show with its theater and seat counts.
+    Show {
+        show: ShowId,
+    },
+    Booking {
+        booking: BookingId,
+    },
+    /// A user's bookings, newest first; `before` is the cursor from the previous page.
+    UserBookings {
+        user: UserId,
+        before: Option<BookingId>,
+        limit: u32,
+    },
+    Theater {
+        theater: TheaterId,
+    },
+    /// Theaters of a city by id; `after` is the cursor.
+    Theaters {
+        city: String,
+        after: Option<TheaterId>,
+        limit: u32,
+    },
+    /// Shows of a theater starting in `[from_ms, to_ms)`.
+    TheaterShows {
+        theater: TheaterId,
+        from_ms: Millis,
+        to_ms: Millis,
+    },
+    /// Published shows of a city starting in `[from_ms, to_ms)` whose title or genre
+    /// contains `text` (case-insensitive), by start time; `after` is the cursor.
+    CityShows {
+        city: String,
+        from_ms: Millis,
+        to_ms: Millis,
+        text: Option<String>,
+        after: Option<(Millis, ShowId)>,
+        limit: u32,
+    },
+    /// Cities that have at least one theater.
+    Cities,
+    /// The shard clock.
+    Clock,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeatStatus {
+    Available,
+    Locked,
+    Booked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatView {
+    pub seat: SeatId,
+    pub row: String,
+    pub number: u16,
+    pub category: Category,
+    pub price_minor: u64,
+    pub status: SeatStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatMap {
+    pub show: ShowId,
+    pub currency: String,
+    pub seats: Vec<SeatView>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatCounts {
+    pub available: u32,
+    pub locked: u32,
+    pub booked: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowView {
+    pub show: Show,
+    pub theater_name: String,
+    pub city: String,
+    pub counts: SeatCounts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryResponse {
+    SeatMap(SeatMap),
+    Show(ShowView),
+    Booking(Booking),
+    /// A page of bookings and the cursor of the next page, if any.
+    Bookings {
+        items: Vec<Booking>,
+        next: Option<BookingId>,
+    },
+    Theater(Theater),
+    Theaters {
+        items: Vec<Theater>,
+        next: Option<TheaterId>,
+    },
+    Shows {
+        items: Vec<ShowView>,
+        next: Option<(Millis, ShowId)>,
+    },
+    Cities(Vec<String>),
+    Clock(Millis),
+}
+
+impl Ledger {
+    /// Answers a query from the current state. Rejections name what was not found or
+    /// which limit the query exceeded.
+    pub fn query(&self, query: &Query) -> Result<QueryResponse, Rejection> {
+        match query {
+            Query::SeatMap { show } => self.seat_map(*show).map(QueryResponse::SeatMap),
+            Query::Show { show } => self.show_view(*show).map(QueryResponse::Show),
+            Query::Booking { booking } => self
+                .state
+                .bookings
+                .get(booking)
+                .cloned()
+                .map(QueryResponse::Booking)
+                .ok_or(Rejection::UnknownBooking { booking: *booking }),
+            Query::UserBookings {
+                user,
+                before,
+                limit,
+            } => self.user_bookings(*user, *before, *limit),
+            Query::Theater { theater } => self
+                .state
+                .theaters
+                .get(theater)
+                .cloned()
+                .map(QueryResponse::Theater)
+                .ok_or(Rejection::UnknownTheater { theater: *theater }),
+            Query::Theaters { city, after, limit } => self.theaters(city, *after, *limit),
+            Query::TheaterShows {
+                theater,
+                from_ms,
+                to_ms,
+            } => self.theater_shows(*theater, *from_ms, *to_ms),
+            Query::CityShows {
+                city,
+                from_ms,
+                to_ms,
+                text,
+                after,
+                limit,
+            } => self.city_shows(city, *from_ms, *to_ms, text.as_deref(), *after, *limit),
+            Query::Cities => {
+                let mut cities: Vec<String> = self
+                    .indexes
+                    .city_theaters
+                    .iter()
+                    .map(|(city, _)| city.clone())
+                    .collect();
+                cities.dedup();
+                Ok(QueryResponse::Cities(cities))
+            }
+            Query::Clock => Ok(QueryResponse::Clock(self.state.clock)),
+        }
+    }
+
+    fn seat_status(&self, seat: SeatState) -> SeatStatus {
+        match seat {
+            SeatState::Available => SeatStatus::Available,
+            SeatState::Booked(_) => SeatStatus::Booked,
+            SeatState::Locked(lock) => {
+                let live = self
+                    .state
+                    .bookings
+                    .get(&BookingId::of_lock(lock))
+                    .is_some_and(|booking| booking.is_live_lock(self.state.clock));
+                if live {
+                    SeatStatus::Locked
+                } else {
+                    SeatStatus::Available
+                }
+            }
+        }
+    }
+
+    fn seat_map(&self, show_id: ShowId) -> Result<SeatMap, Rejection> {
+        let show = self.show(show_id)?;
+        let screen = &self.state.theaters[&show.theater].screens[usize::from(show.screen.0)];
+        let states = &self.state.seats[&show_id];
+        let mut seats = Vec::with_capacity(states.len());
+        let mut position = 0u32;
+        for row in &screen.rows {
+            for number in 1..=row.seats {
+                seats.push(SeatView {
+                    seat: SeatId(position),
+                    row: row.label.clone(),
+                    number,
+                    category: row.category,
+                    price_minor: show.prices.of(row.category),
+                    status: self.seat_status(states[position as usize]),
+                });
+                position += 1;
+            }
+        }
+        Ok(SeatMap {
+            show: show_id,
+            currency: show.currency.clone(),
+            seats,
+        })
+    }
+
+    pub fn seat_counts(&self, show: ShowId) -> SeatCounts {
+        let mut counts = SeatCounts::default();
+        for seat in self.state.seats.get(&show).into_iter().flatten() {
+            match self.seat_status(*seat) {
+                SeatStatus::Available => counts.available += 1,
+                SeatStatus::Locked => counts.locked += 1,
+                SeatStatus::Booked => counts.booked += 1,
+            }
+        }
+        counts
+    }
+
+    fn show_view(&self, show_id: ShowId) -> Result<ShowView, Rejection> {
+        let show = self.show(show_id)?;
+        let theater = &self.state.theaters[&show.theater];
+        Ok(ShowView {
+            show: show.clone(),
+            theater_name: theater.name.clone(),
+            city: theater.city.clone(),
+            counts: self.seat_counts(show_id),
+        })
+    }
+
+    fn check_page(&self, limit: u32) -> Result<usize, Rejection> {
+        if limit == 0 {
+            return Err(Rejection::invalid("limit", "must be at least 1"));
+        }
+        self.check_limit(
+            LimitName::PageSize,
+            self.limits.page_size_max.into(),
+            limit.into(),
+        )?;
+        Ok(limit as usize)
+    }
+
+    fn user_bookings(
+        &self,
+        user: UserId,
+        before: Option<BookingId>,
+        limit: u32,
+    ) -> Result<QueryResponse, Rejection> {
+        let limit = self.check_page(limit)?;
+        let high = before.unwrap_or(BookingId(u64::MAX));
+        let mut items: Vec<Booking> = self
+            .indexes
+            .by_user
+            .range((user, BookingId(0))..(user, high))
+            .rev()
+            .take(limit + 1)
+            .map(|(_, id)| self.state.bookings[id].clone())
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|booking| booking.id)
+        } else {
+            None
+        };
+        Ok(QueryResponse::Bookings { items, next })
+    }
+
+    fn theaters(
+        &self,
+        city: &str,
+        after: Option<TheaterId>,
+        limit: u32,
+    ) -> Result<QueryResponse, Rejection> {
+        let limit = self.check_page(limit)?;
+        let low = (
+            city.to_owned(),
+            after.map_or(TheaterId(0), |id| TheaterId(id.0 + 1)),
+        );
+        let high = (city.to_owned(), TheaterId(u64::MAX));
+        let mut items: Vec<Theater> = self
+            .indexes
+            .city_theaters
+            .range(low..=high)
+            .take(limit + 1)
+            .map(|(_, id)| self.state.theaters[id].clone())
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|theater| theater.id)
+        } else {
+            None
+        };
+        Ok(QueryResponse::Theaters { items, next })
+    }
+
+    fn theater_shows(
+        &self,
+        theater: TheaterId,
+        from_ms: Millis,
+        to_ms: Millis,
+    ) -> Result<QueryResponse, Rejection> {
+        if !self.state.theaters.contains_key(&theater) {
+            return Err(Rejection::UnknownTheater { theater });
+        }
+        let items = self
+            .shows_between(theater, from_ms, to_ms)
+            .collect::<Result<_, _>>()?;
+        Ok(QueryResponse::Shows { items, next: None })
+    }
+
+    fn shows_between(
+        &self,
+        theater: TheaterId,
+        from_ms: Millis,
+        to_ms: Millis,
+    ) -> impl Iterator<Item = Result<ShowView, Rejection>> + '_ {
+        let range =
+            (from_ms < to_ms).then_some((theater, from_ms, ShowId(0))..(theater, to_ms, ShowId(0)));
+        range
+            .into_iter()
+            .flat_map(move |range| self.indexes.theater_shows.range(range))
+            .map(|(_, _, show)| self.show_view(*show))
+    }
+
+    fn city_shows(
+        &self,
+        city: &str,
+        from_ms: Millis,
+        to_ms: Millis,
+        text: Option<&str>,
+        after: Option<(Millis, ShowId)>,
+        limit: u32,
+    ) -> Result<QueryResponse, Rejection> {
+        let limit = self.check_page(limit)?;
+        if let Some(text) = text {
+            self.check_text("search", text, true)?;
+        }
+        let needle = text.map(str::to_lowercase).filter(|text| !text.is_empty());
+        let mut found: Vec<(Millis, ShowId)> = Vec::new();
+        let low = (city.to_owned(), TheaterId(0));
+        let high = (city.to_owned(), TheaterId(u64::MAX));
+        for (_, theater) in self.indexes.city_theaters.range(low..=high) {
+            let range = (*theater, from_ms, ShowId(0))..(*theater, to_ms.max(from_ms), ShowId(0));
+            for (_, start, id) in self.indexes.theater_shows.range(range) {
+                let show = &self.state.shows[id];
+                let matches = needle.as_deref().is_none_or(|needle| {
+                    show.title.to_lowercase().contains(needle)
+                        || show.genre.to_lowercase().contains(needle)
+                });
+                let after_cursor = after.is_none_or(|cursor| (*start, *id) > cursor);
+                if matches && after_cursor && show.status == crate::model::ShowStatus::Published {
+                    found.push((*start, *id));
+                }
+            }
+        }
+        found.sort_unstable();
+        let next = (found.len() > limit).then(|| found[limit - 1]);
+        found.truncate(limit);
+        let items = found
+            .into_iter()
+            .map(|(_, id)| self.show_view(id))
+            .collect::<Result<_, _>>()?;
+        Ok(QueryResponse::Shows { items, next })
+    }
+}

@@ -1,0 +1,101 @@
+//! The snapshot byte format: a framed, checksummed image of a shard's state, its
+//! recent events and the caller's applied-position marker.
+//!
+//! Layout: `MAGIC (8) | version u32 LE | body length u64 LE | body | blake3(body) (32)`.
+//! The body is the codec encoding of `SnapshotBody`. Anything that does not match the
+//! frame, the checksum or the invariants is refused with an error; nothing is
+//! installed from it.
+
+use crate::codec;
+use crate::event::EventRecord;
+use crate::ledger::{Ledger, State};
+use crate::limits::Limits;
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8; 8] = b"SEATSNAP";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 8;
+const CHECKSUM_BYTES: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotBody {
+    /// Opaque to the ledger: the replication layer's record of what is applied.
+    pub marker: Vec<u8>,
+    pub state: State,
+    pub events: Vec<EventRecord>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("snapshot is truncated: {0} bytes is shorter than its frame")]
+    Truncated(usize),
+    #[error("not a seat-ledger snapshot (bad magic bytes)")]
+    BadMagic,
+    #[error("snapshot version {0} is not supported (this build reads version 1)")]
+    BadVersion(u32),
+    #[error("snapshot length field says {declared} bytes but {actual} follow")]
+    BadLength { declared: u64, actual: usize },
+    #[error("snapshot checksum mismatch: the bytes were corrupted")]
+    BadChecksum,
+    #[error("snapshot body does not decode: {0}")]
+    Undecodable(String),
+    #[error("snapshot state breaks an invariant: {0}")]
+    Inconsistent(String),
+}
+
+pub fn encode(body: &SnapshotBody) -> Vec<u8> {
+    let payload = codec::encode(body);
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len() + CHECKSUM_BYTES);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(blake3::hash(&payload).as_bytes());
+    out
+}
+
+/// A verified snapshot: the ledger rebuilt from it, with its marker and events.
+pub struct Decoded {
+    pub marker: Vec<u8>,
+    pub events: Vec<EventRecord>,
+    pub ledger: Ledger,
+}
+
+/// Decodes and verifies snapshot bytes; the ledger built from them satisfies every
+/// invariant.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
+    if bytes.len() < HEADER_BYTES + CHECKSUM_BYTES {
+        return Err(SnapshotError::Truncated(bytes.len()));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    if version != VERSION {
+        return Err(SnapshotError::BadVersion(version));
+    }
+    let declared = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
+    let actual = bytes.len() - HEADER_BYTES - CHECKSUM_BYTES;
+    if declared != actual as u64 {
+        return Err(SnapshotError::BadLength { declared, actual });
+    }
+    let payload = &bytes[HEADER_BYTES..HEADER_BYTES + actual];
+    if blake3::hash(payload).as_bytes() != &bytes[HEADER_BYTES + actual..] {
+        return Err(SnapshotError::BadChecksum);
+    }
+    let body: SnapshotBody = codec::decode(payload).map_err(SnapshotError::Undecodable)?;
+    let SnapshotBody {
+        marker,
+        state,
+        events,
+    } = body;
+    let ledger = Ledger::from_state(limits.clone(), state);
+    ledger
+        .check_invariants()
+        .map_err(SnapshotError::Inconsistent)?;
+    Ok(Decoded {
+        marker,
+        events,
+        ledger,
+    })
+}

@@ -1,0 +1,420 @@
+//! RocksDB persistence of one shard's ledger.
+//!
+//! The ledger lives in memory; RocksDB holds its durable image. `apply_batch` applies
+//! commands, then writes every key they touched, their events and the caller's
+//! applied-position marker in one `WriteBatch`, so the image on disk always matches a
+//! prefix of the log. Reopening rebuilds the same ledger from the image. After a write
+//! fails, the store refuses all further work: memory and disk may disagree, and the
+//! replica must stop rather than acknowledge what it did not persist.
+//!
+//! Key layout (one column family; big-endian numbers so keys sort like numbers):
+//! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
+//! available), `B|booking`, `R|request id`, `E|log index|seq` (events).
+
+use crate::codec;
+use crate::command::Command;
+use crate::event::EventRecord;
+use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId};
+use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
+use crate::limits::Limits;
+use crate::model::{Booking, SeatState, Show, Theater};
+use crate::snapshot::{self, SnapshotBody, SnapshotError};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+const CLOCK_KEY: &[u8] = b"M:clock";
+const MARKER_KEY: &[u8] = b"M:marker";
+const THEATER: u8 = b'T';
+const SHOW: u8 = b'S';
+const SEAT: u8 = b'X';
+const BOOKING: u8 = b'B';
+const REQUEST: u8 = b'R';
+const EVENT: u8 = b'E';
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("RocksDB failed: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("stored {what} is corrupt: {detail}; restore this replica from a snapshot")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("the store failed earlier and refuses further writes; restart the replica")]
+    Poisoned,
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// How durable the state machine's own writes are. The replicated log is the durable
+/// record of commands, so the default leaves syncing to it and to `sync_to_disk`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Buffered,
+    SyncEveryBatch,
+}
+
+/// A shard's ledger together with its RocksDB image.
+pub struct LedgerStore {
+    db: DB,
+    ledger: Ledger,
+    marker: Vec<u8>,
+    durability: Durability,
+    /// Highest log index applied; bounds which events are kept.
+    last_index: LogIndex,
+    poisoned: bool,
+}
+
+impl LedgerStore {
+    /// Opens (or creates) the store at `path` and rebuilds the ledger from it.
+    pub fn open(path: &Path, limits: Limits, durability: Durability) -> Result<Self, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Many shards share a node: keep each instance's memory modest.
+        options.set_write_buffer_size(16 << 20);
+        options.set_max_write_buffer_number(3);
+        let db = DB::open(&options, path)?;
+        let (state, marker) = load_state(&db)?;
+        let mut ledger = Ledger::from_state(limits, state);
+        ledger
+            .check_invariants()
+            .map_err(|detail| StoreError::Corrupt {
+                what: "ledger state",
+                detail,
+            })?;
+        ledger.track_changes();
+        let last_index = last_event_index(&db)?.unwrap_or(0);
+        Ok(LedgerStore {
+            db,
+            ledger,
+            marker,
+            durability,
+            last_index,
+            poisoned: false,
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The caller's applied-position marker as of the last batch.
+    pub fn marker(&self) -> &[u8] {
+        &self.marker
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Applies `commands` in order and persists their effects with `marker` atomically.
+    /// An empty `commands` only moves the marker (log entries that carry no command).
+    pub fn apply_batch(
+        &mut self,
+        commands: &[(LogIndex, Command)],
+        marker: &[u8],
+    ) -> Result<Vec<ApplyResult>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let mut batch = WriteBatch::default();
+        let mut results = Vec::with_capacity(commands.len());
+        for (index, command) in commands {
+            let result = self.ledger.apply(*index, command);
+            for (seq, event) in result.events.iter().enumerate() {
+                let record = EventRecord {
+                    index: *index,
+                    seq: seq as u32,
+                    at_ms: self.ledger.clock(),
+                    event: event.clone(),
+                };
+                batch.put(event_key(*index, seq as u32), codec::encode(&record));
+            }
+            self.last_index = self.last_index.max(*index);
+            results.push(result);
+        }
+        self.write_changes(&mut batch);
+        let retention = self.ledger.limits().event_retention_indexes;
+        if self.last_index > retention {
+            batch.delete_range(event_key(0, 0), event_key(self.last_index - retention, 0));
+        }
+        batch.put(MARKER_KEY, marker);
+        self.write(batch)?;
+        self.marker = marker.to_vec();
+        Ok(results)
+    }
+
+    fn write_changes(&mut self, batch: &mut WriteBatch) {
+        let changes = self.ledger.take_changes();
+        let state = self.ledger.state();
+        if changes.clock {
+            batch.put(CLOCK_KEY, state.clock.to_be_bytes());
+        }
+        for id in changes.theaters {
+            put_or_delete(
+                batch,
+                key(THEATER, &id.0.to_be_bytes()),
+                state.theaters.get(&id),
+            );
+        }
+        for id in changes.shows {
+            put_or_delete(batch, key(SHOW, &id.0.to_be_bytes()), state.shows.get(&id));
+        }
+        for (show, seat) in changes.seats {
+            let seat_state = state
+                .seats
+                .get(&show)
+                .and_then(|seats| seats.get(seat.0 as usize));
+            let held = seat_state.filter(|seat| **seat != SeatState::Available);
+            put_or_delete(batch, seat_key(show, seat), held);
+        }
+        for id in changes.bookings {
+            put_or_delete(
+                batch,
+                key(BOOKING, &id.0.to_be_bytes()),
+                state.bookings.get(&id),
+            );
+        }
+        for id in changes.requests {
+            put_or_delete(
+                batch,
+                key(REQUEST, id.0.as_bytes()),
+                state.requests.get(&id),
+            );
+        }
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.durability == Durability::SyncEveryBatch);
+        self.db.write_opt(batch, &options).map_err(|error| {
+            self.poisoned = true;
+            StoreError::Rocks(error)
+        })
+    }
+
+    /// Makes everything written so far durable (before the log behind it is purged).
+    pub fn sync_to_disk(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Events from `from_index` on (inclusive), at most `limit` of them, in log order.
+    pub fn events_from(
+        &self,
+        from_index: LogIndex,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let start = event_key(from_index, 0);
+        let mut events = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if key.first() != Some(&EVENT) || events.len() >= limit {
+                break;
+            }
+            events.push(decode_value::<EventRecord>("event", &value)?);
+        }
+        Ok(events)
+    }
+
+    /// The oldest event still kept, if any.
+    pub fn oldest_event_index(&self) -> Result<Option<LogIndex>, StoreError> {
+        Ok(self.events_from(0, 1)?.first().map(|event| event.index))
+    }
+
+    /// The whole state, its kept events and the marker as snapshot bytes.
+    pub fn export_snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        let events = self.events_from(0, usize::MAX)?;
+        let body = SnapshotBody {
+            marker: self.marker.clone(),
+            state: self.ledger.state().clone(),
+            events,
+        };
+        Ok(snapshot::encode(&body))
+    }
+
+    /// Replaces this replica's state with the snapshot's. Bad bytes are refused before
+    /// anything changes.
+    pub fn install_snapshot(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let decoded = snapshot::decode(bytes, self.ledger.limits())?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range(&[0u8][..], &[0xffu8][..]);
+        let state = decoded.ledger.state();
+        batch.put(CLOCK_KEY, state.clock.to_be_bytes());
+        for (id, theater) in &state.theaters {
+            batch.put(key(THEATER, &id.0.to_be_bytes()), codec::encode(theater));
+        }
+        for (id, show) in &state.shows {
+            batch.put(key(SHOW, &id.0.to_be_bytes()), codec::encode(show));
+        }
+        for (show, seats) in &state.seats {
+            for (position, seat) in seats.iter().enumerate() {
+                if *seat != SeatState::Available {
+                    batch.put(
+                        seat_key(*show, SeatId(position as u32)),
+                        codec::encode(seat),
+                    );
+                }
+            }
+        }
+        for (id, booking) in &state.bookings {
+            batch.put(key(BOOKING, &id.0.to_be_bytes()), codec::encode(booking));
+        }
+        for (id, record) in &state.requests {
+            batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
+        }
+        for event in &decoded.events {
+            batch.put(event_key(event.index, event.seq), codec::encode(event));
+        }
+        batch.put(MARKER_KEY, &decoded.marker);
+        self.write(batch)?;
+        self.sync_to_disk()?;
+        self.ledger = decoded.ledger;
+        self.ledger.track_changes();
+        self.marker = decoded.marker;
+        self.last_index = decoded.events.last().map_or(0, |event| event.index);
+        Ok(())
+    }
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn seat_key(show: ShowId, seat: SeatId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(13);
+    key.push(SEAT);
+    key.extend_from_slice(&show.0.to_be_bytes());
+    key.extend_from_slice(&seat.0.to_be_bytes());
+    key
+}
+
+fn event_key(index: LogIndex, seq: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(13);
+    key.push(EVENT);
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn put_or_delete<T: serde::Serialize>(batch: &mut WriteBatch, key: Vec<u8>, value: Option<&T>) {
+    match value {
+        Some(value) => batch.put(key, codec::encode(value)),
+        None => batch.delete(key),
+    }
+}
+
+fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|detail| StoreError::Corrupt { what, detail })
+}
+
+fn be_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        what,
+        detail: format!("{} bytes, not 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// Visits every key with `prefix`, decoding the value.
+fn scan<T: DeserializeOwned>(
+    db: &DB,
+    prefix: u8,
+    what: &'static str,
+    mut visit: impl FnMut(&[u8], T) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for item in db.iterator(IteratorMode::From(&[prefix], Direction::Forward)) {
+        let (key, value) = item?;
+        if key.first() != Some(&prefix) {
+            break;
+        }
+        visit(&key[1..], decode_value(what, &value)?)?;
+    }
+    Ok(())
+}
+
+fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
+    let mut state = State::default();
+    if let Some(bytes) = db.get(CLOCK_KEY)? {
+        state.clock = be_u64("clock", &bytes)?;
+    }
+    let marker = db.get(MARKER_KEY)?.unwrap_or_default();
+    scan(db, THEATER, "theater", |id, theater: Theater| {
+        state
+            .theaters
+            .insert(TheaterId(be_u64("theater id", id)?), theater);
+        Ok(())
+    })?;
+    scan(db, SHOW, "show", |id, show: Show| {
+        state.shows.insert(ShowId(be_u64("show id", id)?), show);
+        Ok(())
+    })?;
+    for show in state.shows.values() {
+        let seat_count = state
+            .theaters
+            .get(&show.theater)
+            .and_then(|theater| theater.screens.get(usize::from(show.screen.0)))
+            .map(|screen| screen.seat_count() as usize)
+            .ok_or(StoreError::Corrupt {
+                what: "show",
+                detail: format!("{} has no screen", show.id),
+            })?;
+        state
+            .seats
+            .insert(show.id, vec![SeatState::Available; seat_count]);
+    }
+    scan(db, SEAT, "seat", |id, seat: SeatState| {
+        let corrupt = || StoreError::Corrupt {
+            what: "seat key",
+            detail: format!("{id:?}"),
+        };
+        let (show, position) = id.split_at_checked(8).ok_or_else(corrupt)?;
+        let show = ShowId(be_u64("seat key", show)?);
+        let position: [u8; 4] = position.try_into().map_err(|_| corrupt())?;
+        let slot = state
+            .seats
+            .get_mut(&show)
+            .and_then(|seats| seats.get_mut(u32::from_be_bytes(position) as usize))
+            .ok_or_else(corrupt)?;
+        *slot = seat;
+        Ok(())
+    })?;
+    scan(db, BOOKING, "booking", |id, booking: Booking| {
+        state
+            .bookings
+            .insert(BookingId(be_u64("booking id", id)?), booking);
+        Ok(())
+    })?;
+    scan(db, REQUEST, "request", |id, record: RequestRecord| {
+        let id = String::from_utf8(id.to_vec()).map_err(|e| StoreError::Corrupt {
+            what: "request id",
+            detail: e.to_string(),
+        })?;
+        state.requests.insert(crate::ids::RequestId(id), record);
+        Ok(())
+    })?;
+    Ok((state, marker))
+}
+
+fn last_event_index(db: &DB) -> Result<Option<LogIndex>, StoreError> {
+    let end = [EVENT + 1];
+    if let Some(item) = db
+        .iterator(IteratorMode::From(&end, Direction::Reverse))
+        .next()
+    {
+        let (key, _) = item?;
+        if key.first() == Some(&EVENT) && key.len() == 13 {
+            return Ok(Some(be_u64("event key", &key[1..9])?));
+        }
+    }
+    Ok(None)
+}

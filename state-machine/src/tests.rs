@@ -1,0 +1,560 @@
+//! Scenario tests of `apply`: each command's success path, each rejection, and each
+//! limit exceeded. The property tests in `tests/model.rs` cover random interleavings.
+
+use crate::testkit::{command, create_theater, publish_show, screen};
+use crate::*;
+
+const HOUR_MS: u64 = 3_600_000;
+const ALICE: UserId = UserId(1);
+const BOB: UserId = UserId(2);
+
+struct Fixture {
+    ledger: Ledger,
+    index: LogIndex,
+    now: Millis,
+    show: ShowId,
+    theater: TheaterId,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let mut fixture = Fixture {
+            ledger: Ledger::new(Limits::default()),
+            index: 0,
+            now: 1_000_000,
+            show: ShowId(0),
+            theater: TheaterId(0),
+        };
+        let theater = fixture.ok(create_theater(
+            "mumbai",
+            UserId(9),
+            vec![screen("Audi 1", 6, 10)],
+        ));
+        let Applied::TheaterCreated { theater } = theater else {
+            panic!("{theater:?}")
+        };
+        fixture.theater = theater;
+        let start = fixture.now + 10 * HOUR_MS;
+        let show = fixture.ok(publish_show(theater, 0, start, "Avengers"));
+        let Applied::ShowPublished { show } = show else {
+            panic!("{show:?}")
+        };
+        fixture.show = show;
+        fixture
+    }
+
+    fn run(&mut self, kind: CommandKind) -> ApplyResult {
+        self.index += 1;
+        let request = format!("req-{}", self.index);
+        let result = self
+            .ledger
+            .apply(self.index, &command(&request, self.now, kind));
+        self.ledger.check_invariants().unwrap();
+        result
+    }
+
+    fn ok(&mut self, kind: CommandKind) -> Applied {
+        match self.run(kind).outcome {
+            Outcome::Applied(applied) => applied,
+            Outcome::Rejected(rejection) => panic!("unexpected rejection: {rejection}"),
+        }
+    }
+
+    fn rejected(&mut self, kind: CommandKind) -> Rejection {
+        let before = self.ledger.state().clone();
+        let result = self.run(kind);
+        assert!(result.events.is_empty());
+        assert_eq!(
+            before.seats,
+            self.ledger.state().seats,
+            "a rejection changed seats"
+        );
+        assert_eq!(
+            before.bookings,
+            self.ledger.state().bookings,
+            "a rejection changed bookings"
+        );
+        match result.outcome {
+            Outcome::Rejected(rejection) => rejection,
+            Outcome::Applied(applied) => panic!("expected a rejection, got {applied:?}"),
+        }
+    }
+
+    fn lock(&mut self, user: UserId, seats: &[u32]) -> LockId {
+        let kind = lock_kind(self.show, user, seats, None);
+        let Applied::SeatsLocked { lock, .. } = self.ok(kind) else {
+            panic!()
+        };
+        lock
+    }
+}
+
+fn lock_kind(show: ShowId, user: UserId, seats: &[u32], ttl_ms: Option<u64>) -> CommandKind {
+    CommandKind::LockSeats {
+        show,
+        user,
+        seats: seats.iter().map(|s| SeatId(*s)).collect(),
+        ttl_ms,
+    }
+}
+
+fn confirm(lock: LockId, user: UserId) -> CommandKind {
+    CommandKind::ConfirmBooking {
+        lock,
+        user,
+        payment_ref: "pay-1".into(),
+    }
+}
+
+#[test]
+fn lock_confirm_cancel_round_trip() {
+    let mut f = Fixture::new();
+    let lock = f.lock(ALICE, &[3, 1]);
+    let Applied::BookingConfirmed {
+        booking,
+        total_price_minor,
+    } = f.ok(confirm(lock, ALICE))
+    else {
+        panic!()
+    };
+    assert_eq!(total_price_minor, 40_000);
+    assert_eq!(f.ledger.seat_counts(f.show).booked, 2);
+    let cancelled = f.ok(CommandKind::CancelBooking {
+        booking,
+        user: ALICE,
+    });
+    assert_eq!(
+        cancelled,
+        Applied::BookingCancelled {
+            booking,
+            refund_due_minor: 40_000
+        }
+    );
+    assert_eq!(f.ledger.seat_counts(f.show).available, 60);
+}
+
+#[test]
+fn seats_taken_names_the_seats_and_is_all_or_nothing() {
+    let mut f = Fixture::new();
+    f.lock(ALICE, &[1, 2]);
+    let rejection = f.rejected(lock_kind(f.show, BOB, &[0, 2, 5], None));
+    assert_eq!(
+        rejection,
+        Rejection::SeatsTaken {
+            seats: vec![SeatId(2)]
+        }
+    );
+    assert_eq!(f.ledger.seat_counts(f.show).locked, 2);
+}
+
+#[test]
+fn a_lock_is_dead_at_expiry_even_before_the_sweep() {
+    let mut f = Fixture::new();
+    let lock = f.lock(ALICE, &[1]);
+    f.now += Limits::default().lock_ttl_ms_default;
+    let rejection = f.rejected(confirm(lock, ALICE));
+    assert!(
+        matches!(rejection, Rejection::LockExpired { .. }),
+        "{rejection:?}"
+    );
+    // Another user may take the seat at once; the stale lock ends as expired.
+    let result = f.run(lock_kind(f.show, BOB, &[1], None));
+    assert!(result.outcome.is_applied());
+    assert!(matches!(result.events[0], Event::LockExpired { .. }));
+}
+
+#[test]
+fn the_clock_never_runs_backwards() {
+    let mut f = Fixture::new();
+    let lock = f.lock(ALICE, &[1]);
+    f.now += Limits::default().lock_ttl_ms_default;
+    f.run(CommandKind::ExpireLocks { max_locks: 10 });
+    let clock = f.ledger.clock();
+    f.now -= 4 * 60_000;
+    f.run(CommandKind::ExpireLocks { max_locks: 10 });
+    assert_eq!(f.ledger.clock(), clock);
+    let rejection = f.rejected(confirm(lock, ALICE));
+    assert!(matches!(rejection, Rejection::LockExpired { .. }));
+}
+
+#[test]
+fn sweep_frees_in_bounded_batches() {
+    let mut f = Fixture::new();
+    for user in 0..5 {
+        f.lock(UserId(100 + user), &[user as u32]);
+    }
+    f.now += Limits::default().lock_ttl_ms_default;
+    let Applied::LocksExpired { locks } = f.ok(CommandKind::ExpireLocks { max_locks: 3 }) else {
+        panic!()
+    };
+    assert_eq!(locks.len(), 3);
+    let Applied::LocksExpired { locks } = f.ok(CommandKind::ExpireLocks { max_locks: 3 }) else {
+        panic!()
+    };
+    assert_eq!(locks.len(), 2);
+    let over = f.rejected(CommandKind::ExpireLocks { max_locks: 1_001 });
+    assert!(matches!(
+        over,
+        Rejection::LimitExceeded {
+            limit: LimitName::ExpireBatch,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn only_the_owner_may_confirm_release_or_cancel() {
+    let mut f = Fixture::new();
+    let lock = f.lock(ALICE, &[1]);
+    assert_eq!(f.rejected(confirm(lock, BOB)), Rejection::NotOwner);
+    assert_eq!(
+        f.rejected(CommandKind::ReleaseLock { lock, user: BOB }),
+        Rejection::NotOwner
+    );
+    let booking = BookingId::of_lock(lock);
+    assert_eq!(
+        f.rejected(CommandKind::CancelBooking { booking, user: BOB }),
+        Rejection::NotOwner
+    );
+    f.ok(CommandKind::ReleaseLock { lock, user: ALICE });
+    let again = f.rejected(confirm(lock, ALICE));
+    assert!(matches!(
+        again,
+        Rejection::WrongBookingStatus {
+            status: BookingStatus::Released,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn extend_is_capped_by_the_lock_life() {
+    let mut f = Fixture::new();
+    let limits = Limits::default();
+    let lock = f.lock(ALICE, &[1]);
+    f.now += 4 * 60_000;
+    let Applied::LockExtended { expires_at, .. } = f.ok(CommandKind::ExtendLock {
+        lock,
+        user: ALICE,
+        ttl_ms: limits.lock_ttl_ms_max,
+    }) else {
+        panic!()
+    };
+    assert_eq!(expires_at, f.now + limits.lock_ttl_ms_max);
+    f.now += limits.lock_ttl_ms_max - 1;
+    let capped = f.ok(CommandKind::ExtendLock {
+        lock,
+        user: ALICE,
+        ttl_ms: limits.lock_ttl_ms_max,
+    });
+    let life_end = 1_000_000 + limits.lock_life_ms_max;
+    assert_eq!(
+        capped,
+        Applied::LockExtended {
+            lock,
+            expires_at: life_end
+        }
+    );
+    let over = f.rejected(CommandKind::ExtendLock {
+        lock,
+        user: ALICE,
+        ttl_ms: limits.lock_ttl_ms_max,
+    });
+    assert!(matches!(
+        over,
+        Rejection::LimitExceeded {
+            limit: LimitName::LockLife,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn duplicate_request_ids_return_the_first_outcome() {
+    let mut f = Fixture::new();
+    let kind = lock_kind(f.show, ALICE, &[7], None);
+    let first = f.ledger.apply(100, &command("dup", f.now, kind.clone()));
+    let second = f.ledger.apply(101, &command("dup", f.now + 5, kind));
+    assert_eq!(first.outcome, second.outcome);
+    assert!(second.events.is_empty());
+    assert_eq!(f.ledger.seat_counts(f.show).locked, 1);
+    let other = lock_kind(f.show, ALICE, &[8], None);
+    let reused = f.ledger.apply(102, &command("dup", f.now, other));
+    assert_eq!(
+        reused.outcome,
+        Outcome::Rejected(Rejection::RequestIdReused)
+    );
+}
+
+#[test]
+fn request_ids_are_forgotten_after_retention_and_beyond_the_bound() {
+    let limits = Limits {
+        request_ids_max: 3,
+        ..Limits::default()
+    };
+    let mut ledger = Ledger::new(limits.clone());
+    for n in 0..5u64 {
+        ledger.apply(
+            n + 1,
+            &command(
+                &format!("r{n}"),
+                10 + n,
+                CommandKind::ExpireLocks { max_locks: 1 },
+            ),
+        );
+    }
+    assert_eq!(ledger.state().requests.len(), 3);
+    assert!(!ledger
+        .state()
+        .requests
+        .contains_key(&RequestId("r0".into())));
+    let late = 10 + limits.request_id_retention_ms + 10;
+    ledger.apply(
+        9,
+        &Command {
+            request_id: None,
+            at_ms: late,
+            kind: CommandKind::ExpireLocks { max_locks: 1 },
+        },
+    );
+    assert!(ledger.state().requests.is_empty());
+    ledger.check_invariants().unwrap();
+}
+
+#[test]
+fn per_user_seat_cap_counts_locks_and_bookings() {
+    let mut f = Fixture::new();
+    let limits = Limits::default();
+    let lock = f.lock(ALICE, &[0, 1, 2, 3, 4, 5]);
+    f.ok(confirm(lock, ALICE));
+    f.lock(ALICE, &[10, 11, 12, 13]);
+    let over = f.rejected(lock_kind(f.show, ALICE, &[20], None));
+    assert_eq!(
+        over,
+        Rejection::LimitExceeded {
+            limit: LimitName::SeatsPerUserPerShow,
+            max: limits.seats_per_user_per_show_max.into(),
+            requested: 11
+        }
+    );
+}
+
+#[test]
+fn lock_limits_and_bad_seats_are_refused() {
+    let mut f = Fixture::new();
+    let show = f.show;
+    let too_many: Vec<u32> = (0..11).collect();
+    let r = f.rejected(lock_kind(show, ALICE, &too_many, None));
+    assert!(matches!(
+        r,
+        Rejection::LimitExceeded {
+            limit: LimitName::SeatsPerLock,
+            max: 10,
+            requested: 11
+        }
+    ));
+    let r = f.rejected(lock_kind(show, ALICE, &[1], Some(1_000)));
+    assert!(matches!(
+        r,
+        Rejection::LimitExceeded {
+            limit: LimitName::LockTtlMin,
+            ..
+        }
+    ));
+    let r = f.rejected(lock_kind(show, ALICE, &[1], Some(3_600_000)));
+    assert!(matches!(
+        r,
+        Rejection::LimitExceeded {
+            limit: LimitName::LockTtlMax,
+            ..
+        }
+    ));
+    let r = f.rejected(lock_kind(show, ALICE, &[1, 1], None));
+    assert!(r.is_invalid("seats"), "{r:?}");
+    let r = f.rejected(lock_kind(show, ALICE, &[], None));
+    assert!(r.is_invalid("seats"), "{r:?}");
+    let r = f.rejected(lock_kind(show, ALICE, &[59, 60, 61], None));
+    assert_eq!(
+        r,
+        Rejection::UnknownSeats {
+            seats: vec![SeatId(60), SeatId(61)]
+        }
+    );
+    let r = f.rejected(lock_kind(ShowId(999), ALICE, &[1], None));
+    assert_eq!(r, Rejection::UnknownShow { show: ShowId(999) });
+}
+
+#[test]
+fn shows_cannot_overlap_on_a_screen_or_start_in_the_past() {
+    let mut f = Fixture::new();
+    let start = f.now + 10 * HOUR_MS;
+    let theater = f.theater;
+    let busy = f.rejected(publish_show(theater, 0, start + HOUR_MS, "Dune"));
+    assert_eq!(
+        busy,
+        Rejection::ScreenBusy {
+            conflicting_show: f.show
+        }
+    );
+    let earlier = f.rejected(publish_show(theater, 0, start - 2 * HOUR_MS, "Dune"));
+    assert_eq!(
+        earlier,
+        Rejection::ScreenBusy {
+            conflicting_show: f.show
+        }
+    );
+    f.ok(publish_show(theater, 0, start + 3 * HOUR_MS, "Dune"));
+    let past = f.rejected(publish_show(theater, 0, f.now - 1, "Old"));
+    assert!(past.is_invalid("start_time"), "{past:?}");
+    let screen = f.rejected(publish_show(theater, 5, start + 9 * HOUR_MS, "Dune"));
+    assert!(matches!(screen, Rejection::UnknownScreen { .. }));
+}
+
+#[test]
+fn theater_limits_are_enforced() {
+    let mut f = Fixture::new();
+    let huge = f.rejected(create_theater("pune", ALICE, vec![screen("Big", 101, 100)]));
+    assert!(matches!(
+        huge,
+        Rejection::LimitExceeded {
+            limit: LimitName::SeatsPerScreen,
+            ..
+        }
+    ));
+    let screens = vec![screen("S", 1, 1); 33];
+    let many = f.rejected(create_theater("pune", ALICE, screens));
+    assert!(matches!(
+        many,
+        Rejection::LimitExceeded {
+            limit: LimitName::ScreensPerTheater,
+            ..
+        }
+    ));
+    let rows = f.rejected(create_theater("pune", ALICE, vec![screen("Tall", 201, 1)]));
+    assert!(matches!(
+        rows,
+        Rejection::LimitExceeded {
+            limit: LimitName::RowsPerScreen,
+            ..
+        }
+    ));
+    let city = f.rejected(create_theater("Pune City", ALICE, vec![screen("S", 1, 1)]));
+    assert!(city.is_invalid("city"), "{city:?}");
+    let mut long = create_theater("pune", ALICE, vec![screen("S", 1, 1)]);
+    if let CommandKind::CreateTheater { name, .. } = &mut long {
+        *name = "x".repeat(201);
+    }
+    let text = f.rejected(long);
+    assert!(matches!(
+        text,
+        Rejection::LimitExceeded {
+            limit: LimitName::TextLength,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn cancelling_a_show_releases_locks_and_refunds_bookings() {
+    let mut f = Fixture::new();
+    let paid = f.lock(ALICE, &[1, 2]);
+    f.ok(confirm(paid, ALICE));
+    f.lock(BOB, &[3]);
+    let cancelled = f.ok(CommandKind::CancelShow { show: f.show });
+    assert_eq!(
+        cancelled,
+        Applied::ShowCancelled {
+            show: f.show,
+            locks_released: 1,
+            bookings_cancelled: 1
+        }
+    );
+    let booking = &f.ledger.state().bookings[&BookingId::of_lock(paid)];
+    assert_eq!(booking.refund_due_minor, 40_000);
+    let r = f.rejected(lock_kind(f.show, BOB, &[5], None));
+    assert_eq!(r, Rejection::ShowCancelled { show: f.show });
+}
+
+#[test]
+fn after_the_show_starts_seats_cannot_change_hands() {
+    let mut f = Fixture::new();
+    let lock = f.lock(ALICE, &[1]);
+    f.ok(confirm(lock, ALICE));
+    f.now += 11 * HOUR_MS;
+    let r = f.rejected(lock_kind(f.show, BOB, &[2], None));
+    assert!(matches!(r, Rejection::ShowStarted { .. }));
+    let r = f.rejected(CommandKind::CancelBooking {
+        booking: BookingId::of_lock(lock),
+        user: ALICE,
+    });
+    assert!(matches!(r, Rejection::ShowStarted { .. }));
+}
+
+#[test]
+fn queries_page_and_search() {
+    let mut f = Fixture::new();
+    for seat in 0..3 {
+        f.lock(ALICE, &[seat]);
+    }
+    let page = f
+        .ledger
+        .query(&Query::UserBookings {
+            user: ALICE,
+            before: None,
+            limit: 2,
+        })
+        .unwrap();
+    let QueryResponse::Bookings { items, next } = page else {
+        panic!()
+    };
+    assert_eq!(items.len(), 2);
+    assert!(items[0].id > items[1].id, "newest first");
+    let rest = f
+        .ledger
+        .query(&Query::UserBookings {
+            user: ALICE,
+            before: next,
+            limit: 2,
+        })
+        .unwrap();
+    let QueryResponse::Bookings { items, next } = rest else {
+        panic!()
+    };
+    assert_eq!((items.len(), next), (1, None));
+    let too_big = f.ledger.query(&Query::UserBookings {
+        user: ALICE,
+        before: None,
+        limit: 101,
+    });
+    assert!(matches!(
+        too_big,
+        Err(Rejection::LimitExceeded {
+            limit: LimitName::PageSize,
+            ..
+        })
+    ));
+    let search = Query::CityShows {
+        city: "mumbai".into(),
+        from_ms: 0,
+        to_ms: u64::MAX,
+        text: Some("aVeNg".into()),
+        after: None,
+        limit: 10,
+    };
+    let QueryResponse::Shows { items, .. } = f.ledger.query(&search).unwrap() else {
+        panic!()
+    };
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].counts.locked, 3);
+    let QueryResponse::SeatMap(map) = f.ledger.query(&Query::SeatMap { show: f.show }).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(map.seats.len(), 60);
+    assert_eq!((map.seats[11].row.as_str(), map.seats[11].number), ("B", 2));
+    assert_eq!(map.seats[0].status, SeatStatus::Locked);
+    let QueryResponse::Cities(cities) = f.ledger.query(&Query::Cities).unwrap() else {
+        panic!()
+    };
+    assert_eq!(cities, vec!["mumbai".to_string()]);
+}
