@@ -1,1 +1,27 @@
-//! Raft replication of city shards (openraft + RocksDB). In progress.
+//! Raft replication for the seat booking ledger: each city shard is a Raft group
+//! (openraft) whose state machine is the `state-machine` ledger; one process hosts many.
+//!
+//! # Layout
+//! - `types`: the openraft type configuration and `NodeInfo`.
+//! - `log_store`: the RocksDB Raft log (vote, entries, purge point), shared by shards.
+//! - `ledger_sm`: the openraft state machine over `state_machine::LedgerStore`.
+//! - `transport`: framed, authenticated, multiplexed peer RPC over TCP (knows no Raft).
+//! - `network`: openraft network traits over `transport`.
+//! - `node`: the multi-raft host, client writes and reads, expiry sweeper.
+//! - `protocol`: the client protocol types used by `api`.
+//! - `client`: a routing, retrying client of that protocol (leader cache, failover).
+//! - `http`: client protocol, admin API, health and metrics over HTTP.
+//! - `config`: cluster file and node settings, validated.
+//! - `server`: binding listeners and running a node.
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod ledger_sm;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod transport;
+pub mod types;

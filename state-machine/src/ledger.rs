@@ -122,6 +122,15 @@ impl Ledger {
         self.state.clock
     }
 
+    /// The earliest expiry among pending locks, live or not; the sweeper proposes
+    /// `ExpireLocks` once the leader's clock passes it.
+    pub fn next_lock_expiry(&self) -> Option<Millis> {
+        self.indexes
+            .lock_expiry
+            .first()
+            .map(|(expires_at, _)| *expires_at)
+    }
+
     /// Starts recording touched keys for a persistence layer.
     pub fn track_changes(&mut self) {
         self.changes.get_or_insert_with(Changes::default);

@@ -45,7 +45,9 @@ impl fmt::Display for LimitName {
 }
 
 /// The bounds of one shard's ledger. Field names put the unit and qualifier last.
+/// Fields missing from a configuration file take their defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Seats one lock may hold: a group booking, not a block purchase.
     pub seats_per_lock_max: u32,

@@ -1,0 +1,228 @@
+//! A client of the node's client protocol, shared by `api`, the Jepsen-style suite and
+//! the tests: it routes writes to shard leaders (caching them per shard, refreshing on
+//! "not leader"), retries with jittered backoff within a deadline, and reads from a
+//! preferred replica with failover.
+//!
+//! It never changes a write's request id between attempts, which makes every retry
+//! safe: the ledger returns the first outcome of a request id again.
+
+use crate::protocol::{LeaderHint, ReadReply, ReadRequest, WriteReply, WriteRequest};
+use crate::types::NodeId;
+use state_machine::{CommandKind, Outcome};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// First retry delay; doubles up to `BACKOFF_MAX`, with jitter.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The deadline passed without a definite answer. For a write the outcome is
+    /// unknown: retry with the same request id.
+    #[error(
+        "no definite answer within the deadline ({last_problem}); retry with the same request id"
+    )]
+    Unknown { last_problem: String },
+    /// The request itself was refused by the node (malformed, unknown shard, ...).
+    #[error("refused by the node: {0}")]
+    Refused(String),
+}
+
+/// A committed write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteDone {
+    pub outcome: Outcome,
+    pub index: u64,
+    pub node: NodeId,
+}
+
+#[derive(Clone)]
+pub struct ClusterClient {
+    http: reqwest::Client,
+    /// Client addresses of every node, by id.
+    nodes: Arc<BTreeMap<NodeId, String>>,
+    /// Last known leader per shard.
+    leaders: Arc<Mutex<BTreeMap<String, NodeId>>>,
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry(String),
+}
+
+impl ClusterClient {
+    pub fn new(nodes: BTreeMap<NodeId, String>) -> ClusterClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap_or_default();
+        ClusterClient {
+            http,
+            nodes: Arc::new(nodes),
+            leaders: Arc::default(),
+        }
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, String> {
+        &self.nodes
+    }
+
+    fn cached_leader(&self, shard: &str) -> Option<NodeId> {
+        self.leaders.lock().ok()?.get(shard).copied()
+    }
+
+    fn remember_leader(&self, shard: &str, hint: Option<&LeaderHint>) {
+        let Ok(mut leaders) = self.leaders.lock() else {
+            return;
+        };
+        match hint {
+            Some(hint) => leaders.insert(shard.to_owned(), hint.node),
+            None => leaders.remove(shard),
+        };
+    }
+
+    /// The node to try on attempt `n`: the cached leader first, then round robin.
+    fn pick(&self, shard: &str, attempt: usize) -> Option<(NodeId, String)> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let id = match self.cached_leader(shard) {
+            Some(leader) => leader,
+            None => *ids.get(attempt % ids.len().max(1))?,
+        };
+        self.nodes.get(&id).map(|addr| (id, addr.clone()))
+    }
+
+    async fn backoff(attempt: usize, deadline: Instant) {
+        let exponent = attempt.min(8) as u32;
+        let base = (BACKOFF_MIN * 2u32.pow(exponent)).min(BACKOFF_MAX);
+        let jittered = base.mul_f64(0.5 + fastrand::f64());
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(jittered.min(left)).await;
+    }
+
+    /// Sends a write to the shard's leader, retrying within `timeout`.
+    pub async fn write(
+        &self,
+        shard: &str,
+        request_id: &str,
+        command: CommandKind,
+        timeout: Duration,
+    ) -> Result<WriteDone, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let body = WriteRequest {
+            request_id: Some(request_id.to_owned()),
+            command,
+        };
+        let mut last_problem = String::from("no node answered");
+        for attempt in 0.. {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let Some((node, addr)) = self.pick(shard, attempt) else {
+                break;
+            };
+            match self.write_once(shard, &addr, &body, deadline).await? {
+                Attempt::Done(WriteReply::Done {
+                    outcome,
+                    index,
+                    node,
+                }) => {
+                    return Ok(WriteDone {
+                        outcome,
+                        index,
+                        node,
+                    })
+                }
+                Attempt::Done(WriteReply::NotLeader { leader, .. }) => {
+                    last_problem = format!("node {node} is not the leader");
+                    let hinted = leader.as_ref().is_some_and(|hint| hint.node != node);
+                    self.remember_leader(shard, leader.as_ref().filter(|_| hinted));
+                    if hinted {
+                        continue;
+                    }
+                }
+                Attempt::Done(WriteReply::Unknown { reason, .. }) => {
+                    last_problem = reason;
+                    self.remember_leader(shard, None);
+                }
+                Attempt::Retry(problem) => {
+                    last_problem = format!("node {node}: {problem}");
+                    self.remember_leader(shard, None);
+                }
+            }
+            Self::backoff(attempt, deadline).await;
+        }
+        Err(ClientError::Unknown { last_problem })
+    }
+
+    async fn write_once(
+        &self,
+        shard: &str,
+        addr: &str,
+        body: &WriteRequest,
+        deadline: Instant,
+    ) -> Result<Attempt<WriteReply>, ClientError> {
+        let url = format!("http://{addr}/v1/shards/{shard}/write");
+        self.post(&url, body, deadline).await
+    }
+
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+        deadline: Instant,
+    ) -> Result<Attempt<R>, ClientError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let response = match self.http.post(url).json(body).timeout(left).send().await {
+            Ok(response) => response,
+            Err(error) => return Ok(Attempt::Retry(error.to_string())),
+        };
+        let status = response.status();
+        if status.is_client_error() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(ClientError::Refused(format!("{status}: {text}")));
+        }
+        if !status.is_success() {
+            return Ok(Attempt::Retry(format!("HTTP {status}")));
+        }
+        match response.json::<R>().await {
+            Ok(reply) => Ok(Attempt::Done(reply)),
+            Err(error) => Ok(Attempt::Retry(format!("unreadable reply: {error}"))),
+        }
+    }
+
+    /// Reads from `prefer` (or any node) and fails over to the others within `timeout`.
+    pub async fn read(
+        &self,
+        shard: &str,
+        request: &ReadRequest,
+        prefer: &[NodeId],
+        timeout: Duration,
+    ) -> Result<ReadReply, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut order: Vec<NodeId> = prefer.to_vec();
+        order.extend(self.nodes.keys().filter(|id| !prefer.contains(id)));
+        let mut last_problem = String::from("no node answered");
+        for attempt in 0.. {
+            if Instant::now() >= deadline || order.is_empty() {
+                break;
+            }
+            let node = order[attempt % order.len()];
+            let Some(addr) = self.nodes.get(&node) else {
+                continue;
+            };
+            let url = format!("http://{addr}/v1/shards/{shard}/read");
+            match self.post::<_, ReadReply>(&url, request, deadline).await? {
+                Attempt::Done(reply @ ReadReply::Done { .. }) => return Ok(reply),
+                Attempt::Done(ReadReply::Unavailable { reason, .. }) => last_problem = reason,
+                Attempt::Retry(problem) => last_problem = format!("node {node}: {problem}"),
+            }
+            if attempt % order.len() == order.len() - 1 {
+                Self::backoff(attempt / order.len(), deadline).await;
+            }
+        }
+        Err(ClientError::Unknown { last_problem })
+    }
+}

@@ -1,0 +1,261 @@
+//! Node configuration: the cluster file shared by every node, and this node's own
+//! settings. Everything is validated before the node starts; a bad file gives an error
+//! that names the field, and nothing starts.
+
+use crate::types::{NodeId, NodeInfo};
+use serde::{Deserialize, Serialize};
+use state_machine::Limits;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Largest number of shards one node hosts.
+pub const SHARDS_PER_NODE_MAX: usize = 256;
+
+/// The bootstrap description of a cluster. After bootstrap, membership lives in Raft and
+/// changes only through the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub cluster_id: String,
+    pub nodes: Vec<NodeEntry>,
+    pub shards: Vec<ShardEntry>,
+    /// Ledger limits; part of the replicated behaviour, so they live here, not per node.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub id: NodeId,
+    pub peer_addr: String,
+    pub client_addr: String,
+    #[serde(default)]
+    pub region: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    pub name: String,
+    pub members: Vec<NodeId>,
+}
+
+/// Raft timing, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, for followers slightly behind.
+    pub keep_entries_after_snapshot: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// Everything one node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub cluster: ClusterFile,
+    /// Shared by all nodes of the cluster; peers that cannot prove it are refused.
+    pub cluster_secret: Vec<u8>,
+    pub raft: RaftTiming,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+/// Shard names become directory names and key prefixes: keep them plain.
+pub fn check_shard_name(name: &str) -> Result<(), ConfigError> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !plain {
+        return fail(format!("shard name {name:?}: use 1-64 of a-z, 0-9 and '-'"));
+    }
+    Ok(())
+}
+
+impl ClusterFile {
+    pub fn node(&self, id: NodeId) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|node| node.id == id)
+    }
+
+    pub fn node_info(entry: &NodeEntry) -> NodeInfo {
+        NodeInfo {
+            peer_addr: entry.peer_addr.clone(),
+            client_addr: entry.client_addr.clone(),
+            region: entry.region.clone(),
+        }
+    }
+
+    /// The initial members of a shard with their addresses.
+    pub fn members(&self, shard: &ShardEntry) -> BTreeMap<NodeId, NodeInfo> {
+        shard
+            .members
+            .iter()
+            .filter_map(|id| self.node(*id).map(|entry| (*id, Self::node_info(entry))))
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_id.is_empty() {
+            return fail("cluster_id must not be empty");
+        }
+        if self.nodes.is_empty() {
+            return fail("nodes: name at least one node");
+        }
+        let mut ids = BTreeSet::new();
+        for node in &self.nodes {
+            if !ids.insert(node.id) {
+                return fail(format!("nodes: id {} appears twice", node.id));
+            }
+            for (field, addr) in [
+                ("peer_addr", &node.peer_addr),
+                ("client_addr", &node.client_addr),
+            ] {
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return fail(format!(
+                        "node {}: {field} {addr:?} is not host:port",
+                        node.id
+                    ));
+                }
+            }
+        }
+        if self.shards.is_empty() {
+            return fail("shards: name at least one shard (and a `global` shard for users)");
+        }
+        if self.shards.len() > SHARDS_PER_NODE_MAX {
+            return fail(format!("shards: at most {SHARDS_PER_NODE_MAX} shards"));
+        }
+        let mut names = BTreeSet::new();
+        for shard in &self.shards {
+            check_shard_name(&shard.name)?;
+            if !names.insert(shard.name.as_str()) {
+                return fail(format!("shards: {} appears twice", shard.name));
+            }
+            if shard.members.is_empty() {
+                return fail(format!("shard {}: name at least one member", shard.name));
+            }
+            if let Some(unknown) = shard.members.iter().find(|id| !ids.contains(id)) {
+                return fail(format!(
+                    "shard {}: member {unknown} is not in nodes",
+                    shard.name
+                ));
+            }
+        }
+        self.limits
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
+impl RaftTiming {
+    pub fn to_openraft(&self) -> Result<openraft::Config, ConfigError> {
+        let config = openraft::Config {
+            cluster_name: "seat-ledger".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("raft timing: {e}")))
+    }
+}
+
+impl NodeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cluster.validate()?;
+        if self.cluster.node(self.node_id).is_none() {
+            return fail(format!(
+                "node_id {} is not in the cluster file",
+                self.node_id
+            ));
+        }
+        if self.cluster_secret.len() < 16 {
+            return fail("cluster secret: use at least 16 bytes");
+        }
+        self.raft.to_openraft().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> ClusterFile {
+        toml::from_str(
+            r#"
+            cluster_id = "test"
+            [[nodes]]
+            id = 1
+            peer_addr = "127.0.0.1:7001"
+            client_addr = "127.0.0.1:8001"
+            region = "south"
+            [[shards]]
+            name = "mumbai"
+            members = [1]
+            [limits]
+            seats_per_lock_max = 6
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_good_cluster_file_parses_and_validates() {
+        let cluster = cluster();
+        cluster.validate().unwrap();
+        assert_eq!(cluster.limits.seats_per_lock_max, 6);
+        assert_eq!(
+            cluster.limits.lock_ttl_ms_default,
+            Limits::default().lock_ttl_ms_default
+        );
+    }
+
+    #[test]
+    fn bad_cluster_files_name_the_problem() {
+        let mut bad = cluster();
+        bad.shards[0].members = vec![7];
+        assert!(bad.validate().unwrap_err().0.contains("member 7"));
+        let mut bad = cluster();
+        bad.shards[0].name = "../etc".into();
+        assert!(bad.validate().unwrap_err().0.contains("shard name"));
+        let mut bad = cluster();
+        bad.nodes[0].peer_addr = "nowhere".into();
+        assert!(bad.validate().unwrap_err().0.contains("peer_addr"));
+        let mut bad = cluster();
+        bad.limits.seats_per_lock_max = 0;
+        assert!(bad.validate().is_err());
+        let unknown =
+            toml::from_str::<ClusterFile>("cluster_id = \"x\"\nnodes = []\nshards = []\nextra = 1");
+        assert!(unknown.is_err());
+    }
+}

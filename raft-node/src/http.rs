@@ -1,0 +1,357 @@
+//! The node's HTTP listener: the client protocol (`/v1/...`) used by `api` nodes, the
+//! admin API (`/admin/...`) used by SREs and bookingctl, health and Prometheus metrics.
+//!
+//! Handlers translate HTTP to `Node` calls and back; every failure is JSON with an
+//! `error` that says what was wrong and what to do.
+
+use crate::node::{Node, NodeError};
+use crate::protocol::{ReadRequest, WriteRequest};
+use crate::types::{NodeId, NodeInfo};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+/// Largest request body the node accepts (a lock names at most a few seats; a theater
+/// with a large layout is the biggest legitimate body).
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+/// Largest page of events.
+pub const EVENTS_PAGE_MAX: usize = 1_000;
+
+/// The process-wide Prometheus recorder (one per process, shared by in-process nodes).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed; then our handle renders nothing,
+        // which the metrics test would reveal.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(error: NodeError) -> Self {
+        let status = match error {
+            NodeError::UnknownShard(_) => StatusCode::NOT_FOUND,
+            NodeError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, error.to_string())
+    }
+}
+
+pub fn router(node: Node) -> Router {
+    prometheus();
+    Router::new()
+        .route("/v1/shards/{shard}/write", post(write))
+        .route("/v1/shards/{shard}/read", post(read))
+        .route("/v1/shards/{shard}/events", get(events))
+        .route("/admin/status", get(status))
+        .route("/admin/shards", post(add_shard))
+        .route(
+            "/admin/shards/{shard}/transfer-leader",
+            post(transfer_leader),
+        )
+        .route("/admin/shards/{shard}/learners", post(add_learner))
+        .route("/admin/shards/{shard}/membership", post(change_membership))
+        .route("/admin/shards/{shard}/snapshot", post(snapshot))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(|| async { prometheus().render() }))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(node)
+}
+
+async fn write(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+    Json(request): Json<WriteRequest>,
+) -> Result<Response, ApiError> {
+    if request.request_id.is_none()
+        && !matches!(
+            request.command,
+            state_machine::CommandKind::ExpireLocks { .. }
+        )
+    {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request_id is required: it makes retries safe".into(),
+        ));
+    }
+    Ok(Json(
+        node.write(&shard, request.request_id, request.command)
+            .await?,
+    )
+    .into_response())
+}
+
+async fn read(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+    Json(request): Json<ReadRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(node.read(&shard, request).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsParams {
+    #[serde(default)]
+    from: u64,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+    Query(params): Query<EventsParams>,
+) -> Result<Response, ApiError> {
+    let limit = params.limit.unwrap_or(100).clamp(1, EVENTS_PAGE_MAX);
+    Ok(Json(node.events(&shard, params.from, limit)?).into_response())
+}
+
+#[derive(Serialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub region: String,
+    pub voter: bool,
+    /// Entries the leader has that this member has not matched (leader's view only).
+    pub lag: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct ShardStatus {
+    pub shard: String,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+    pub ledger_clock_ms: u64,
+}
+
+#[derive(Serialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub region: String,
+    pub shards: Vec<ShardStatus>,
+}
+
+async fn status(State(node): State<Node>) -> Json<NodeStatus> {
+    let mut shards = Vec::new();
+    for shard in node.shards() {
+        let m = shard.metrics();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let members = membership
+            .nodes()
+            .map(|(id, info)| MemberStatus {
+                id: *id,
+                region: info.region.clone(),
+                voter: voters.contains(id),
+                lag: m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|matched| last.saturating_sub(matched.as_ref().map_or(0, |l| l.index))),
+            })
+            .collect();
+        let clock = shard.store.read().map(|s| s.ledger().clock()).unwrap_or(0);
+        shards.push(ShardStatus {
+            shard: shard.name.clone(),
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            committed_index: m.local_committed.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            members,
+            ledger_clock_ms: clock,
+        });
+    }
+    Json(NodeStatus {
+        node: node.id(),
+        region: node.info().region.clone(),
+        shards,
+    })
+}
+
+/// Ready when every hosted shard knows a leader and has applied what it committed,
+/// and no ledger store has failed.
+async fn ready(State(node): State<Node>) -> Response {
+    let mut problems = Vec::new();
+    for shard in node.shards() {
+        let m = shard.metrics();
+        if m.current_leader.is_none() {
+            problems.push(format!("{}: no leader", shard.name));
+        }
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let committed = m.local_committed.map_or(0, |l| l.index);
+        if applied < committed {
+            problems.push(format!(
+                "{}: applied {applied} < committed {committed}",
+                shard.name
+            ));
+        }
+        if shard.store.read().map(|s| s.is_poisoned()).unwrap_or(true) {
+            problems.push(format!(
+                "{}: ledger store failed; restart this node",
+                shard.name
+            ));
+        }
+        if m.running_state.is_err() || m.state == ServerState::Shutdown {
+            problems.push(format!("{}: raft stopped", shard.name));
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct AddShard {
+    name: String,
+    /// Initial members with their addresses; empty for a replica that will join as a
+    /// learner of an existing shard.
+    #[serde(default)]
+    members: BTreeMap<NodeId, NodeInfo>,
+}
+
+async fn add_shard(
+    State(node): State<Node>,
+    Json(body): Json<AddShard>,
+) -> Result<Response, ApiError> {
+    node.add_shard(&body.name, body.members).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "shard": body.name })),
+    )
+        .into_response())
+}
+
+fn leader_only(node: &Node, shard: &str) -> Result<std::sync::Arc<crate::node::Shard>, ApiError> {
+    let shard = node.shard(shard)?;
+    if !shard.raft.is_leader() {
+        let leader = shard.metrics().current_leader;
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("this node does not lead the shard; the leader is {leader:?}, send it there"),
+        ));
+    }
+    Ok(shard)
+}
+
+#[derive(Deserialize)]
+struct TransferLeader {
+    to: NodeId,
+}
+
+async fn transfer_leader(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+    Json(body): Json<TransferLeader>,
+) -> Result<Response, ApiError> {
+    let shard = leader_only(&node, &shard)?;
+    let voters: BTreeSet<NodeId> = shard
+        .metrics()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    if !voters.contains(&body.to) {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("node {} is not a voter of this shard", body.to),
+        ));
+    }
+    shard
+        .raft
+        .trigger()
+        .transfer_leader(body.to)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(serde_json::json!({ "transferring_to": body.to })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AddLearner {
+    node_id: NodeId,
+    info: NodeInfo,
+}
+
+async fn add_learner(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+    Json(body): Json<AddLearner>,
+) -> Result<Response, ApiError> {
+    let shard = leader_only(&node, &shard)?;
+    let result = shard.raft.add_learner(body.node_id, body.info, true).await;
+    let response = result.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(serde_json::json!({ "index": response.log_id.index })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ChangeMembership {
+    voters: BTreeSet<NodeId>,
+}
+
+async fn change_membership(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+    Json(body): Json<ChangeMembership>,
+) -> Result<Response, ApiError> {
+    if body.voters.is_empty() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "voters must name at least one node".into(),
+        ));
+    }
+    let shard = leader_only(&node, &shard)?;
+    let result = shard.raft.change_membership(body.voters, false).await;
+    let response = result.map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    Ok(Json(serde_json::json!({ "index": response.log_id.index })).into_response())
+}
+
+async fn snapshot(
+    State(node): State<Node>,
+    Path(shard): Path<String>,
+) -> Result<Response, ApiError> {
+    let shard = node.shard(&shard)?;
+    shard
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "snapshot": "triggered" })),
+    )
+        .into_response())
+}

@@ -1,0 +1,208 @@
+//! The openraft state machine of a shard: applies committed entries to the seat ledger
+//! through `state_machine::LedgerStore`, and builds and installs its snapshots.
+//!
+//! The ledger's opaque marker holds openraft's last applied log id and membership, so
+//! they are written atomically with the changes they describe. Reads do not go through
+//! here: they share the store behind `SharedStore` and take its read lock.
+
+use crate::types::{LogId, ShardResponse, SnapshotMeta, StoredMembership, TypeConfig};
+use futures_util::StreamExt;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use state_machine::{Command, LedgerStore};
+use std::io;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The store shared by the state machine (writer) and the read path (readers).
+pub type SharedStore = Arc<RwLock<LedgerStore>>;
+
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+/// What the ledger's marker holds for openraft.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+fn io_error(error: impl std::fmt::Display) -> io::Error {
+    io::Error::other(error.to_string())
+}
+
+fn decode_marker(bytes: &[u8]) -> io::Result<Applied> {
+    if bytes.is_empty() {
+        return Ok(Applied::default());
+    }
+    state_machine::codec::decode(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("applied marker: {e}")))
+}
+
+fn read(store: &SharedStore) -> io::Result<std::sync::RwLockReadGuard<'_, LedgerStore>> {
+    store
+        .read()
+        .map_err(|_| io_error("ledger store lock poisoned by a panic"))
+}
+
+fn write(store: &SharedStore) -> io::Result<std::sync::RwLockWriteGuard<'_, LedgerStore>> {
+    store
+        .write()
+        .map_err(|_| io_error("ledger store lock poisoned by a panic"))
+}
+
+pub struct LedgerStateMachine {
+    store: SharedStore,
+    applied: Applied,
+    /// The last snapshot built or installed, served to followers that need one; shared
+    /// with the snapshot builder, which fills it.
+    current: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl LedgerStateMachine {
+    pub fn new(store: SharedStore) -> io::Result<Self> {
+        let applied = decode_marker(read(&store)?.marker())?;
+        Ok(LedgerStateMachine {
+            store,
+            applied,
+            current: Arc::default(),
+        })
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+}
+
+pub struct LedgerSnapshotBuilder {
+    store: SharedStore,
+    current: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for LedgerSnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let store = self.store.clone();
+        // Export off the async executor: a large shard takes a while to encode.
+        let snapshot = tokio::task::spawn_blocking(move || build(&store))
+            .await
+            .map_err(io_error)??;
+        *lock(&self.current)? = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> io::Result<std::sync::MutexGuard<'_, T>> {
+    mutex
+        .lock()
+        .map_err(|_| io_error("snapshot slot poisoned by a panic"))
+}
+
+fn build(store: &SharedStore) -> io::Result<Snapshot> {
+    let guard = read(store)?;
+    // Logs up to this point may be purged once the snapshot exists: make the ledger's
+    // own image durable first.
+    guard.sync_to_disk().map_err(io_error)?;
+    let bytes = guard.export_snapshot().map_err(io_error)?;
+    let applied = decode_marker(guard.marker())?;
+    let meta = SnapshotMeta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.membership,
+    };
+    metrics::gauge!("seat_ledger_snapshot_bytes").set(bytes.len() as f64);
+    Ok(Snapshot {
+        meta,
+        snapshot: bytes,
+    })
+}
+
+impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = LedgerSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        // Everything the stream has ready is applied as one batch: one RocksDB write.
+        let mut commands: Vec<(u64, Command)> = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let log_id = entry.log_id();
+            self.applied.last_applied = Some(log_id);
+            if let Some(membership) = entry.get_membership() {
+                self.applied.membership = StoredMembership::new(Some(log_id), membership);
+            }
+            match entry.payload {
+                EntryPayload::Normal(command) => {
+                    responders.push((commands.len(), responder));
+                    commands.push((log_id.index, command.0));
+                }
+                EntryPayload::Blank | EntryPayload::Membership(_) => {
+                    if let Some(responder) = responder {
+                        responders.push((usize::MAX, Some(responder)));
+                    }
+                }
+            }
+        }
+        let marker = state_machine::codec::encode(&self.applied);
+        let results = write(&self.store)?
+            .apply_batch(&commands, &marker)
+            .map_err(io_error)?;
+        metrics::counter!("seat_ledger_applied_commands_total").increment(commands.len() as u64);
+        for (position, responder) in responders {
+            let Some(responder) = responder else { continue };
+            let outcome = results.get(position).map(|result| result.outcome.clone());
+            responder.send(ShardResponse { outcome });
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        LedgerSnapshotBuilder {
+            store: self.store.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let store = self.store.clone();
+        let bytes = snapshot.clone();
+        let marker = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let mut guard = write(&store)?;
+            guard.install_snapshot(&bytes).map_err(io_error)?;
+            Ok(guard.marker().to_vec())
+        })
+        .await
+        .map_err(io_error)??;
+        let applied = decode_marker(&marker)?;
+        if applied.last_applied != meta.last_log_id {
+            return Err(io_error(format!(
+                "snapshot bytes end at {:?} but its meta says {:?}",
+                applied.last_applied, meta.last_log_id
+            )));
+        }
+        self.applied = applied;
+        *lock(&self.current)? = Some(Snapshot {
+            meta: meta.clone(),
+            snapshot,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(lock(&self.current)?.clone())
+    }
+}

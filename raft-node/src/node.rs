@@ -1,0 +1,536 @@
+//! The multi-raft host: one process, many shards. It owns each shard's Raft handle and
+//! ledger store, routes peer RPCs to the right shard, runs each shard's expiry sweeper,
+//! and answers the client protocol's writes and reads.
+//!
+//! It must not interpret ledger commands (that is `state-machine`'s job) nor speak HTTP
+//! (that is `http.rs`).
+
+use crate::config::{check_shard_name, ConfigError, NodeConfig};
+use crate::ledger_sm::{LedgerStateMachine, SharedStore};
+use crate::log_store::LogStore;
+use crate::network::{decode, method, NetworkFactory};
+use crate::protocol::{Consistency, LeaderHint, ReadReply, ReadRequest, WriteReply};
+use crate::transport::{PeerClient, RequestHandler, TransportConfig};
+use crate::types::{NodeId, NodeInfo, Raft, ShardCommand, TypeConfig};
+use futures_util::future::BoxFuture;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{RaftMetrics, ReadPolicy, ServerState};
+use state_machine::codec;
+use state_machine::{Command, CommandKind, Durability, LedgerStore, Limits, RequestId};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// How long a read waits for the local replica to catch up before giving up.
+pub const READ_WAIT: Duration = Duration::from_secs(2);
+/// How long a read-index request to the leader may take.
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often each shard's sweeper and metrics refresher runs.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The leader's clock, which stamps every command. Replicas never read it in `apply`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("unknown shard {0:?}; GET /admin/status lists the shards of this node")]
+    UnknownShard(String),
+}
+
+/// One shard replica on this node.
+pub struct Shard {
+    pub name: String,
+    pub raft: Raft,
+    pub store: SharedStore,
+}
+
+impl Shard {
+    pub fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    fn leader_hint(&self) -> Option<LeaderHint> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let info = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some(LeaderHint {
+            node: leader,
+            client_addr: info.client_addr,
+        })
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.metrics().last_applied.map_or(0, |log_id| log_id.index)
+    }
+}
+
+struct Inner {
+    id: NodeId,
+    info: NodeInfo,
+    config: NodeConfig,
+    raft_config: Arc<openraft::Config>,
+    peers: PeerClient,
+    log_db: Arc<rocksdb::DB>,
+    shards: RwLock<BTreeMap<String, Arc<Shard>>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A running raft-node: cheap to clone, shared by the HTTP and peer servers.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Opens every shard of the cluster file that names this node, bootstrapping the
+    /// ones never initialised. Restarting never re-initialises.
+    pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate()?;
+        let entry = config
+            .cluster
+            .node(config.node_id)
+            .cloned()
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "node {} missing from the cluster file",
+                    config.node_id
+                ))
+            })?;
+        let raft_config = Arc::new(config.raft.to_openraft()?);
+        let transport = TransportConfig::new(
+            config.cluster.cluster_id.clone(),
+            config.cluster_secret.clone(),
+        );
+        std::fs::create_dir_all(config.data_dir.join("shards"))
+            .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
+        let log_db = crate::log_store::open_db(config.data_dir.join("raft-log"))
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let (shutdown, _) = watch::channel(false);
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: config.node_id,
+                info: crate::config::ClusterFile::node_info(&entry),
+                peers: PeerClient::new(transport, config.node_id),
+                raft_config,
+                log_db,
+                shards: RwLock::new(BTreeMap::new()),
+                shutdown,
+                config,
+            }),
+        };
+        let shards = node.inner.config.cluster.shards.clone();
+        for shard in shards {
+            if shard.members.contains(&node.inner.id) {
+                let members = node.inner.config.cluster.members(&shard);
+                node.add_shard(&shard.name, members).await?;
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.cluster.limits
+    }
+
+    pub fn transport_config(&self) -> TransportConfig {
+        TransportConfig::new(
+            self.inner.config.cluster.cluster_id.clone(),
+            self.inner.config.cluster_secret.clone(),
+        )
+    }
+
+    pub fn shard(&self, name: &str) -> Result<Arc<Shard>, NodeError> {
+        let shards = self
+            .inner
+            .shards
+            .read()
+            .map_err(|_| NodeError::Storage("poisoned".into()))?;
+        shards
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::UnknownShard(name.to_owned()))
+    }
+
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.inner
+            .shards
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Opens a shard replica on this node. When `members` includes this node and the
+    /// shard has never been initialised, the lowest-numbered member initialises it; a
+    /// replica added later as a learner passes no members.
+    pub async fn add_shard(
+        &self,
+        name: &str,
+        members: BTreeMap<NodeId, NodeInfo>,
+    ) -> Result<Arc<Shard>, NodeError> {
+        check_shard_name(name)?;
+        if let Ok(existing) = self.shard(name) {
+            return Ok(existing);
+        }
+        if self.shards().len() >= crate::config::SHARDS_PER_NODE_MAX {
+            return Err(ConfigError("this node hosts the maximum number of shards".into()).into());
+        }
+        let inner = &self.inner;
+        let path = inner.config.data_dir.join("shards").join(name);
+        let limits = inner.config.cluster.limits.clone();
+        let store = LedgerStore::open(&path, limits, Durability::Buffered)
+            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+        let store: SharedStore = Arc::new(RwLock::new(store));
+        let state_machine = LedgerStateMachine::new(store.clone())
+            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+        let log = LogStore::new(inner.log_db.clone(), name)
+            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+        let network = NetworkFactory {
+            shard: name.to_owned(),
+            client: inner.peers.clone(),
+        };
+        let raft = Raft::new(
+            inner.id,
+            inner.raft_config.clone(),
+            network,
+            log,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(format!("shard {name}: {e}")))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let bootstrapper = members.keys().next() == Some(&inner.id);
+        if !initialized && bootstrapper {
+            tracing::info!(shard = name, node = inner.id, "initialising shard");
+            if let Err(error) = raft.initialize(members).await {
+                // Another process may have initialised it meanwhile; that is fine.
+                tracing::warn!(shard = name, %error, "initialise refused");
+            }
+        }
+        let shard = Arc::new(Shard {
+            name: name.to_owned(),
+            raft,
+            store,
+        });
+        inner
+            .shards
+            .write()
+            .map_err(|_| NodeError::Storage("poisoned".into()))?
+            .insert(name.to_owned(), shard.clone());
+        tokio::spawn(sweep(self.clone(), shard.clone()));
+        Ok(shard)
+    }
+
+    /// Proposes a command on the shard if this node leads it; the leader stamps the
+    /// time.
+    pub async fn write(
+        &self,
+        shard_name: &str,
+        request_id: Option<String>,
+        kind: CommandKind,
+    ) -> Result<WriteReply, NodeError> {
+        let shard = self.shard(shard_name)?;
+        let node = self.inner.id;
+        if !shard.raft.is_leader() {
+            return Ok(WriteReply::NotLeader {
+                leader: shard.leader_hint(),
+                node,
+            });
+        }
+        let command = Command {
+            request_id: request_id.map(RequestId),
+            at_ms: now_ms(),
+            kind,
+        };
+        let verb = command.kind.verb();
+        let started = Instant::now();
+        let result = shard.raft.client_write(ShardCommand(command)).await;
+        let labels = [("shard", shard_name.to_owned()), ("verb", verb.to_owned())];
+        metrics::histogram!("seat_ledger_write_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("seat_ledger_proposals_total", &labels).increment(1);
+        Ok(match result {
+            Ok(response) => match response.data.outcome {
+                Some(outcome) => WriteReply::Done {
+                    outcome,
+                    index: response.log_id.index,
+                    node,
+                },
+                None => WriteReply::Unknown {
+                    reason: "the entry carried no command".into(),
+                    node,
+                },
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                WriteReply::NotLeader {
+                    leader: shard.leader_hint(),
+                    node,
+                }
+            }
+            Err(error) => WriteReply::Unknown {
+                reason: error.to_string(),
+                node,
+            },
+        })
+    }
+
+    /// Answers a query at the requested consistency from this replica.
+    pub async fn read(
+        &self,
+        shard_name: &str,
+        request: ReadRequest,
+    ) -> Result<ReadReply, NodeError> {
+        let shard = self.shard(shard_name)?;
+        let node = self.inner.id;
+        let unavailable = |reason: String| ReadReply::Unavailable {
+            reason,
+            node,
+            leader: shard.leader_hint(),
+        };
+        let wait_for = match request.consistency {
+            Consistency::Stale => None,
+            Consistency::Session => request.min_index,
+            Consistency::Linearizable => match self.read_index(&shard).await {
+                Ok(index) => Some(index),
+                Err(reason) => return Ok(unavailable(reason)),
+            },
+        };
+        if let Some(index) = wait_for {
+            let waited = shard
+                .raft
+                .wait(Some(READ_WAIT))
+                .applied_index_at_least(Some(index), "read")
+                .await;
+            if waited.is_err() {
+                return Ok(unavailable(format!(
+                    "this replica did not apply index {index} within {READ_WAIT:?}"
+                )));
+            }
+        }
+        let metrics = shard.metrics();
+        let applied_index = metrics.last_applied.map_or(0, |log_id| log_id.index);
+        let lag = metrics
+            .local_committed
+            .map(|c| c.index.saturating_sub(applied_index));
+        let store = shard
+            .store
+            .read()
+            .map_err(|_| NodeError::Storage("poisoned".into()))?;
+        let result = store.ledger().query(&request.query);
+        Ok(ReadReply::Done {
+            result,
+            node,
+            applied_index,
+            consistency: request.consistency,
+            lag,
+        })
+    }
+
+    /// The leader's read index: confirmed by a quorum round (ReadIndex), obtained locally
+    /// on the leader or over the peer transport on a follower.
+    async fn read_index(&self, shard: &Shard) -> Result<u64, String> {
+        if shard.raft.is_leader() {
+            let linearizer = shard
+                .raft
+                .get_read_linearizer(ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(linearizer.read_log_id().index());
+        }
+        let metrics = shard.metrics();
+        let leader = metrics
+            .current_leader
+            .ok_or("no leader is known for this shard")?;
+        let info = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or("the leader is not in the membership")?;
+        let bytes = self
+            .inner
+            .peers
+            .call(
+                leader,
+                &info.peer_addr,
+                &shard.name,
+                method::READ_INDEX,
+                Vec::new(),
+                READ_INDEX_TIMEOUT,
+            )
+            .await
+            .map_err(|e| format!("read index from leader {leader}: {e}"))?;
+        let answer: Result<u64, String> = decode("read index", &bytes)?;
+        answer
+    }
+
+    pub fn events(
+        &self,
+        shard_name: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<crate::protocol::EventsReply, NodeError> {
+        let shard = self.shard(shard_name)?;
+        let store = shard
+            .store
+            .read()
+            .map_err(|_| NodeError::Storage("poisoned".into()))?;
+        let events = store
+            .events_from(from, limit)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let oldest_index = store
+            .oldest_event_index()
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        Ok(crate::protocol::EventsReply {
+            events,
+            oldest_index,
+        })
+    }
+
+    /// A receiver that turns true when the node shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Stops every shard's Raft and background task.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        for shard in self.shards() {
+            if let Err(error) = shard.raft.shutdown().await {
+                tracing::warn!(shard = shard.name, %error, "raft shutdown");
+            }
+            if let Ok(store) = shard.store.read() {
+                let _ = store.sync_to_disk();
+            }
+        }
+    }
+
+    /// The handler of peer RPCs for the transport server.
+    pub fn peer_handler(&self) -> Arc<dyn RequestHandler> {
+        Arc::new(PeerHandler { node: self.clone() })
+    }
+}
+
+struct PeerHandler {
+    node: Node,
+}
+
+fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Vec<u8> {
+    codec::encode(&result.map_err(|e| e.to_string()))
+}
+
+impl RequestHandler for PeerHandler {
+    fn handle(
+        &self,
+        from_node: u64,
+        shard: String,
+        method: u8,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let node = self.node.clone();
+        Box::pin(async move {
+            let shard = node.shard(&shard).map_err(|e| e.to_string())?;
+            let raft = shard.raft.clone();
+            tracing::trace!(shard = shard.name, from_node, method, "peer request");
+            Ok(match method {
+                method::APPEND_ENTRIES => {
+                    reply(raft.append_entries(decode("append", &payload)?).await)
+                }
+                method::VOTE => reply(raft.vote(decode("vote", &payload)?).await),
+                method::PRE_VOTE => reply(raft.pre_vote(decode("pre-vote", &payload)?).await),
+                method::FULL_SNAPSHOT => {
+                    let (vote, meta, bytes): (
+                        crate::network::Vote,
+                        crate::types::SnapshotMeta,
+                        Vec<u8>,
+                    ) = decode("snapshot", &payload)?;
+                    let snapshot = crate::network::Snapshot {
+                        meta,
+                        snapshot: bytes,
+                    };
+                    reply(raft.install_full_snapshot(vote, snapshot).await)
+                }
+                method::TRANSFER_LEADER => reply(
+                    raft.handle_transfer_leader(decode("transfer", &payload)?)
+                        .await,
+                ),
+                method::READ_INDEX => {
+                    let linearizer = raft.get_read_linearizer(ReadPolicy::ReadIndex).await;
+                    reply(linearizer.map(|l| l.read_log_id().index()))
+                }
+                other => return Err(format!("unknown peer method {other}")),
+            })
+        })
+    }
+}
+
+/// Per-shard background work: the expiry sweep on the leader, and metrics.
+async fn sweep(node: Node, shard: Arc<Shard>) {
+    let mut shutdown = node.shutdown_signal();
+    let mut last_leader = None;
+    let labels = [
+        ("shard", shard.name.clone()),
+        ("node", node.id().to_string()),
+    ];
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        let metrics = shard.metrics();
+        if metrics.current_leader != last_leader {
+            metrics::counter!("seat_ledger_leader_changes_total", &labels).increment(1);
+            last_leader = metrics.current_leader;
+        }
+        let applied = metrics.last_applied.map_or(0, |l| l.index);
+        let committed = metrics.local_committed.map_or(0, |l| l.index);
+        metrics::gauge!("seat_ledger_term", &labels).set(metrics.current_term as f64);
+        metrics::gauge!("seat_ledger_applied_index", &labels).set(applied as f64);
+        metrics::gauge!("seat_ledger_apply_lag", &labels)
+            .set(committed.saturating_sub(applied) as f64);
+        let leading = metrics.state == ServerState::Leader;
+        metrics::gauge!("seat_ledger_is_leader", &labels).set(if leading { 1.0 } else { 0.0 });
+        if !leading {
+            continue;
+        }
+        let next_expiry = shard
+            .store
+            .read()
+            .ok()
+            .and_then(|s| s.ledger().next_lock_expiry());
+        if next_expiry.is_some_and(|expiry| expiry <= now_ms()) {
+            let max_locks = node.limits().expire_batch_max;
+            let kind = CommandKind::ExpireLocks { max_locks };
+            if let Err(error) = node.write(&shard.name, None, kind).await {
+                tracing::warn!(shard = shard.name, %error, "expiry sweep failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Replication end to end: three in-process nodes on real sockets hosting two city
+//! shards and `global`. Each test says what it checks in its name and first comment.
+
+mod common;
+
+use common::{lock, TestCluster};
+use raft_node::protocol::{Consistency, ReadReply, WriteReply};
+use state_machine::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const SHARDS: &[&str] = &["mumbai", "delhi", "global"];
+
+fn locked(done: &raft_node::client::WriteDone) -> LockId {
+    match &done.outcome {
+        Outcome::Applied(Applied::SeatsLocked { lock, .. }) => *lock,
+        other => panic!("expected a lock, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t10_writes_replicate_and_replicas_converge() {
+    // Writes to two shards apply on every replica; digests agree after quiescence.
+    let cluster = TestCluster::start(3, SHARDS).await;
+    for shard in ["mumbai", "delhi"] {
+        let show = cluster.seed_show(shard).await;
+        for user in 0..10u64 {
+            let done = cluster
+                .write(
+                    shard,
+                    &format!("{shard}-l{user}"),
+                    lock(show, user, &[user as u32 * 2, user as u32 * 2 + 1]),
+                )
+                .await;
+            let lock_id = locked(&done);
+            let confirm = CommandKind::ConfirmBooking {
+                lock: lock_id,
+                user: UserId(user),
+                payment_ref: format!("pay-{user}"),
+            };
+            let done = cluster
+                .write(shard, &format!("{shard}-c{user}"), confirm)
+                .await;
+            assert!(done.outcome.is_applied(), "{done:?}");
+        }
+        cluster.wait_converged(shard).await;
+    }
+    assert_ne!(cluster.digest(1, "mumbai"), cluster.digest(1, "delhi"));
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t20_follower_linearizable_read_sees_the_latest_write() {
+    // A linearizable read on a follower reflects a write acknowledged just before it.
+    let cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let leader = cluster.wait_leader("mumbai").await;
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    for seat in 0..5u32 {
+        cluster
+            .write(
+                "mumbai",
+                &format!("r{seat}"),
+                lock(show, 100 + u64::from(seat), &[seat]),
+            )
+            .await;
+        let reply = cluster
+            .read_on(
+                follower,
+                "mumbai",
+                Query::Show { show },
+                Consistency::Linearizable,
+            )
+            .await;
+        let ReadReply::Done {
+            result: Ok(QueryResponse::Show(view)),
+            node,
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(node, follower);
+        assert_eq!(
+            view.counts.locked,
+            seat + 1,
+            "the follower read missed an acknowledged lock"
+        );
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30_leader_crash_loses_no_acknowledged_write() {
+    // kill -9 analogue of the leader under load: a new leader serves writes and every
+    // lock acknowledged before or after the crash is present.
+    let mut cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let mut acknowledged = Vec::new();
+    for seat in 0..20u32 {
+        let done = cluster
+            .write(
+                "mumbai",
+                &format!("k{seat}"),
+                lock(show, 1_000 + u64::from(seat), &[seat]),
+            )
+            .await;
+        acknowledged.push(locked(&done));
+    }
+    let leader = cluster.wait_leader("mumbai").await;
+    let crashed_at = Instant::now();
+    cluster.crash(leader).await;
+    let done = cluster
+        .write("mumbai", "after-crash", lock(show, 5_000, &[150]))
+        .await;
+    let failover = crashed_at.elapsed();
+    acknowledged.push(locked(&done));
+    eprintln!("failover: first acknowledged write {failover:?} after the crash");
+    let new_leader = cluster.wait_leader("mumbai").await;
+    assert_ne!(new_leader, leader);
+    for id in cluster.nodes.keys() {
+        let reply = cluster
+            .read_on(
+                *id,
+                "mumbai",
+                Query::Show { show },
+                Consistency::Linearizable,
+            )
+            .await;
+        let ReadReply::Done {
+            result: Ok(QueryResponse::Show(view)),
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            view.counts.locked as usize,
+            acknowledged.len(),
+            "node {id} lost locks"
+        );
+    }
+    cluster.restart(leader).await;
+    cluster.wait_converged("mumbai").await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t40_a_restarted_node_catches_up_through_a_snapshot() {
+    // A stopped node misses enough writes that the log is purged behind a snapshot; on
+    // restart it installs the snapshot and converges.
+    let mut cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let leader = cluster.wait_leader("mumbai").await;
+    let lagging = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    cluster.crash(lagging).await;
+    for n in 0..250u64 {
+        // Lock then release keeps seats free, so the loop can run long.
+        let done = cluster
+            .write(
+                "mumbai",
+                &format!("s{n}"),
+                lock(show, 10_000 + n, &[(n % 200) as u32]),
+            )
+            .await;
+        let release = CommandKind::ReleaseLock {
+            lock: locked(&done),
+            user: UserId(10_000 + n),
+        };
+        cluster
+            .write("mumbai", &format!("s{n}-release"), release)
+            .await;
+    }
+    let leader_shard = cluster.nodes[&cluster.wait_leader("mumbai").await]
+        .node
+        .shard("mumbai")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_shard.metrics().purged.is_none() {
+        assert!(Instant::now() < deadline, "the leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.restart(lagging).await;
+    cluster.wait_converged("mumbai").await;
+    let snapshot = cluster.nodes[&lagging]
+        .node
+        .shard("mumbai")
+        .unwrap()
+        .metrics()
+        .snapshot;
+    assert!(
+        snapshot.is_some(),
+        "the restarted node caught up without a snapshot"
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t50_a_node_cut_off_from_the_majority_refuses_reads_and_writes() {
+    // With two of three nodes down, the survivor serves neither linearizable reads nor
+    // writes; stale reads still answer and say so.
+    let mut cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let survivor = *cluster.nodes.keys().next().unwrap();
+    let others: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != survivor)
+        .collect();
+    for id in others {
+        cluster.crash(id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let node = &cluster.nodes[&survivor].node;
+    let reply = cluster
+        .read_on(
+            survivor,
+            "mumbai",
+            Query::Show { show },
+            Consistency::Linearizable,
+        )
+        .await;
+    assert!(matches!(reply, ReadReply::Unavailable { .. }), "{reply:?}");
+    let write = node
+        .write("mumbai", Some("minority".into()), lock(show, 1, &[0]))
+        .await
+        .unwrap();
+    assert!(!matches!(write, WriteReply::Done { .. }), "{write:?}");
+    let stale = cluster
+        .read_on(survivor, "mumbai", Query::Show { show }, Consistency::Stale)
+        .await;
+    assert!(
+        matches!(
+            stale,
+            ReadReply::Done {
+                consistency: Consistency::Stale,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t60_duplicate_request_id_across_a_leader_change_applies_once() {
+    // A lock retried with the same request id at a new leader returns the first outcome
+    // and does not lock twice.
+    let mut cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let first = cluster
+        .write("mumbai", "once", lock(show, 7, &[3, 4]))
+        .await;
+    let leader = cluster.wait_leader("mumbai").await;
+    cluster.crash(leader).await;
+    let again = cluster
+        .write("mumbai", "once", lock(show, 7, &[3, 4]))
+        .await;
+    assert_eq!(first.outcome, again.outcome);
+    let survivor = *cluster.nodes.keys().next().unwrap();
+    let reply = cluster
+        .read_on(
+            survivor,
+            "mumbai",
+            Query::UserBookings {
+                user: UserId(7),
+                before: None,
+                limit: 10,
+            },
+            Consistency::Linearizable,
+        )
+        .await;
+    let ReadReply::Done {
+        result: Ok(QueryResponse::Bookings { items, .. }),
+        ..
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(items.len(), 1, "the retried lock applied twice");
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_transfer_leader_and_membership_change_while_writing() {
+    // Leadership moves on request; a fourth node joins as learner, is promoted, and an
+    // old node is removed, while a writer keeps writing; no acknowledged write is lost.
+    let cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let writer = {
+        let client = cluster.client.clone();
+        tokio::spawn(async move {
+            let mut acked = BTreeSet::new();
+            for n in 0..60u64 {
+                if let Ok(done) = client
+                    .write(
+                        "mumbai",
+                        &format!("w{n}"),
+                        lock(show, 20_000 + n, &[n as u32]),
+                        common::WRITE_TIMEOUT,
+                    )
+                    .await
+                {
+                    acked.insert(locked(&done));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    let leader = cluster.wait_leader("mumbai").await;
+    let target = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    let http = reqwest::Client::new();
+    let admin = |id: u64| {
+        format!(
+            "http://{}/admin/shards/mumbai",
+            cluster.entry(id).client_addr
+        )
+    };
+    let response = http
+        .post(format!("{}/transfer-leader", admin(leader)))
+        .json(&serde_json::json!({ "to": target }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.leader("mumbai").await != Some(target) {
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not move to {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Start a fourth node that hosts no shard yet, then add it as a learner.
+    let mut file = cluster.file.clone();
+    let extra = common::TestCluster::start_extra_node(&cluster, &mut file, 4).await;
+    let info = serde_json::json!({ "node_id": 4, "info": { "peer_addr": extra.peer_addr.to_string(), "client_addr": extra.client_addr.to_string(), "region": "region-0" } });
+    let response = http
+        .post(format!("{}/learners", admin(target)))
+        .json(&info)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+    let voters: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .chain([4])
+        .collect();
+    let response = http
+        .post(format!("{}/membership", admin(target)))
+        .json(&serde_json::json!({ "voters": voters }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() >= 50,
+        "too few writes succeeded during the changes: {}",
+        acked.len()
+    );
+    let reply = extra
+        .node
+        .read(
+            "mumbai",
+            raft_node::protocol::ReadRequest {
+                query: Query::Show { show },
+                consistency: Consistency::Linearizable,
+                min_index: None,
+            },
+        )
+        .await
+        .unwrap();
+    let ReadReply::Done {
+        result: Ok(QueryResponse::Show(view)),
+        ..
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        view.counts.locked as usize,
+        acked.len(),
+        "acknowledged locks missing on the new member"
+    );
+    extra.stop().await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t80_strangers_and_garbage_on_the_peer_port_are_refused() {
+    // Random bytes and a client with the wrong secret are refused; the node stays ready.
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let target = cluster.entry(1);
+    for garbage in [
+        vec![0xffu8; 64],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0, 0, 0, 4, 1, 2, 3, 4],
+    ] {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&target.peer_addr).await {
+            let _ = stream.write_all(&garbage).await;
+        }
+    }
+    let stranger = raft_node::transport::PeerClient::new(
+        raft_node::transport::TransportConfig::new("test", b"not-the-secret-at-all-0000".to_vec()),
+        99,
+    );
+    let refused = stranger
+        .call(
+            1,
+            &target.peer_addr,
+            "mumbai",
+            raft_node::network::method::VOTE,
+            vec![1, 2, 3],
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(refused.is_err(), "a stranger got an answer");
+    let ready = reqwest::get(format!("http://{}/health/ready", target.client_addr))
+        .await
+        .unwrap();
+    assert!(ready.status().is_success());
+    let done = cluster
+        .write("mumbai", "still-fine", lock(show, 1, &[0]))
+        .await;
+    assert!(done.outcome.is_applied());
+    cluster.stop_all().await;
+}
