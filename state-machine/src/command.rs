@@ -3,6 +3,7 @@
 
 use crate::ids::UserId;
 use crate::ids::{BookingId, LockId, Millis, RequestId, ScreenIndex, SeatId, ShowId, TheaterId};
+use crate::accounts::Role;
 use crate::model::{Prices, Screen};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,14 @@ pub enum CommandKind {
         booking: BookingId,
         user: UserId,
     },
+    /// `global` shard: a new account; the email and phone must be unused.
+    RegisterUser { email: String, phone: String, name: String, password_hash: String, role: Role },
+    /// `global` shard: changes a user's role (admins only; the api checks).
+    SetRole { user: UserId, role: Role },
+    /// `global` shard: starts a refresh-token family at login.
+    IssueRefreshToken { user: UserId, token_hash: String, expires_at: Millis },
+    /// `global` shard: exchanges a refresh token for the next one of its family.
+    RotateRefreshToken { old_hash: String, new_hash: String, expires_at: Millis },
 }
 
 impl CommandKind {
@@ -93,6 +102,10 @@ impl CommandKind {
             CommandKind::ConfirmBooking { .. } => "confirm",
             CommandKind::ExpireLocks { .. } => "expire",
             CommandKind::CancelBooking { .. } => "cancel",
+            CommandKind::RegisterUser { .. } => "register_user",
+            CommandKind::SetRole { .. } => "set_role",
+            CommandKind::IssueRefreshToken { .. } => "issue_refresh_token",
+            CommandKind::RotateRefreshToken { .. } => "rotate_refresh_token",
         }
     }
 }

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
+    UserRegistered {
+        user: UserId,
+    },
     TheaterCreated {
         theater: TheaterId,
         city: String,

@@ -6,6 +6,7 @@
 //! `Err`: a command is either applied or rejected, and a rejection changes nothing
 //! but the shard clock.
 
+use crate::accounts::{RefreshToken, Role, User};
 use crate::command::{Command, CommandKind};
 use crate::event::Event;
 use crate::ids::{BookingId, LockId, LogIndex, Millis, RequestId, ScreenIndex, SeatId, ShowId};
@@ -38,6 +39,10 @@ pub struct State {
     pub seats: BTreeMap<ShowId, Vec<SeatState>>,
     pub bookings: BTreeMap<BookingId, Booking>,
     pub requests: BTreeMap<RequestId, RequestRecord>,
+    /// Accounts (`global` shard only).
+    pub users: BTreeMap<UserId, User>,
+    /// Refresh tokens by hash (`global` shard only).
+    pub refresh_tokens: BTreeMap<String, RefreshToken>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -57,6 +62,12 @@ pub(crate) struct Indexes {
     pub theater_shows: BTreeSet<(TheaterId, Millis, ShowId)>,
     /// Theaters per city.
     pub city_theaters: BTreeSet<(String, TheaterId)>,
+    pub users_by_email: BTreeMap<String, UserId>,
+    pub users_by_phone: BTreeMap<String, UserId>,
+    /// Refresh tokens per family, to revoke a family at once.
+    pub token_families: BTreeSet<(u64, String)>,
+    /// Refresh tokens by expiry, to forget expired ones.
+    pub token_expiry: BTreeSet<(Millis, String)>,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -69,6 +80,8 @@ pub struct Changes {
     pub seats: BTreeSet<(ShowId, SeatId)>,
     pub bookings: BTreeSet<BookingId>,
     pub requests: BTreeSet<RequestId>,
+    pub users: BTreeSet<UserId>,
+    pub refresh_tokens: BTreeSet<String>,
 }
 
 /// What one applied command produced.
@@ -180,6 +193,14 @@ impl Ledger {
         }
         for (id, record) in &self.state.requests {
             indexes.request_order.insert((record.at_ms, id.clone()));
+        }
+        for user in self.state.users.values() {
+            indexes.users_by_email.insert(user.email.clone(), user.id);
+            indexes.users_by_phone.insert(user.phone.clone(), user.id);
+        }
+        for (hash, token) in &self.state.refresh_tokens {
+            indexes.token_families.insert((token.family, hash.clone()));
+            indexes.token_expiry.insert((token.expires_at, hash.clone()));
         }
         self.indexes = indexes;
     }
@@ -298,6 +319,25 @@ impl Ledger {
             CommandKind::ExpireLocks { max_locks } => self.expire_locks(*max_locks, events),
             CommandKind::CancelBooking { booking, user } => {
                 self.cancel_booking(*booking, *user, events)
+            }
+            CommandKind::RegisterUser { email, phone, name, password_hash, role } => {
+                let user = User {
+                    id: UserId(index),
+                    email: email.to_lowercase(),
+                    phone: phone.clone(),
+                    name: name.clone(),
+                    password_hash: password_hash.clone(),
+                    role: *role,
+                    created_at: self.state.clock,
+                };
+                self.register_user(user, events)
+            }
+            CommandKind::SetRole { user, role } => self.set_role(*user, *role),
+            CommandKind::IssueRefreshToken { user, token_hash, expires_at } => {
+                self.issue_refresh_token(index, *user, token_hash, *expires_at)
+            }
+            CommandKind::RotateRefreshToken { old_hash, new_hash, expires_at } => {
+                self.rotate_refresh_token(old_hash, new_hash, *expires_at)
             }
         }
     }
@@ -762,6 +802,153 @@ impl Ledger {
             booking: booking_id,
             refund_due_minor,
         })
+    }
+
+    // ----- accounts (global shard) -------------------------------------------------------
+
+    fn register_user(&mut self, user: User, events: &mut Vec<Event>) -> Result<Applied, Rejection> {
+        let well_formed_email = user.email.len() >= 3
+            && user.email.contains('@')
+            && !user.email.starts_with('@')
+            && !user.email.ends_with('@');
+        if !well_formed_email {
+            return Err(invalid("email", "an address like name@example.com"));
+        }
+        self.check_text("email", &user.email, false)?;
+        let phone_digits = user.phone.bytes().filter(u8::is_ascii_digit).count();
+        let phone_chars = user.phone.bytes().all(|b| b.is_ascii_digit() || b == b'+' || b == b' ');
+        if !(6..=20).contains(&phone_digits) || !phone_chars {
+            return Err(invalid("phone", "6-20 digits, optionally with a leading +"));
+        }
+        self.check_text("name", &user.name, false)?;
+        self.check_text("password_hash", &user.password_hash, false)?;
+        if self.indexes.users_by_email.contains_key(&user.email) {
+            return Err(Rejection::EmailTaken);
+        }
+        if self.indexes.users_by_phone.contains_key(&user.phone) {
+            return Err(Rejection::PhoneTaken);
+        }
+        let id = user.id;
+        self.indexes.users_by_email.insert(user.email.clone(), id);
+        self.indexes.users_by_phone.insert(user.phone.clone(), id);
+        self.state.users.insert(id, user);
+        self.touch(|c| {
+            c.users.insert(id);
+        });
+        events.push(Event::UserRegistered { user: id });
+        Ok(Applied::UserRegistered { user: id })
+    }
+
+    fn set_role(&mut self, user: UserId, role: Role) -> Result<Applied, Rejection> {
+        let account = self.state.users.get_mut(&user).ok_or(Rejection::UnknownUser { user })?;
+        account.role = role;
+        self.touch(|c| {
+            c.users.insert(user);
+        });
+        Ok(Applied::RoleSet { user, role })
+    }
+
+    fn check_token_hash(&self, hash: &str) -> Result<(), Rejection> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("token_hash", "64 hexadecimal digits (a BLAKE3 hash)"));
+        }
+        Ok(())
+    }
+
+    fn issue_refresh_token(
+        &mut self,
+        family: u64,
+        user: UserId,
+        hash: &str,
+        expires_at: Millis,
+    ) -> Result<Applied, Rejection> {
+        self.check_token_hash(hash)?;
+        if !self.state.users.contains_key(&user) {
+            return Err(Rejection::UnknownUser { user });
+        }
+        if expires_at <= self.state.clock || self.state.refresh_tokens.contains_key(hash) {
+            return Err(invalid("token", "a fresh token that expires in the future"));
+        }
+        self.forget_expired_tokens();
+        self.put_token(hash, RefreshToken { user, family, expires_at, used: false, revoked: false });
+        Ok(Applied::RefreshTokenIssued { user, family })
+    }
+
+    fn rotate_refresh_token(
+        &mut self,
+        old_hash: &str,
+        new_hash: &str,
+        expires_at: Millis,
+    ) -> Result<Applied, Rejection> {
+        self.check_token_hash(old_hash)?;
+        self.check_token_hash(new_hash)?;
+        let old = self.state.refresh_tokens.get(old_hash).ok_or(Rejection::RefreshTokenInvalid)?;
+        if old.revoked || old.expires_at <= self.state.clock {
+            return Err(Rejection::RefreshTokenInvalid);
+        }
+        let (user, family) = (old.user, old.family);
+        if old.used {
+            // Reuse of a rotated token: someone else holds this family. Revoke it all.
+            let members: Vec<String> = self
+                .indexes
+                .token_families
+                .range((family, String::new())..)
+                .take_while(|(f, _)| *f == family)
+                .map(|(_, hash)| hash.clone())
+                .collect();
+            for hash in members {
+                if let Some(token) = self.state.refresh_tokens.get_mut(&hash) {
+                    token.revoked = true;
+                }
+                self.touch(|c| {
+                    c.refresh_tokens.insert(hash);
+                });
+            }
+            return Ok(Applied::RefreshFamilyRevoked { user, family });
+        }
+        if expires_at <= self.state.clock || self.state.refresh_tokens.contains_key(new_hash) {
+            return Err(invalid("token", "a fresh token that expires in the future"));
+        }
+        if let Some(token) = self.state.refresh_tokens.get_mut(old_hash) {
+            token.used = true;
+        }
+        self.touch(|c| {
+            c.refresh_tokens.insert(old_hash.to_owned());
+        });
+        self.forget_expired_tokens();
+        self.put_token(new_hash, RefreshToken { user, family, expires_at, used: false, revoked: false });
+        Ok(Applied::RefreshTokenRotated { user, family })
+    }
+
+    fn put_token(&mut self, hash: &str, token: RefreshToken) {
+        self.indexes.token_families.insert((token.family, hash.to_owned()));
+        self.indexes.token_expiry.insert((token.expires_at, hash.to_owned()));
+        self.state.refresh_tokens.insert(hash.to_owned(), token);
+        self.touch(|c| {
+            c.refresh_tokens.insert(hash.to_owned());
+        });
+    }
+
+    /// Forgets a bounded number of expired refresh tokens per call, so the table stays
+    /// bounded by the logins of one token lifetime.
+    fn forget_expired_tokens(&mut self) {
+        const PER_CALL: usize = 64;
+        let clock = self.state.clock;
+        for _ in 0..PER_CALL {
+            let Some((expires_at, hash)) = self.indexes.token_expiry.first().cloned() else {
+                break;
+            };
+            if expires_at > clock {
+                break;
+            }
+            self.indexes.token_expiry.pop_first();
+            if let Some(token) = self.state.refresh_tokens.remove(&hash) {
+                self.indexes.token_families.remove(&(token.family, hash.clone()));
+            }
+            self.touch(|c| {
+                c.refresh_tokens.insert(hash);
+            });
+        }
     }
 
     // ----- shared steps ----------------------------------------------------------------

@@ -7,6 +7,7 @@
 //! (`Ledger::digest`).
 //!
 //! # Layout
+//! - `accounts`: users, roles and refresh tokens (the `global` shard).
 //! - `ids`: identifier newtypes (`ShowId`, `SeatId`, `LockId`, `BookingId`, ...).
 //! - `limits`: every bound the ledger enforces, validated as one value.
 //! - `model`: theaters, screens, seat layouts, shows, seat states, bookings.
@@ -22,6 +23,7 @@
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
 
+pub mod accounts;
 pub mod codec;
 pub mod command;
 pub mod event;
@@ -39,6 +41,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use accounts::{RefreshToken, Role, User};
 pub use command::{Command, CommandKind};
 pub use event::{Event, EventRecord};
 pub use ids::*;

@@ -3,7 +3,8 @@
 //! Rejections are values, not errors: they are replicated, stored under the request id
 //! and returned again to a retry. `Err` is kept for I/O and corruption.
 
-use crate::ids::{BookingId, LockId, Millis, SeatId, ShowId, TheaterId};
+use crate::accounts::Role;
+use crate::ids::{BookingId, LockId, Millis, SeatId, ShowId, TheaterId, UserId};
 use crate::limits::LimitName;
 use crate::model::BookingStatus;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,12 @@ pub enum Applied {
         booking: BookingId,
         refund_due_minor: u64,
     },
+    UserRegistered { user: UserId },
+    RoleSet { user: UserId, role: Role },
+    RefreshTokenIssued { user: UserId, family: u64 },
+    RefreshTokenRotated { user: UserId, family: u64 },
+    /// A used refresh token was presented again: its whole family is now revoked.
+    RefreshFamilyRevoked { user: UserId, family: u64 },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each
@@ -125,6 +132,11 @@ pub enum Rejection {
     },
     /// The request id was used before for a different command.
     RequestIdReused,
+    EmailTaken,
+    PhoneTaken,
+    UnknownUser { user: UserId },
+    /// The refresh token is unknown, expired or revoked.
+    RefreshTokenInvalid,
 }
 
 impl Rejection {
@@ -181,6 +193,12 @@ impl fmt::Display for Rejection {
                 write!(f, "{limit} is {max}, the request asked for {requested}")
             }
             Rejection::InvalidInput { field, reason } => write!(f, "{field}: {reason}"),
+            Rejection::EmailTaken => f.write_str("an account with this email exists; log in"),
+            Rejection::PhoneTaken => f.write_str("an account with this phone exists; log in"),
+            Rejection::UnknownUser { user } => write!(f, "unknown user {user}"),
+            Rejection::RefreshTokenInvalid => {
+                f.write_str("the refresh token is unknown, expired or revoked; log in again")
+            }
             Rejection::RequestIdReused => {
                 f.write_str("this request id was used for a different request; use a new one")
             }

@@ -3,6 +3,7 @@
 //! Queries see the state at the shard clock of the last applied command: a lock whose
 //! expiry has passed on that clock shows as available even before the sweep frees it.
 
+use crate::accounts::User;
 use crate::ids::{BookingId, Millis, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::Ledger;
 use crate::limits::LimitName;
@@ -58,6 +59,9 @@ pub enum Query {
     Cities,
     /// The shard clock.
     Clock,
+    /// `global` shard: an account by email (for login) or by id.
+    UserByEmail { email: String },
+    User { user: UserId },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +124,7 @@ pub enum QueryResponse {
     },
     Cities(Vec<String>),
     Clock(Millis),
+    User(User),
 }
 
 impl Ledger {
@@ -173,6 +178,21 @@ impl Ledger {
                 Ok(QueryResponse::Cities(cities))
             }
             Query::Clock => Ok(QueryResponse::Clock(self.state.clock)),
+            Query::UserByEmail { email } => self
+                .indexes
+                .users_by_email
+                .get(&email.to_lowercase())
+                .and_then(|id| self.state.users.get(id))
+                .cloned()
+                .map(QueryResponse::User)
+                .ok_or(Rejection::UnknownUser { user: UserId(0) }),
+            Query::User { user } => self
+                .state
+                .users
+                .get(user)
+                .cloned()
+                .map(QueryResponse::User)
+                .ok_or(Rejection::UnknownUser { user: *user }),
         }
     }
 

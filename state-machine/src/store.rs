@@ -14,7 +14,8 @@
 use crate::codec;
 use crate::command::Command;
 use crate::event::EventRecord;
-use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId};
+use crate::accounts::{RefreshToken, User};
+use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
@@ -31,6 +32,8 @@ const SEAT: u8 = b'X';
 const BOOKING: u8 = b'B';
 const REQUEST: u8 = b'R';
 const EVENT: u8 = b'E';
+const USER: u8 = b'U';
+const REFRESH_TOKEN: u8 = b'K';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -175,6 +178,13 @@ impl LedgerStore {
                 state.bookings.get(&id),
             );
         }
+        for id in changes.users {
+            put_or_delete(batch, key(USER, &id.0.to_be_bytes()), state.users.get(&id));
+        }
+        for hash in changes.refresh_tokens {
+            let value = state.refresh_tokens.get(&hash);
+            put_or_delete(batch, key(REFRESH_TOKEN, hash.as_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -268,6 +278,12 @@ impl LedgerStore {
         }
         for (id, record) in &state.requests {
             batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
+        }
+        for (id, user) in &state.users {
+            batch.put(key(USER, &id.0.to_be_bytes()), codec::encode(user));
+        }
+        for (hash, token) in &state.refresh_tokens {
+            batch.put(key(REFRESH_TOKEN, hash.as_bytes()), codec::encode(token));
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -400,6 +416,16 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             detail: e.to_string(),
         })?;
         state.requests.insert(crate::ids::RequestId(id), record);
+        Ok(())
+    })?;
+    scan(db, USER, "user", |id, user: User| {
+        state.users.insert(UserId(be_u64("user id", id)?), user);
+        Ok(())
+    })?;
+    scan(db, REFRESH_TOKEN, "refresh token", |hash, token: RefreshToken| {
+        let hash = String::from_utf8(hash.to_vec())
+            .map_err(|e| StoreError::Corrupt { what: "token hash", detail: e.to_string() })?;
+        state.refresh_tokens.insert(hash, token);
         Ok(())
     })?;
     Ok((state, marker))
