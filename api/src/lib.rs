@@ -1,4 +1,336 @@
-//! The stateless REST booking service (axum): authentication, routing of writes to
-//! shard leaders and reads to replicas, problem+json errors.
+//! The stateless REST booking service: authenticates clients, routes city requests to
+//! their shard (writes to the leader, reads to a replica in this api's region) through
+//! raft-node's client protocol, and answers in the contract's shapes.
 //!
-//! Not built yet: issue [api] fills this crate. Nothing here pretends to serve.
+//! It knows nothing of RocksDB or openraft: the cluster is reached only through
+//! `raft_node::client`. The demo starts nodes in-process through `raft_node::server`.
+//!
+//! # Layout
+//! - `config`: the api node's configuration.
+//! - `auth`: JWT (EdDSA), argon2id password hashes, refresh tokens.
+//! - `app`: shared state, cluster access, auth extractor, rate limiting, idempotency.
+//! - `problem`: the one mapping from rejections to HTTP status and problem+json.
+//! - `views`: the JSON shapes of the contract, external ids, times.
+//! - `routes`: the handlers; `ROUTES` in this file lists them for the router and the
+//!   OpenAPI document alike.
+//! - `payment`: the payment gateway trait and the sandbox gateway.
+//! - `demo`: an embedded three-node cluster with sample data.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod payment;
+pub mod problem;
+pub mod routes;
+pub mod views;
+
+use app::Shared;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use raft_node::protocol::Consistency;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tower_http::trace::TraceLayer;
+
+/// One endpoint: how it is routed and how the OpenAPI document describes it.
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Whether a bearer token is required.
+    pub auth: bool,
+    pub handler: MethodRouter<Shared>,
+}
+
+fn spec(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    auth: bool,
+    handler: MethodRouter<Shared>,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        summary,
+        auth,
+        handler,
+    }
+}
+
+/// Every endpoint of the service.
+pub fn routes() -> Vec<RouteSpec> {
+    use routes::*;
+    vec![
+        spec(
+            "post",
+            "/api/v1/signup",
+            "Create an account and log in",
+            false,
+            post(signup),
+        ),
+        spec(
+            "post",
+            "/api/v1/login",
+            "Log in with email and password",
+            false,
+            post(login),
+        ),
+        spec(
+            "post",
+            "/api/v1/auth/refresh-token",
+            "Rotate a refresh token",
+            false,
+            post(refresh),
+        ),
+        spec(
+            "get",
+            "/api/v1/users/{userId}",
+            "A user (self or admin)",
+            true,
+            get(get_user),
+        ),
+        spec("get", "/api/v1/cities", "Cities served", false, get(cities)),
+        spec(
+            "get",
+            "/api/v1/theaters",
+            "Theaters of a city (?city=)",
+            false,
+            get(theaters),
+        ),
+        spec(
+            "post",
+            "/api/v1/theaters",
+            "Create a theater with screens and layouts",
+            true,
+            post(create_theater),
+        ),
+        spec(
+            "get",
+            "/api/v1/theaters/{theaterId}",
+            "A theater, with its shows on ?date=",
+            false,
+            get(theater),
+        ),
+        spec(
+            "post",
+            "/api/v1/shows",
+            "Publish a show (theater owner or admin)",
+            true,
+            post(create_show),
+        ),
+        spec(
+            "get",
+            "/api/v1/shows",
+            "Shows by ?location=&date=&search=",
+            false,
+            get(shows),
+        ),
+        spec(
+            "get",
+            "/api/v1/shows/{id}",
+            "A show with prices and seat counts",
+            false,
+            get(show),
+        ),
+        spec(
+            "get",
+            "/api/v1/shows/{id}/seats",
+            "The seat map of a show",
+            false,
+            get(seats),
+        ),
+        spec(
+            "post",
+            "/api/v1/shows/{id}/seats/lock",
+            "Lock seats for a few minutes",
+            true,
+            post(lock),
+        ),
+        spec(
+            "post",
+            "/api/v1/users/{id}/bookings/init",
+            "Quote a booking",
+            true,
+            post(init_booking),
+        ),
+        spec(
+            "delete",
+            "/api/v1/locks/{lock_id}",
+            "Release a lock",
+            true,
+            delete(release),
+        ),
+        spec(
+            "post",
+            "/api/v1/bookings/{booking_id}/payment",
+            "Pay for a locked booking",
+            true,
+            post(pay),
+        ),
+        spec(
+            "get",
+            "/api/v1/bookings/{booking_id}/payment/status",
+            "Payment status",
+            true,
+            get(payment_status_route),
+        ),
+        spec(
+            "get",
+            "/api/v1/bookings",
+            "Own bookings across cities, newest first",
+            true,
+            get(bookings),
+        ),
+        spec(
+            "get",
+            "/api/v1/bookings/{booking_id}",
+            "A booking (owner or admin)",
+            true,
+            get(booking),
+        ),
+        spec(
+            "delete",
+            "/api/v1/bookings/{booking_id}",
+            "Cancel a booking",
+            true,
+            delete(cancel),
+        ),
+        spec(
+            "get",
+            "/health/live",
+            "Liveness",
+            false,
+            get(|| async { "ok" }),
+        ),
+        spec(
+            "get",
+            "/health/ready",
+            "Readiness: the global shard answers",
+            false,
+            get(ready),
+        ),
+        spec(
+            "get",
+            "/metrics",
+            "Prometheus metrics",
+            false,
+            get(|| async { raft_node::http::prometheus().render() }),
+        ),
+        spec(
+            "get",
+            "/api/openapi.json",
+            "This document",
+            false,
+            get(openapi_json),
+        ),
+    ]
+}
+
+/// The OpenAPI 3.1 document, generated from `routes()`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder, ResponseBuilder};
+    let mut paths = PathsBuilder::new();
+    for route in routes() {
+        let method = match route.method {
+            "post" => HttpMethod::Post,
+            "delete" => HttpMethod::Delete,
+            _ => HttpMethod::Get,
+        };
+        let mut operation = OperationBuilder::new()
+            .summary(Some(route.summary))
+            .response(
+                "200",
+                ResponseBuilder::new().description("success (201/202/204 where the contract says)"),
+            )
+            .response(
+                "default",
+                ResponseBuilder::new().description("application/problem+json error"),
+            );
+        if route.auth {
+            operation = operation
+                .description(Some("Requires `Authorization: Bearer <access token>`."))
+                .response(
+                    "401",
+                    ResponseBuilder::new().description("missing or invalid token"),
+                );
+        }
+        paths = paths.path(route.path, PathItem::new(method, operation));
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Seat ledger booking API")
+                .version("1")
+                .build(),
+        )
+        .paths(paths.build())
+        .build()
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    let mut document = serde_json::to_value(openapi()).unwrap_or_default();
+    document["openapi"] = serde_json::json!("3.1.0");
+    axum::Json(document)
+}
+
+async fn ready(State(state): State<Shared>) -> impl IntoResponse {
+    let global = state.config.global_shard.clone();
+    match state
+        .read(
+            &global,
+            state_machine::Query::Clock,
+            Consistency::Stale,
+            None,
+        )
+        .await
+    {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// The whole service with its middleware.
+pub fn router(state: Shared) -> Router {
+    let mut by_path: BTreeMap<&'static str, MethodRouter<Shared>> = BTreeMap::new();
+    for route in routes() {
+        let merged = match by_path.remove(route.path) {
+            Some(existing) => existing.merge(route.handler),
+            None => route.handler,
+        };
+        by_path.insert(route.path, merged);
+    }
+    let mut router = Router::new();
+    for (path, handler) in by_path {
+        router = router.route(path, handler);
+    }
+    let body_limit = state.config.limits.body_bytes_max;
+    let timeout = Duration::from_millis(state.config.limits.request_timeout_ms + 1_000);
+    router
+        .layer(axum::middleware::from_fn_with_state(state.clone(), app::rate_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let request_id = format!("{:016x}", fastrand::u64(..));
+            tracing::info_span!("request", %request_id, method = %request.method(), path = %request.uri().path(), user = tracing::field::Empty)
+        }))
+        .with_state(state)
+}
+
+/// Serves the api on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,9 +1,9 @@
 //! The commands that change a shard's ledger. Each is stamped by the shard leader with
 //! its time `at_ms` and carries the client's `request_id`, which makes retries safe.
 
+use crate::accounts::Role;
 use crate::ids::UserId;
 use crate::ids::{BookingId, LockId, Millis, RequestId, ScreenIndex, SeatId, ShowId, TheaterId};
-use crate::accounts::Role;
 use crate::model::{Prices, Screen};
 use serde::{Deserialize, Serialize};
 
@@ -80,13 +80,30 @@ pub enum CommandKind {
         user: UserId,
     },
     /// `global` shard: a new account; the email and phone must be unused.
-    RegisterUser { email: String, phone: String, name: String, password_hash: String, role: Role },
+    RegisterUser {
+        email: String,
+        phone: String,
+        name: String,
+        password_hash: String,
+        role: Role,
+    },
     /// `global` shard: changes a user's role (admins only; the api checks).
-    SetRole { user: UserId, role: Role },
+    SetRole {
+        user: UserId,
+        role: Role,
+    },
     /// `global` shard: starts a refresh-token family at login.
-    IssueRefreshToken { user: UserId, token_hash: String, expires_at: Millis },
+    IssueRefreshToken {
+        user: UserId,
+        token_hash: String,
+        expires_at: Millis,
+    },
     /// `global` shard: exchanges a refresh token for the next one of its family.
-    RotateRefreshToken { old_hash: String, new_hash: String, expires_at: Millis },
+    RotateRefreshToken {
+        old_hash: String,
+        new_hash: String,
+        expires_at: Millis,
+    },
 }
 
 impl CommandKind {

@@ -200,7 +200,9 @@ impl Ledger {
         }
         for (hash, token) in &self.state.refresh_tokens {
             indexes.token_families.insert((token.family, hash.clone()));
-            indexes.token_expiry.insert((token.expires_at, hash.clone()));
+            indexes
+                .token_expiry
+                .insert((token.expires_at, hash.clone()));
         }
         self.indexes = indexes;
     }
@@ -320,7 +322,13 @@ impl Ledger {
             CommandKind::CancelBooking { booking, user } => {
                 self.cancel_booking(*booking, *user, events)
             }
-            CommandKind::RegisterUser { email, phone, name, password_hash, role } => {
+            CommandKind::RegisterUser {
+                email,
+                phone,
+                name,
+                password_hash,
+                role,
+            } => {
                 let user = User {
                     id: UserId(index),
                     email: email.to_lowercase(),
@@ -333,12 +341,16 @@ impl Ledger {
                 self.register_user(user, events)
             }
             CommandKind::SetRole { user, role } => self.set_role(*user, *role),
-            CommandKind::IssueRefreshToken { user, token_hash, expires_at } => {
-                self.issue_refresh_token(index, *user, token_hash, *expires_at)
-            }
-            CommandKind::RotateRefreshToken { old_hash, new_hash, expires_at } => {
-                self.rotate_refresh_token(old_hash, new_hash, *expires_at)
-            }
+            CommandKind::IssueRefreshToken {
+                user,
+                token_hash,
+                expires_at,
+            } => self.issue_refresh_token(index, *user, token_hash, *expires_at),
+            CommandKind::RotateRefreshToken {
+                old_hash,
+                new_hash,
+                expires_at,
+            } => self.rotate_refresh_token(old_hash, new_hash, *expires_at),
         }
     }
 
@@ -816,7 +828,10 @@ impl Ledger {
         }
         self.check_text("email", &user.email, false)?;
         let phone_digits = user.phone.bytes().filter(u8::is_ascii_digit).count();
-        let phone_chars = user.phone.bytes().all(|b| b.is_ascii_digit() || b == b'+' || b == b' ');
+        let phone_chars = user
+            .phone
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'+' || b == b' ');
         if !(6..=20).contains(&phone_digits) || !phone_chars {
             return Err(invalid("phone", "6-20 digits, optionally with a leading +"));
         }
@@ -840,7 +855,11 @@ impl Ledger {
     }
 
     fn set_role(&mut self, user: UserId, role: Role) -> Result<Applied, Rejection> {
-        let account = self.state.users.get_mut(&user).ok_or(Rejection::UnknownUser { user })?;
+        let account = self
+            .state
+            .users
+            .get_mut(&user)
+            .ok_or(Rejection::UnknownUser { user })?;
         account.role = role;
         self.touch(|c| {
             c.users.insert(user);
@@ -850,7 +869,10 @@ impl Ledger {
 
     fn check_token_hash(&self, hash: &str) -> Result<(), Rejection> {
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid("token_hash", "64 hexadecimal digits (a BLAKE3 hash)"));
+            return Err(invalid(
+                "token_hash",
+                "64 hexadecimal digits (a BLAKE3 hash)",
+            ));
         }
         Ok(())
     }
@@ -870,7 +892,16 @@ impl Ledger {
             return Err(invalid("token", "a fresh token that expires in the future"));
         }
         self.forget_expired_tokens();
-        self.put_token(hash, RefreshToken { user, family, expires_at, used: false, revoked: false });
+        self.put_token(
+            hash,
+            RefreshToken {
+                user,
+                family,
+                expires_at,
+                used: false,
+                revoked: false,
+            },
+        );
         Ok(Applied::RefreshTokenIssued { user, family })
     }
 
@@ -882,7 +913,11 @@ impl Ledger {
     ) -> Result<Applied, Rejection> {
         self.check_token_hash(old_hash)?;
         self.check_token_hash(new_hash)?;
-        let old = self.state.refresh_tokens.get(old_hash).ok_or(Rejection::RefreshTokenInvalid)?;
+        let old = self
+            .state
+            .refresh_tokens
+            .get(old_hash)
+            .ok_or(Rejection::RefreshTokenInvalid)?;
         if old.revoked || old.expires_at <= self.state.clock {
             return Err(Rejection::RefreshTokenInvalid);
         }
@@ -916,13 +951,26 @@ impl Ledger {
             c.refresh_tokens.insert(old_hash.to_owned());
         });
         self.forget_expired_tokens();
-        self.put_token(new_hash, RefreshToken { user, family, expires_at, used: false, revoked: false });
+        self.put_token(
+            new_hash,
+            RefreshToken {
+                user,
+                family,
+                expires_at,
+                used: false,
+                revoked: false,
+            },
+        );
         Ok(Applied::RefreshTokenRotated { user, family })
     }
 
     fn put_token(&mut self, hash: &str, token: RefreshToken) {
-        self.indexes.token_families.insert((token.family, hash.to_owned()));
-        self.indexes.token_expiry.insert((token.expires_at, hash.to_owned()));
+        self.indexes
+            .token_families
+            .insert((token.family, hash.to_owned()));
+        self.indexes
+            .token_expiry
+            .insert((token.expires_at, hash.to_owned()));
         self.state.refresh_tokens.insert(hash.to_owned(), token);
         self.touch(|c| {
             c.refresh_tokens.insert(hash.to_owned());
@@ -943,7 +991,9 @@ impl Ledger {
             }
             self.indexes.token_expiry.pop_first();
             if let Some(token) = self.state.refresh_tokens.remove(&hash) {
-                self.indexes.token_families.remove(&(token.family, hash.clone()));
+                self.indexes
+                    .token_families
+                    .remove(&(token.family, hash.clone()));
             }
             self.touch(|c| {
                 c.refresh_tokens.insert(hash);

@@ -61,12 +61,26 @@ pub enum Applied {
         booking: BookingId,
         refund_due_minor: u64,
     },
-    UserRegistered { user: UserId },
-    RoleSet { user: UserId, role: Role },
-    RefreshTokenIssued { user: UserId, family: u64 },
-    RefreshTokenRotated { user: UserId, family: u64 },
+    UserRegistered {
+        user: UserId,
+    },
+    RoleSet {
+        user: UserId,
+        role: Role,
+    },
+    RefreshTokenIssued {
+        user: UserId,
+        family: u64,
+    },
+    RefreshTokenRotated {
+        user: UserId,
+        family: u64,
+    },
     /// A used refresh token was presented again: its whole family is now revoked.
-    RefreshFamilyRevoked { user: UserId, family: u64 },
+    RefreshFamilyRevoked {
+        user: UserId,
+        family: u64,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each
@@ -134,7 +148,9 @@ pub enum Rejection {
     RequestIdReused,
     EmailTaken,
     PhoneTaken,
-    UnknownUser { user: UserId },
+    UnknownUser {
+        user: UserId,
+    },
     /// The refresh token is unknown, expired or revoked.
     RefreshTokenInvalid,
 }

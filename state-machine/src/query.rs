@@ -60,8 +60,12 @@ pub enum Query {
     /// The shard clock.
     Clock,
     /// `global` shard: an account by email (for login) or by id.
-    UserByEmail { email: String },
-    User { user: UserId },
+    UserByEmail {
+        email: String,
+    },
+    User {
+        user: UserId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

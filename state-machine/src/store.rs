@@ -11,10 +11,10 @@
 //! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
 //! available), `B|booking`, `R|request id`, `E|log index|seq` (events).
 
+use crate::accounts::{RefreshToken, User};
 use crate::codec;
 use crate::command::Command;
 use crate::event::EventRecord;
-use crate::accounts::{RefreshToken, User};
 use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
@@ -422,12 +422,19 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
         state.users.insert(UserId(be_u64("user id", id)?), user);
         Ok(())
     })?;
-    scan(db, REFRESH_TOKEN, "refresh token", |hash, token: RefreshToken| {
-        let hash = String::from_utf8(hash.to_vec())
-            .map_err(|e| StoreError::Corrupt { what: "token hash", detail: e.to_string() })?;
-        state.refresh_tokens.insert(hash, token);
-        Ok(())
-    })?;
+    scan(
+        db,
+        REFRESH_TOKEN,
+        "refresh token",
+        |hash, token: RefreshToken| {
+            let hash = String::from_utf8(hash.to_vec()).map_err(|e| StoreError::Corrupt {
+                what: "token hash",
+                detail: e.to_string(),
+            })?;
+            state.refresh_tokens.insert(hash, token);
+            Ok(())
+        },
+    )?;
     Ok((state, marker))
 }
 

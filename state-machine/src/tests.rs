@@ -571,21 +571,30 @@ fn register(ledger: &mut Ledger, index: LogIndex, email: &str, phone: &str) -> O
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         role: Role::Customer,
     };
-    ledger.apply(index, &command(&format!("reg-{index}"), 1_000, kind)).outcome
+    ledger
+        .apply(index, &command(&format!("reg-{index}"), 1_000, kind))
+        .outcome
 }
 
 #[test]
 fn accounts_have_unique_emails_and_phones() {
     let mut ledger = Ledger::new(Limits::default());
     let first = register(&mut ledger, 1, "Asha@Example.com", "+91 98200 00001");
-    assert_eq!(first, Outcome::Applied(Applied::UserRegistered { user: UserId(1) }));
+    assert_eq!(
+        first,
+        Outcome::Applied(Applied::UserRegistered { user: UserId(1) })
+    );
     let again = register(&mut ledger, 2, "asha@example.com", "+91 98200 00002");
     assert_eq!(again, Outcome::Rejected(Rejection::EmailTaken));
     let phone = register(&mut ledger, 3, "other@example.com", "+91 98200 00001");
     assert_eq!(phone, Outcome::Rejected(Rejection::PhoneTaken));
     let bad = register(&mut ledger, 4, "not-an-email", "+91 98200 00003");
     assert!(matches!(bad, Outcome::Rejected(ref r) if r.is_invalid("email")));
-    let found = ledger.query(&Query::UserByEmail { email: "ASHA@example.com".into() }).unwrap();
+    let found = ledger
+        .query(&Query::UserByEmail {
+            email: "ASHA@example.com".into(),
+        })
+        .unwrap();
     assert!(matches!(found, QueryResponse::User(user) if user.id == UserId(1)));
     ledger.check_invariants().unwrap();
 }
@@ -594,25 +603,61 @@ fn accounts_have_unique_emails_and_phones() {
 fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
     let mut ledger = Ledger::new(Limits::default());
     register(&mut ledger, 1, "a@example.com", "9820000001");
-    let issue = CommandKind::IssueRefreshToken { user: UserId(1), token_hash: hash(1), expires_at: 99_000 };
+    let issue = CommandKind::IssueRefreshToken {
+        user: UserId(1),
+        token_hash: hash(1),
+        expires_at: 99_000,
+    };
     let issued = ledger.apply(2, &command("i", 1_000, issue)).outcome;
-    assert_eq!(issued, Outcome::Applied(Applied::RefreshTokenIssued { user: UserId(1), family: 2 }));
+    assert_eq!(
+        issued,
+        Outcome::Applied(Applied::RefreshTokenIssued {
+            user: UserId(1),
+            family: 2
+        })
+    );
     let rotate = |old: u8, new: u8| CommandKind::RotateRefreshToken {
         old_hash: hash(old),
         new_hash: hash(new),
         expires_at: 99_000,
     };
     let rotated = ledger.apply(3, &command("r1", 1_000, rotate(1, 2))).outcome;
-    assert_eq!(rotated, Outcome::Applied(Applied::RefreshTokenRotated { user: UserId(1), family: 2 }));
+    assert_eq!(
+        rotated,
+        Outcome::Applied(Applied::RefreshTokenRotated {
+            user: UserId(1),
+            family: 2
+        })
+    );
     // The old token presented again: the family (including the new token) is revoked.
     let reused = ledger.apply(4, &command("r2", 1_000, rotate(1, 3))).outcome;
-    assert_eq!(reused, Outcome::Applied(Applied::RefreshFamilyRevoked { user: UserId(1), family: 2 }));
+    assert_eq!(
+        reused,
+        Outcome::Applied(Applied::RefreshFamilyRevoked {
+            user: UserId(1),
+            family: 2
+        })
+    );
     let after = ledger.apply(5, &command("r3", 1_000, rotate(2, 4))).outcome;
     assert_eq!(after, Outcome::Rejected(Rejection::RefreshTokenInvalid));
-    let expired = ledger.apply(6, &command("r4", 100_000, rotate(9, 5))).outcome;
+    let expired = ledger
+        .apply(6, &command("r4", 100_000, rotate(9, 5)))
+        .outcome;
     assert_eq!(expired, Outcome::Rejected(Rejection::RefreshTokenInvalid));
     // The next login forgets the expired tokens.
-    let issue = CommandKind::IssueRefreshToken { user: UserId(1), token_hash: hash(7), expires_at: 500_000 };
+    let issue = CommandKind::IssueRefreshToken {
+        user: UserId(1),
+        token_hash: hash(7),
+        expires_at: 500_000,
+    };
     ledger.apply(7, &command("i2", 100_000, issue));
-    assert_eq!(ledger.state().refresh_tokens.keys().cloned().collect::<Vec<_>>(), vec![hash(7)]);
+    assert_eq!(
+        ledger
+            .state()
+            .refresh_tokens
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![hash(7)]
+    );
 }

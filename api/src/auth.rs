@@ -1,0 +1,239 @@
+//! Authentication: EdDSA-signed access JWTs (api nodes verify with public keys only),
+//! argon2id password hashes, and opaque refresh tokens whose BLAKE3 hashes live in the
+//! `global` shard (rotation and reuse detection are decided there, by consensus).
+
+use crate::problem::Problem;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use state_machine::{Role, UserId};
+
+/// Shortest password accepted at signup.
+pub const PASSWORD_CHARS_MIN: usize = 10;
+/// Longest password accepted (argon2 work is bounded by it).
+pub const PASSWORD_BYTES_MAX: usize = 256;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id.
+    pub sub: u64,
+    pub role: String,
+    pub iss: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+}
+
+/// Signing and verification keys. A node that only verifies has no signing key.
+#[derive(Clone)]
+pub struct Keys {
+    signing: Option<(String, EncodingKey)>,
+    /// Verification keys by `kid`, so keys can rotate.
+    verifying: Vec<(String, DecodingKey)>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("JWT key: {0}")]
+pub struct KeyError(String);
+
+impl Keys {
+    pub fn from_pem(
+        kid: &str,
+        private_pem: Option<&[u8]>,
+        public_pems: &[(String, Vec<u8>)],
+        issuer: String,
+        audience: String,
+    ) -> Result<Keys, KeyError> {
+        let signing = private_pem
+            .map(|pem| EncodingKey::from_ed_pem(pem).map(|key| (kid.to_owned(), key)))
+            .transpose()
+            .map_err(|e| KeyError(format!("private key: {e}")))?;
+        let verifying = public_pems
+            .iter()
+            .map(|(kid, pem)| DecodingKey::from_ed_pem(pem).map(|key| (kid.clone(), key)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| KeyError(format!("public key: {e}")))?;
+        if verifying.is_empty() {
+            return Err(KeyError(
+                "name at least one public key to verify tokens".into(),
+            ));
+        }
+        Ok(Keys {
+            signing,
+            verifying,
+            issuer,
+            audience,
+            access_ttl_s: 900,
+            refresh_ttl_s: 30 * 86_400,
+        })
+    }
+
+    /// A fresh Ed25519 key pair (the demo and tests); returns the keys and the PEMs.
+    pub fn generate(issuer: &str, audience: &str) -> Result<(Keys, String, String), KeyError> {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey, EncodePublicKey};
+        let signing = ed25519_dalek::SigningKey::generate(&mut OsRng);
+        let private = signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let public = signing
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let keys = Keys::from_pem(
+            "k1",
+            Some(private.as_bytes()),
+            &[("k1".into(), public.as_bytes().to_vec())],
+            issuer.into(),
+            audience.into(),
+        )?;
+        Ok((keys, private.to_string(), public))
+    }
+
+    pub fn issue_access(&self, user: UserId, role: Role, now_s: u64) -> Result<String, Problem> {
+        let (kid, key) = self
+            .signing
+            .as_ref()
+            .ok_or_else(|| Problem::unavailable("this api node has no signing key"))?;
+        let claims = Claims {
+            sub: user.0,
+            role: role.as_str().into(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now_s + self.access_ttl_s,
+            iat: now_s,
+            nbf: now_s,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, &claims, key)
+            .map_err(|e| Problem::unavailable(format!("cannot sign a token: {e}")))
+    }
+
+    /// Verifies signature, algorithm (EdDSA only), expiry, not-before, issuer and audience.
+    pub fn verify(&self, token: &str) -> Result<Claims, Problem> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Problem::unauthorized(format!("malformed bearer token: {e}")))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(Problem::unauthorized("tokens must be signed with EdDSA"));
+        }
+        let candidates: Vec<&DecodingKey> = match &header.kid {
+            Some(kid) => self
+                .verifying
+                .iter()
+                .filter(|(k, _)| k == kid)
+                .map(|(_, key)| key)
+                .collect(),
+            None => self.verifying.iter().map(|(_, key)| key).collect(),
+        };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        let mut last = Problem::unauthorized("no key matches the token's kid; log in again");
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => last = Problem::unauthorized(format!("invalid token: {e}; log in again")),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Seconds since the Unix epoch, for token lifetimes.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An argon2id PHC string. With an idempotency key the salt is derived from it, so a
+/// retried signup proposes the same command and the ledger recognises the retry.
+pub fn hash_password(password: &str, idempotency: Option<&str>) -> Result<String, Problem> {
+    let salt = match idempotency {
+        Some(key) => {
+            let derived = blake3::derive_key("seat-ledger signup salt v1", key.as_bytes());
+            SaltString::encode_b64(&derived[..16])
+        }
+        None => {
+            let mut bytes = [0u8; 16];
+            OsRng.fill_bytes(&mut bytes);
+            SaltString::encode_b64(&bytes)
+        }
+    }
+    .map_err(|e| Problem::unavailable(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| Problem::unavailable(format!("password hashing failed: {e}")))
+}
+
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A new opaque refresh token and the hash the ledger stores.
+pub fn new_refresh_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = refresh_token_hash(&token);
+    (token, hash)
+}
+
+pub fn refresh_token_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_tampering_is_refused() {
+        let (keys, _, _) = Keys::generate("seat-ledger", "clients").unwrap();
+        let now = now_s();
+        let token = keys
+            .issue_access(UserId(5), Role::Customer, now - 10)
+            .unwrap();
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!((claims.sub, claims.role.as_str()), (5, "customer"));
+        // Flip the role inside the payload: the signature no longer matches.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!("{}.{}x.{}", parts[0], parts[1], parts[2]);
+        assert!(keys.verify(&forged).is_err());
+        let (other, _, _) = Keys::generate("seat-ledger", "clients").unwrap();
+        assert!(
+            other.verify(&token).is_err(),
+            "a token from another key verified"
+        );
+        let old = keys.issue_access(UserId(5), Role::Customer, 1_000).unwrap();
+        assert!(keys.verify(&old).is_err(), "an expired token verified");
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hash = hash_password("correct horse battery", Some("key-1")).unwrap();
+        assert!(verify_password("correct horse battery", &hash));
+        assert!(!verify_password("wrong", &hash));
+        assert_eq!(
+            hash,
+            hash_password("correct horse battery", Some("key-1")).unwrap()
+        );
+    }
+}

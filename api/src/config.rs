@@ -1,0 +1,131 @@
+//! The api node's configuration: where the raft-nodes are, which shard serves which
+//! city, its own region, JWT keys, and limits. Validated before the node serves.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+    /// This api node's region; reads prefer replicas here.
+    #[serde(default)]
+    pub region: String,
+    pub nodes: Vec<NodeAddr>,
+    /// Cities and the shard of each.
+    pub cities: Vec<City>,
+    /// The shard of users, roles and refresh tokens.
+    #[serde(default = "global_shard")]
+    pub global_shard: String,
+    #[serde(default)]
+    pub limits: ApiLimits,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+}
+
+fn global_shard() -> String {
+    "global".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddr {
+    pub id: u64,
+    pub client_addr: String,
+    #[serde(default)]
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct City {
+    pub id: String,
+    pub name: String,
+    pub shard: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiLimits {
+    /// Requests per second per user (or per IP when anonymous), and the burst.
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub body_bytes_max: usize,
+    /// A request's whole deadline, including retries against the cluster.
+    pub request_timeout_ms: u64,
+    /// The bounded age of a default (stale) seat-map read, in index lag terms.
+    pub stale_lag_max: u64,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            requests_per_second: 50,
+            burst: 100,
+            body_bytes_max: 64 * 1024,
+            request_timeout_ms: 5_000,
+            stale_lag_max: 1_000,
+        }
+    }
+}
+
+/// JWT settings. Keys come from files (or, in the demo, are generated at start).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub signing_key_file: Option<String>,
+    /// `kid` -> public key PEM file; several allow key rotation.
+    pub verifying_key_files: BTreeMap<String, String>,
+    pub signing_kid: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            issuer: "seat-ledger".into(),
+            audience: "seat-ledger-clients".into(),
+            signing_key_file: None,
+            verifying_key_files: BTreeMap::new(),
+            signing_kid: "k1".into(),
+            access_ttl_s: 900,
+            refresh_ttl_s: 30 * 86_400,
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("listen {:?} is not host:port", self.listen));
+        }
+        if self.nodes.is_empty() {
+            return Err("nodes: name at least one raft-node client address".into());
+        }
+        if self.cities.is_empty() {
+            return Err("cities: name at least one city and its shard".into());
+        }
+        let l = &self.limits;
+        if l.requests_per_second == 0
+            || l.burst == 0
+            || l.body_bytes_max < 1024
+            || l.request_timeout_ms == 0
+        {
+            return Err(
+                "limits: rates, burst and timeout must be positive, body limit >= 1024".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn city(&self, id: &str) -> Option<&City> {
+        self.cities.iter().find(|city| city.id == id)
+    }
+
+    pub fn city_of_shard(&self, shard: &str) -> Option<&City> {
+        self.cities.iter().find(|city| city.shard == shard)
+    }
+}

@@ -1,0 +1,935 @@
+//! The REST endpoints of the contract (`shared/api-contract.md`). Each handler checks
+//! who may call it, turns the request into ledger commands or queries, and shapes the
+//! answer; errors go through `Problem`.
+
+use crate::app::{consistency, request_id, AuthUser, Body, Params, ReadMeta, Shared, Written};
+use crate::auth;
+use crate::payment::Charge;
+use crate::problem::Problem;
+use crate::views::{self, ext_id, parse_ext_id};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use raft_node::protocol::Consistency;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use state_machine::*;
+
+type Result<T> = std::result::Result<T, Problem>;
+
+fn reply(status: StatusCode, headers: HeaderMap, body: Value) -> Response {
+    (status, headers, Json(body)).into_response()
+}
+
+fn read_reply(meta: &ReadMeta, body: Value) -> Response {
+    reply(StatusCode::OK, meta.headers(), body)
+}
+
+/// Parses an external id of a city shard.
+fn shard_id(state: &Shared, id: &str, what: &str) -> Result<(String, u64)> {
+    let (shard, number) = parse_ext_id(id).ok_or_else(|| {
+        Problem::not_found(format!("{what} {id:?} is not an id this service issued"))
+    })?;
+    state.city_shard(&shard)?;
+    Ok((shard, number))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReadParams {
+    pub consistency: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub city: Option<String>,
+    pub location: Option<String>,
+    pub date: Option<String>,
+    pub search: Option<String>,
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32> {
+    match limit.unwrap_or(20) {
+        0 => Err(Problem::invalid("limit", "at least 1")),
+        n if n > 100 => Err(Problem::invalid("limit", "at most 100")),
+        n => Ok(n),
+    }
+}
+
+// ----- accounts -----------------------------------------------------------------------
+
+async fn tokens(state: &Shared, user: &User) -> Result<Value> {
+    let (refresh, hash) = auth::new_refresh_token();
+    let expires_at = (auth::now_s() + state.keys.refresh_ttl_s) * 1_000;
+    let issue = CommandKind::IssueRefreshToken {
+        user: user.id,
+        token_hash: hash,
+        expires_at,
+    };
+    let global = state.config.global_shard.clone();
+    state
+        .write(&global, &request_id(&HeaderMap::new(), "login")?, issue)
+        .await?;
+    let access = state.keys.issue_access(user.id, user.role, auth::now_s())?;
+    Ok(json!({
+        "user": { "id": user.id.0, "email": user.email, "role": user.role.as_str() },
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": state.keys.access_ttl_s,
+    }))
+}
+
+pub async fn signup(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Body(body): Body<views::SignupBody>,
+) -> Result<Response> {
+    let chars = body.password.chars().count();
+    if chars < auth::PASSWORD_CHARS_MIN || body.password.len() > auth::PASSWORD_BYTES_MAX {
+        return Err(Problem::invalid(
+            "password",
+            format!(
+                "use {} to {} characters",
+                auth::PASSWORD_CHARS_MIN,
+                auth::PASSWORD_BYTES_MAX
+            ),
+        ));
+    }
+    let request = request_id(&headers, "signup")?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let password_hash = auth::hash_password(&body.password, key)?;
+    let command = CommandKind::RegisterUser {
+        email: body.email.trim().to_owned(),
+        phone: body.phone.trim().to_owned(),
+        name: body.name.trim().to_owned(),
+        password_hash,
+        role: Role::Customer,
+    };
+    let global = state.config.global_shard.clone();
+    let written = state.write(&global, &request, command).await?;
+    let Applied::UserRegistered { user } = written.applied else {
+        return Err(Problem::unavailable("unexpected ledger answer to signup"));
+    };
+    let user = state.user(user).await?;
+    Ok(reply(
+        StatusCode::CREATED,
+        written.headers(),
+        tokens(&state, &user).await?,
+    ))
+}
+
+pub async fn login(
+    State(state): State<Shared>,
+    Body(body): Body<views::LoginBody>,
+) -> Result<Response> {
+    let refused = || Problem::unauthorized("email or password is wrong");
+    if body.password.len() > auth::PASSWORD_BYTES_MAX {
+        return Err(refused());
+    }
+    let global = state.config.global_shard.clone();
+    let query = Query::UserByEmail {
+        email: body.email.trim().to_owned(),
+    };
+    let user = match state
+        .read(&global, query, Consistency::Linearizable, None)
+        .await
+    {
+        Ok((QueryResponse::User(user), _)) => user,
+        Ok(_)
+        | Err(Problem {
+            status: StatusCode::NOT_FOUND,
+            ..
+        }) => return Err(refused()),
+        Err(problem) => return Err(problem),
+    };
+    if !auth::verify_password(&body.password, &user.password_hash) {
+        return Err(refused());
+    }
+    Ok(reply(
+        StatusCode::OK,
+        HeaderMap::new(),
+        tokens(&state, &user).await?,
+    ))
+}
+
+pub async fn refresh(
+    State(state): State<Shared>,
+    Body(body): Body<views::RefreshBody>,
+) -> Result<Response> {
+    let (token, new_hash) = auth::new_refresh_token();
+    let expires_at = (auth::now_s() + state.keys.refresh_ttl_s) * 1_000;
+    let old_hash = auth::refresh_token_hash(&body.refresh_token);
+    let command = CommandKind::RotateRefreshToken {
+        old_hash,
+        new_hash,
+        expires_at,
+    };
+    let global = state.config.global_shard.clone();
+    let written = state
+        .write(&global, &request_id(&HeaderMap::new(), "refresh")?, command)
+        .await?;
+    let user = match written.applied {
+        Applied::RefreshTokenRotated { user, .. } => user,
+        Applied::RefreshFamilyRevoked { .. } => {
+            return Err(Problem::unauthorized("this refresh token was already used; every token of this login is revoked, log in again"));
+        }
+        _ => return Err(Problem::unavailable("unexpected ledger answer to refresh")),
+    };
+    let user = state.user(user).await?;
+    let access = state.keys.issue_access(user.id, user.role, auth::now_s())?;
+    Ok(reply(
+        StatusCode::OK,
+        HeaderMap::new(),
+        json!({
+            "access_token": access, "refresh_token": token, "token_type": "Bearer",
+            "expires_in": state.keys.access_ttl_s,
+        }),
+    ))
+}
+
+pub async fn get_user(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id: u64 = id.parse().map_err(|_| Problem::not_found("no such user"))?;
+    if caller.id.0 != id && !caller.is_admin() {
+        return Err(Problem::not_found("no such user"));
+    }
+    let user = state.user(UserId(id)).await?;
+    Ok(reply(StatusCode::OK, HeaderMap::new(), views::user(&user)))
+}
+
+// ----- catalog ------------------------------------------------------------------------
+
+pub async fn cities(State(state): State<Shared>) -> Json<Value> {
+    let items: Vec<Value> = state
+        .config
+        .cities
+        .iter()
+        .map(|c| json!({ "id": c.id, "name": c.name }))
+        .collect();
+    Json(views::page(items, None))
+}
+
+pub async fn theaters(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let city = params
+        .city
+        .clone()
+        .ok_or_else(|| Problem::invalid("city", "name a city id"))?;
+    let shard = state.shard_of_city(&city)?;
+    let limit = page_limit(params.limit)?;
+    let after = match &params.cursor {
+        Some(cursor) => Some(TheaterId(cursor.parse().map_err(|_| {
+            Problem::invalid("cursor", "use next_cursor of the previous page")
+        })?)),
+        None => None,
+    };
+    let (level, min) = consistency(params.consistency.as_deref(), &headers, Consistency::Stale)?;
+    let (response, meta) = state
+        .read(&shard, Query::Theaters { city, after, limit }, level, min)
+        .await?;
+    let QueryResponse::Theaters { items, next } = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    let items = items.iter().map(|t| views::theater(&shard, t)).collect();
+    Ok(read_reply(
+        &meta,
+        views::page(items, next.map(|id| id.0.to_string())),
+    ))
+}
+
+pub async fn theater(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &id, "theater")?;
+    let (level, min) = consistency(params.consistency.as_deref(), &headers, Consistency::Stale)?;
+    let (response, meta) = state
+        .read(
+            &shard,
+            Query::Theater {
+                theater: TheaterId(number),
+            },
+            level,
+            min,
+        )
+        .await?;
+    let QueryResponse::Theater(theater) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    let mut body = views::theater(&shard, &theater);
+    if let Some(date) = &params.date {
+        let (from_ms, to_ms) =
+            views::day_range(date).ok_or_else(|| Problem::invalid("date", "YYYY-MM-DD"))?;
+        let query = Query::TheaterShows {
+            theater: TheaterId(number),
+            from_ms,
+            to_ms,
+        };
+        let (shows, _) = state.read(&shard, query, level, min).await?;
+        if let QueryResponse::Shows { items, .. } = shows {
+            body["shows"] = json!(items
+                .iter()
+                .map(|s| views::show(&shard, s))
+                .collect::<Vec<_>>());
+        }
+    }
+    Ok(read_reply(&meta, body))
+}
+
+pub async fn create_theater(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Body(body): Body<views::TheaterBody>,
+) -> Result<Response> {
+    caller.require(&[Role::TheaterOwner, Role::Admin])?;
+    let shard = state.shard_of_city(&body.city)?;
+    let micro = |degrees: f64, field: &str| -> Result<i32> {
+        if !degrees.is_finite() || degrees.abs() > 180.0 {
+            return Err(Problem::invalid(field, "degrees within -180..180"));
+        }
+        Ok((degrees * 1e6).round() as i32)
+    };
+    let mut screens = Vec::with_capacity(body.screens.len());
+    for screen in body.screens {
+        let mut rows = Vec::with_capacity(screen.rows.len());
+        for row in screen.rows {
+            let category = match row.category.as_str() {
+                "normal" => Category::Normal,
+                "premium" => Category::Premium,
+                "vip" => Category::Vip,
+                _ => return Err(Problem::invalid("category", "normal, premium or vip")),
+            };
+            rows.push(RowSpec {
+                label: row.label,
+                seats: row.seats,
+                category,
+            });
+        }
+        screens.push(Screen {
+            name: screen.name,
+            rows,
+        });
+    }
+    let command = CommandKind::CreateTheater {
+        city: body.city,
+        name: body.name,
+        address: body.address,
+        lat_micro_deg: micro(body.lat, "lat")?,
+        lon_micro_deg: micro(body.long, "long")?,
+        owner: caller.id,
+        screens,
+    };
+    let written = state
+        .write(
+            &shard,
+            &request_id(&headers, &caller.id.to_string())?,
+            command,
+        )
+        .await?;
+    let Applied::TheaterCreated { theater } = written.applied else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    let (response, _) = state
+        .read(
+            &shard,
+            Query::Theater { theater },
+            Consistency::Session,
+            Some(written.index),
+        )
+        .await?;
+    let QueryResponse::Theater(theater) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    Ok(reply(
+        StatusCode::CREATED,
+        written.headers(),
+        views::theater(&shard, &theater),
+    ))
+}
+
+pub async fn create_show(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Body(body): Body<views::ShowBody>,
+) -> Result<Response> {
+    caller.require(&[Role::TheaterOwner, Role::Admin])?;
+    let (shard, number) = shard_id(&state, &body.theater_id, "theater")?;
+    let (response, _) = state
+        .read(
+            &shard,
+            Query::Theater {
+                theater: TheaterId(number),
+            },
+            Consistency::Linearizable,
+            None,
+        )
+        .await?;
+    let QueryResponse::Theater(theater) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    if theater.owner != caller.id && !caller.is_admin() {
+        return Err(Problem::forbidden(
+            "only the theater's owner or an admin may publish shows here",
+        ));
+    }
+    let start_ms = views::parse_rfc3339(&body.start_time)
+        .ok_or_else(|| Problem::invalid("start_time", "an RFC 3339 time"))?;
+    let end_ms = views::parse_rfc3339(&body.end_time)
+        .ok_or_else(|| Problem::invalid("end_time", "an RFC 3339 time"))?;
+    let command = CommandKind::PublishShow {
+        theater: theater.id,
+        screen: ScreenIndex(body.screen),
+        title: body.title,
+        genre: body.genre,
+        start_ms,
+        end_ms,
+        prices: Prices {
+            normal_minor: body.prices.normal_minor,
+            premium_minor: body.prices.premium_minor,
+            vip_minor: body.prices.vip_minor,
+        },
+        currency: body.currency,
+    };
+    let written = state
+        .write(
+            &shard,
+            &request_id(&headers, &caller.id.to_string())?,
+            command,
+        )
+        .await?;
+    let Applied::ShowPublished { show } = written.applied else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    let (response, _) = state
+        .read(
+            &shard,
+            Query::Show { show },
+            Consistency::Session,
+            Some(written.index),
+        )
+        .await?;
+    let QueryResponse::Show(view) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    Ok(reply(
+        StatusCode::CREATED,
+        written.headers(),
+        views::show(&shard, &view),
+    ))
+}
+
+pub async fn shows(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let city = params
+        .location
+        .clone()
+        .or(params.city.clone())
+        .ok_or_else(|| Problem::invalid("location", "name a city id"))?;
+    let shard = state.shard_of_city(&city)?;
+    let (from_ms, to_ms) = match &params.date {
+        Some(date) => {
+            views::day_range(date).ok_or_else(|| Problem::invalid("date", "YYYY-MM-DD"))?
+        }
+        None => (0, u64::MAX),
+    };
+    let after = match &params.cursor {
+        Some(cursor) => {
+            let parsed = cursor
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse().ok()?, ShowId(b.parse().ok()?))));
+            Some(parsed.ok_or_else(|| {
+                Problem::invalid("cursor", "use next_cursor of the previous page")
+            })?)
+        }
+        None => None,
+    };
+    let limit = page_limit(params.limit)?;
+    let (level, min) = consistency(params.consistency.as_deref(), &headers, Consistency::Stale)?;
+    let query = Query::CityShows {
+        city,
+        from_ms,
+        to_ms,
+        text: params.search.clone(),
+        after,
+        limit,
+    };
+    let (response, meta) = state.read(&shard, query, level, min).await?;
+    let QueryResponse::Shows { items, next } = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    let items = items.iter().map(|s| views::show(&shard, s)).collect();
+    Ok(read_reply(
+        &meta,
+        views::page(items, next.map(|(start, id)| format!("{start}.{}", id.0))),
+    ))
+}
+
+pub async fn show(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &id, "show")?;
+    let (level, min) = consistency(params.consistency.as_deref(), &headers, Consistency::Stale)?;
+    let (response, meta) = state
+        .read(
+            &shard,
+            Query::Show {
+                show: ShowId(number),
+            },
+            level,
+            min,
+        )
+        .await?;
+    let QueryResponse::Show(view) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    Ok(read_reply(&meta, views::show(&shard, &view)))
+}
+
+pub async fn seats(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &id, "show")?;
+    let (level, min) = consistency(params.consistency.as_deref(), &headers, Consistency::Stale)?;
+    let (response, meta) = state
+        .read(
+            &shard,
+            Query::SeatMap {
+                show: ShowId(number),
+            },
+            level,
+            min,
+        )
+        .await?;
+    Ok(read_reply(&meta, views::seat_map(&shard, &response)))
+}
+
+// ----- booking ------------------------------------------------------------------------
+
+pub async fn init_booking(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    Path(user): Path<String>,
+    Body(body): Body<views::InitBody>,
+) -> Result<Response> {
+    if user != caller.id.0.to_string() {
+        return Err(Problem::not_found("no such user"));
+    }
+    let (shard, number) = shard_id(&state, &body.show_id, "show")?;
+    let (response, meta) = state
+        .read(
+            &shard,
+            Query::SeatMap {
+                show: ShowId(number),
+            },
+            Consistency::Linearizable,
+            None,
+        )
+        .await?;
+    let QueryResponse::SeatMap(map) = &response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    let unknown: Vec<SeatId> = body
+        .seats
+        .iter()
+        .filter(|s| **s as usize >= map.seats.len())
+        .map(|s| SeatId(*s))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Rejection::UnknownSeats { seats: unknown }.into());
+    }
+    let taken: Vec<SeatId> = body
+        .seats
+        .iter()
+        .filter(|s| map.seats[**s as usize].status != SeatStatus::Available)
+        .map(|s| SeatId(*s))
+        .collect();
+    if !taken.is_empty() {
+        return Err(Rejection::SeatsTaken { seats: taken }.into());
+    }
+    let price: u64 = body
+        .seats
+        .iter()
+        .map(|s| map.seats[*s as usize].price_minor)
+        .sum();
+    let suggested = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    Ok(read_reply(
+        &meta,
+        json!({
+            "request_id": suggested,
+            "estimated_price_minor": price,
+            "currency": map.currency,
+            "status": "available",
+            "promocode": body.promocode.map(|_| "coupons are not supported yet; the price has no discount"),
+        }),
+    ))
+}
+
+pub async fn lock(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<views::LockBody>,
+) -> Result<Response> {
+    caller.require(&[Role::Customer, Role::Admin])?;
+    let (shard, number) = shard_id(&state, &id, "show")?;
+    let ttl_ms = match body.ttl_seconds {
+        Some(seconds) => Some(
+            seconds
+                .checked_mul(1_000)
+                .ok_or_else(|| Problem::invalid("ttl_seconds", "too large"))?,
+        ),
+        None => None,
+    };
+    let command = CommandKind::LockSeats {
+        show: ShowId(number),
+        user: caller.id,
+        seats: body.seats.iter().map(|s| SeatId(*s)).collect(),
+        ttl_ms,
+    };
+    let written: Written = state
+        .write(
+            &shard,
+            &request_id(&headers, &caller.id.to_string())?,
+            command,
+        )
+        .await?;
+    let Applied::SeatsLocked {
+        lock,
+        booking,
+        seats,
+        expires_at,
+        total_price_minor,
+    } = written.applied.clone()
+    else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    Ok(reply(
+        StatusCode::CREATED,
+        written.headers(),
+        json!({
+            "id": ext_id(&shard, lock.0),
+            "lock_id": ext_id(&shard, lock.0),
+            "booking_id": ext_id(&shard, booking.0),
+            "show_id": ext_id(&shard, number),
+            "seats": seats.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "expires_at": views::rfc3339(expires_at),
+            "total_price_minor": total_price_minor,
+            "status": "pending_payment",
+        }),
+    ))
+}
+
+pub async fn release(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &id, "lock")?;
+    let command = CommandKind::ReleaseLock {
+        lock: LockId(number),
+        user: caller.id,
+    };
+    let written = state
+        .write(
+            &shard,
+            &request_id(&headers, &caller.id.to_string())?,
+            command,
+        )
+        .await?;
+    Ok((StatusCode::NO_CONTENT, written.headers()).into_response())
+}
+
+/// The caller's booking (or any booking for an admin); others' bookings are 404.
+async fn own_booking(
+    state: &Shared,
+    caller: AuthUser,
+    id: &str,
+    level: Consistency,
+) -> Result<(String, Booking, ReadMeta)> {
+    let (shard, number) = shard_id(state, id, "booking")?;
+    let (response, meta) = state
+        .read(
+            &shard,
+            Query::Booking {
+                booking: BookingId(number),
+            },
+            level,
+            None,
+        )
+        .await?;
+    let QueryResponse::Booking(booking) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    if booking.user != caller.id && !caller.is_admin() {
+        return Err(Problem::not_found(format!("unknown booking {id}")));
+    }
+    Ok((shard, booking, meta))
+}
+
+fn payment_status(booking: &Booking) -> &'static str {
+    match booking.status {
+        BookingStatus::PendingPayment => "pending",
+        BookingStatus::Confirmed => "completed",
+        BookingStatus::Cancelled if booking.refund_due_minor > 0 => "refunded",
+        _ => "failed",
+    }
+}
+
+fn payment_body(shard: &str, booking: &Booking, status: &str) -> Value {
+    let booking_id = ext_id(shard, booking.id.0);
+    json!({
+        "payment_id": format!("pay-{booking_id}"),
+        "payment_url": format!("/api/v1/bookings/{booking_id}/payment/status"),
+        "status": status,
+        "booking_id": booking_id,
+        "booking_status": views::booking_status(booking.status),
+    })
+}
+
+pub async fn pay(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<views::PaymentBody>,
+) -> Result<Response> {
+    let (shard, booking, _) = own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    if booking.status != BookingStatus::PendingPayment {
+        return Err(Rejection::WrongBookingStatus {
+            booking: booking.id,
+            status: booking.status,
+        }
+        .into());
+    }
+    let request = request_id(&headers, &caller.id.to_string())?;
+    let charge = state
+        .gateway
+        .charge(&id, booking.total_price_minor, &body.method, &request)
+        .await
+        .map_err(|reason| Problem::invalid("method", reason))?;
+    let lock = booking.lock_id();
+    let owner = booking.user;
+    match charge {
+        Charge::Approved { payment_ref } => {
+            let command = CommandKind::ConfirmBooking {
+                lock,
+                user: owner,
+                payment_ref,
+            };
+            let written = state
+                .write(&shard, &format!("{request}:confirm"), command)
+                .await?;
+            let (response, _) = state
+                .read(
+                    &shard,
+                    Query::Booking {
+                        booking: booking.id,
+                    },
+                    Consistency::Session,
+                    Some(written.index),
+                )
+                .await?;
+            let QueryResponse::Booking(now) = response else {
+                return Err(Problem::unavailable("unexpected answer"));
+            };
+            Ok(reply(
+                StatusCode::ACCEPTED,
+                written.headers(),
+                payment_body(&shard, &now, "completed"),
+            ))
+        }
+        Charge::Declined { reason } => {
+            let command = CommandKind::ReleaseLock { lock, user: owner };
+            let written = state
+                .write(&shard, &format!("{request}:release"), command)
+                .await?;
+            let mut body = payment_body(&shard, &booking, "failed");
+            body["booking_status"] = json!("cancelled");
+            body["reason"] = json!(reason);
+            Ok(reply(StatusCode::ACCEPTED, written.headers(), body))
+        }
+        Charge::Pending { after } => {
+            if let Some(delay) = after {
+                let state = state.clone();
+                let (shard, payment_ref) = (shard.clone(), format!("sandbox-{id}-delayed"));
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let command = CommandKind::ConfirmBooking {
+                        lock,
+                        user: owner,
+                        payment_ref,
+                    };
+                    if let Err(problem) = state
+                        .write(&shard, &format!("{request}:confirm"), command)
+                        .await
+                    {
+                        tracing::warn!(
+                            detail = problem.detail,
+                            "delayed sandbox payment did not confirm"
+                        );
+                    }
+                });
+            }
+            Ok(reply(
+                StatusCode::ACCEPTED,
+                HeaderMap::new(),
+                payment_body(&shard, &booking, "pending"),
+            ))
+        }
+    }
+}
+
+pub async fn payment_status_route(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let (shard, booking, meta) =
+        own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    Ok(read_reply(
+        &meta,
+        payment_body(&shard, &booking, payment_status(&booking)),
+    ))
+}
+
+pub async fn booking(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let (level, _) = consistency(
+        params.consistency.as_deref(),
+        &headers,
+        Consistency::Linearizable,
+    )?;
+    let (shard, booking, meta) = own_booking(&state, caller, &id, level).await?;
+    Ok(read_reply(&meta, views::booking(&shard, &booking)))
+}
+
+pub async fn cancel(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let (shard, booking, _) = own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    let command = CommandKind::CancelBooking {
+        booking: booking.id,
+        user: booking.user,
+    };
+    let written = state
+        .write(
+            &shard,
+            &request_id(&headers, &caller.id.to_string())?,
+            command,
+        )
+        .await?;
+    let (response, _) = state
+        .read(
+            &shard,
+            Query::Booking {
+                booking: booking.id,
+            },
+            Consistency::Session,
+            Some(written.index),
+        )
+        .await?;
+    let QueryResponse::Booking(now) = response else {
+        return Err(Problem::unavailable("unexpected answer"));
+    };
+    Ok(reply(
+        StatusCode::OK,
+        written.headers(),
+        views::booking(&shard, &now),
+    ))
+}
+
+/// The caller's bookings across every city, newest first. The cursor lists, per
+/// shard, the booking before which that shard's next page starts.
+pub async fn bookings(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    Params(params): Params<ReadParams>,
+) -> Result<Response> {
+    let limit = page_limit(params.limit)?;
+    let mut before: std::collections::BTreeMap<String, Option<u64>> = state
+        .config
+        .cities
+        .iter()
+        .map(|city| (city.shard.clone(), None))
+        .collect();
+    if let Some(cursor) = &params.cursor {
+        before.values_mut().for_each(|v| *v = Some(0));
+        for part in cursor.split(',').filter(|p| !p.is_empty()) {
+            let (shard, number) = parse_ext_id(part).ok_or_else(|| {
+                Problem::invalid("cursor", "use next_cursor of the previous page")
+            })?;
+            before.insert(shard, Some(number));
+        }
+    }
+    let mut all: Vec<(u64, String, Booking)> = Vec::new();
+    for (shard, position) in &before {
+        if *position == Some(0) {
+            continue;
+        }
+        let query = Query::UserBookings {
+            user: caller.id,
+            before: position.map(BookingId),
+            limit,
+        };
+        let (response, _) = state
+            .read(shard, query, Consistency::Linearizable, None)
+            .await?;
+        if let QueryResponse::Bookings { items, .. } = response {
+            all.extend(items.into_iter().map(|b| (b.created_at, shard.clone(), b)));
+        }
+    }
+    all.sort_by(|a, b| (b.0, &b.1, b.2.id).cmp(&(a.0, &a.1, a.2.id)));
+    let more = all.len() > limit as usize;
+    all.truncate(limit as usize);
+    let next_cursor = more.then(|| {
+        before
+            .keys()
+            .map(|shard| {
+                let oldest = all
+                    .iter()
+                    .filter(|(_, s, _)| s == shard)
+                    .map(|(_, _, b)| b.id.0)
+                    .min();
+                ext_id(shard, oldest.or(before[shard]).unwrap_or(u64::MAX))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let items = all
+        .iter()
+        .map(|(_, shard, b)| views::booking(shard, b))
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        HeaderMap::new(),
+        views::page(items, next_cursor),
+    ))
+}

@@ -1,0 +1,743 @@
+//! End to end over HTTP: a real three-node cluster (in-process, loopback sockets,
+//! RocksDB), the api on port 0, and a plain HTTP client, as apps and box offices see it.
+
+use api::app::AppState;
+use api::auth::Keys;
+use api::demo::DemoCluster;
+use raft_node::config::RaftTiming;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use state_machine::{Role, UserId};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    cluster: DemoCluster,
+    base: String,
+    keys: Keys,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn timing() -> RaftTiming {
+    RaftTiming {
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..RaftTiming::default()
+    }
+}
+
+impl Harness {
+    async fn start(requests_per_second: u32) -> Harness {
+        let cluster = DemoCluster::start(None, timing()).await.expect("cluster");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
+        let mut config = cluster.api_config(&addr);
+        config.limits.requests_per_second = requests_per_second;
+        config.limits.burst = requests_per_second;
+        let state = Arc::new(
+            AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway)).unwrap(),
+        );
+        let server = tokio::spawn(async move {
+            api::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
+        });
+        Harness {
+            cluster,
+            base: format!("http://{addr}"),
+            keys,
+            http: reqwest::Client::new(),
+            server,
+        }
+    }
+
+    /// An access token for a user id the ledger never saw (city shards only need ids).
+    fn token(&self, user: u64, role: Role) -> String {
+        self.keys
+            .issue_access(UserId(user), role, api::auth::now_s())
+            .unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "POST" => self.http.post(url),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.get(url),
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let is_problem = response.headers().get("content-type").is_some_and(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .starts_with("application/problem+json")
+        });
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_client_error() || status.is_server_error() {
+            assert!(
+                is_problem || status == StatusCode::METHOD_NOT_ALLOWED,
+                "{status} without problem+json: {value}"
+            );
+        }
+        (status, value)
+    }
+
+    /// A published show in Mumbai, made through the API by an admin.
+    async fn show(&self, rows: u16, seats: u16) -> String {
+        let admin = self.token(900_000, Role::Admin);
+        let theater = json!({
+            "city": "mumbai", "name": "Test Talkies", "address": "Juhu", "lat": 19.1, "long": 72.8,
+            "screens": [{ "name": "One", "rows": (0..rows).map(|r| json!({"label": format!("R{r}"), "seats": seats})).collect::<Vec<_>>() }],
+        });
+        let (status, theater) = self
+            .call(
+                "POST",
+                "/api/v1/theaters",
+                Some(&admin),
+                Some(theater),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{theater}");
+        let start = api::views::rfc3339(
+            (api::auth::now_s() + 86_400 * 3) * 1_000 + fastrand::u64(0..10_000_000),
+        );
+        let end =
+            api::views::rfc3339((api::auth::now_s() + 86_400 * 3 + 3 * 3_600) * 1_000 + 10_000_000);
+        let show = json!({
+            "theater_id": theater["id"], "screen": 0, "title": "Avengers", "genre": "action",
+            "start_time": start, "end_time": end,
+            "prices": { "normal_minor": 25_000, "premium_minor": 40_000, "vip_minor": 70_000 },
+        });
+        let (status, show) = self
+            .call("POST", "/api/v1/shows", Some(&admin), Some(show), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{show}");
+        show["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        self.cluster.stop().await;
+    }
+}
+
+fn seat_status(map: &Value, seat: u64) -> String {
+    map["seats"][seat as usize]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn booking_journey_from_signup_to_cancel() {
+    let h = Harness::start(1_000).await;
+    let signup = json!({ "email": "riya@example.com", "phone": "+919800000001", "password": "a long passphrase", "name": "Riya" });
+    let (status, account) = h
+        .call(
+            "POST",
+            "/api/v1/signup",
+            None,
+            Some(signup.clone()),
+            Some("signup-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let (status, again) = h
+        .call("POST", "/api/v1/signup", None, Some(signup), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    let login = json!({ "email": "riya@example.com", "password": "a long passphrase" });
+    let (status, session) = h
+        .call("POST", "/api/v1/login", None, Some(login), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .call(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"email": "riya@example.com", "password": "wrong password"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let show = h.show(4, 10).await;
+    let (status, shows) = h
+        .call(
+            "GET",
+            "/api/v1/shows?location=mumbai&search=aveng&consistency=linearizable",
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        shows["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == json!(show)),
+        "{shows}"
+    );
+    let (status, map) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}/seats?consistency=linearizable"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, seat_status(&map, 3)),
+        (StatusCode::OK, "available".into())
+    );
+
+    let (status, lock) = h
+        .call(
+            "POST",
+            &format!("/api/v1/shows/{show}/seats/lock"),
+            Some(&token),
+            Some(json!({"seats": [3, 4]})),
+            Some("lock-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lock}");
+    assert_eq!(lock["total_price_minor"], json!(50_000));
+    let booking = lock["booking_id"].as_str().unwrap().to_owned();
+    let (status, paid) = h
+        .call(
+            "POST",
+            &format!("/api/v1/bookings/{booking}/payment"),
+            Some(&token),
+            Some(json!({"method": "sandbox-approve"})),
+            Some("pay-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
+    assert_eq!(paid["status"], json!("completed"));
+    let (_, detail) = h
+        .call(
+            "GET",
+            &format!("/api/v1/bookings/{booking}"),
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(detail["status"], json!("confirmed"));
+    let (_, history) = h
+        .call("GET", "/api/v1/bookings", Some(&token), None, None)
+        .await;
+    assert_eq!(
+        history["items"][0]["booking_id"],
+        json!(booking),
+        "{history}"
+    );
+    let (_, map) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}/seats?consistency=linearizable"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seat_status(&map, 3), "booked");
+
+    let (status, cancelled) = h
+        .call(
+            "DELETE",
+            &format!("/api/v1/bookings/{booking}"),
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(
+        (
+            cancelled["status"].clone(),
+            cancelled["refund_due_minor"].clone()
+        ),
+        (json!("cancelled"), json!(50_000))
+    );
+    let (_, map) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}/seats?consistency=linearizable"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seat_status(&map, 3), "available");
+    let (_, status_body) = h
+        .call(
+            "GET",
+            &format!("/api/v1/bookings/{booking}/payment/status"),
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status_body["status"], json!("refunded"));
+
+    // Refresh rotates; the old refresh token then revokes the family.
+    let refresh = session["refresh_token"].clone();
+    let (status, rotated) = h
+        .call(
+            "POST",
+            "/api/v1/auth/refresh-token",
+            None,
+            Some(json!({"refresh_token": refresh})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let (status, _) = h
+        .call(
+            "POST",
+            "/api/v1/auth/refresh-token",
+            None,
+            Some(json!({"refresh_token": refresh})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = h
+        .call(
+            "POST",
+            "/api/v1/auth/refresh-token",
+            None,
+            Some(json!({"refresh_token": rotated["refresh_token"]})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the family was not revoked"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_users_race_for_one_seat_and_exactly_one_wins() {
+    let h = Arc::new(Harness::start(1_000).await);
+    let show = h.show(2, 10).await;
+    let mut tasks = Vec::new();
+    for user in 0..50u64 {
+        let (h, show) = (h.clone(), show.clone());
+        tasks.push(tokio::spawn(async move {
+            let token = h.token(10_000 + user, Role::Customer);
+            h.call(
+                "POST",
+                &format!("/api/v1/shows/{show}/seats/lock"),
+                Some(&token),
+                Some(json!({"seats": [7]})),
+                None,
+            )
+            .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        if status == StatusCode::CONFLICT {
+            assert_eq!(body["seats"], json!([7]), "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        49,
+        "{statuses:?}"
+    );
+    Arc::into_inner(h).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unpaid_lock_expires_and_payment_is_refused() {
+    let h = Harness::start(1_000).await;
+    let show = h.show(2, 10).await;
+    let token = h.token(20_001, Role::Customer);
+    let (status, lock) = h
+        .call(
+            "POST",
+            &format!("/api/v1/shows/{show}/seats/lock"),
+            Some(&token),
+            Some(json!({"seats": [1], "ttl_seconds": 10})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lock}");
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
+    let booking = lock["booking_id"].as_str().unwrap();
+    let (status, body) = h
+        .call(
+            "POST",
+            &format!("/api/v1/bookings/{booking}/payment"),
+            Some(&token),
+            Some(json!({"method": "sandbox-approve"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (_, map) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}/seats?consistency=linearizable"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seat_status(&map, 1), "available");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_retried_with_its_key_after_the_leader_dies_applies_once() {
+    let mut h = Harness::start(1_000).await;
+    let show = h.show(2, 10).await;
+    let token = h.token(30_001, Role::Customer);
+    let path = format!("/api/v1/shows/{show}/seats/lock");
+    let (status, first) = h
+        .call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"seats": [2, 3]})),
+            Some("retry-key"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let leader = h
+        .cluster
+        .nodes
+        .iter()
+        .position(|n| n.node.shard("mumbai").is_ok_and(|s| s.raft.is_leader()))
+        .unwrap();
+    h.cluster.nodes.remove(leader).crash().await;
+    let (status, again) = h
+        .call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"seats": [2, 3]})),
+            Some("retry-key"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(first["lock_id"], again["lock_id"]);
+    let (status, other) = h
+        .call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"seats": [5]})),
+            Some("retry-key"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
+    let (_, bookings) = h
+        .call("GET", "/api/v1/bookings", Some(&token), None, None)
+        .await;
+    assert_eq!(bookings["items"].as_array().unwrap().len(), 1, "{bookings}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_the_right_status_and_change_nothing() {
+    let h = Harness::start(1_000).await;
+    let show = h.show(2, 10).await;
+    let customer = h.token(40_001, Role::Customer);
+    let other = h.token(40_002, Role::Customer);
+    let lock_path = format!("/api/v1/shows/{show}/seats/lock");
+    // 401: no token, tampered token, token from another key, wrong algorithm.
+    assert_eq!(
+        h.call("POST", &lock_path, None, Some(json!({"seats": [1]})), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut tampered = customer.clone();
+    tampered.insert(tampered.len() / 2, 'x');
+    assert_eq!(
+        h.call(
+            "POST",
+            &lock_path,
+            Some(&tampered),
+            Some(json!({"seats": [1]})),
+            None
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (foreign_keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
+    let foreign = foreign_keys
+        .issue_access(UserId(40_001), Role::Admin, api::auth::now_s())
+        .unwrap();
+    assert_eq!(
+        h.call(
+            "POST",
+            &lock_path,
+            Some(&foreign),
+            Some(json!({"seats": [1]})),
+            None
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": 1, "role": "admin", "iss": "seat-ledger", "aud": "seat-ledger-clients", "exp": api::auth::now_s() + 60, "iat": 0, "nbf": 0}),
+        &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+    ).unwrap();
+    assert_eq!(
+        h.call(
+            "POST",
+            &lock_path,
+            Some(&hs256),
+            Some(json!({"seats": [1]})),
+            None
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let expired = h
+        .keys
+        .issue_access(UserId(40_001), Role::Customer, 1_000)
+        .unwrap();
+    assert_eq!(
+        h.call(
+            "POST",
+            &lock_path,
+            Some(&expired),
+            Some(json!({"seats": [1]})),
+            None
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // 403: a customer may not create theaters.
+    let theater = json!({"city": "mumbai", "name": "X", "lat": 1.0, "long": 1.0, "screens": []});
+    assert_eq!(
+        h.call(
+            "POST",
+            "/api/v1/theaters",
+            Some(&customer),
+            Some(theater),
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // 422: bad JSON, too many seats, bad TTL; 404: unknown show; 404: another user's booking.
+    let response = h
+        .http
+        .post(format!("{}{lock_path}", h.base))
+        .bearer_auth(&customer)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/problem+json"));
+    let (status, body) = h
+        .call(
+            "POST",
+            &lock_path,
+            Some(&customer),
+            Some(json!({"seats": (0..11).collect::<Vec<u32>>()})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["limit"].clone()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!("seats_per_lock_max")
+        )
+    );
+    let (status, _) = h
+        .call(
+            "POST",
+            &lock_path,
+            Some(&customer),
+            Some(json!({"seats": [1], "ttl_seconds": 1})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = h
+        .call(
+            "POST",
+            "/api/v1/shows/mumbai-999999/seats/lock",
+            Some(&customer),
+            Some(json!({"seats": [1]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, lock) = h
+        .call(
+            "POST",
+            &lock_path,
+            Some(&customer),
+            Some(json!({"seats": [9]})),
+            None,
+        )
+        .await;
+    let booking = lock["booking_id"].as_str().unwrap();
+    assert_eq!(
+        h.call(
+            "GET",
+            &format!("/api/v1/bookings/{booking}"),
+            Some(&other),
+            None,
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.call(
+            "DELETE",
+            &format!("/api/v1/locks/{}", lock["lock_id"].as_str().unwrap()),
+            Some(&other),
+            None,
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    // Nothing changed but the one good lock.
+    let (_, view) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}?consistency=linearizable"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(view["seat_counts"]["locked"], json!(1), "{view}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let h = Harness::start(5).await;
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = h
+            .http
+            .get(format!("{}/api/v1/cities", h.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("no 429 after 40 rapid requests with a limit of 5/s");
+    assert!(response.headers().contains_key("retry-after"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_is_in_the_openapi_document_and_every_contract_path_is_served() {
+    let h = Harness::start(1_000).await;
+    let (status, document) = h.call("GET", "/api/openapi.json", None, None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], json!("3.1.0"));
+    for route in api::routes() {
+        let operation = &document["paths"][route.path][route.method];
+        assert!(
+            operation.is_object(),
+            "{} {} missing from the OpenAPI document",
+            route.method,
+            route.path
+        );
+    }
+    // The contract's table, read from the shared contract document when present.
+    let contract = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/api-contract.md"
+    ))
+    .unwrap_or_default();
+    let mut checked = 0;
+    for line in contract.lines().filter(|l| l.starts_with("| `")) {
+        let Some(endpoint) = line.split('`').nth(1) else {
+            continue;
+        };
+        for part in endpoint.split(", ") {
+            let mut words = part.split_whitespace();
+            let (Some(method), Some(path)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let path = path.split('?').next().unwrap();
+            let documented = document["paths"][path][method.to_lowercase()].is_object();
+            let rating = path == "/api/v1/rating";
+            assert!(
+                documented || rating,
+                "contract endpoint {method} {path} is not served"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        contract.is_empty() || checked >= 20,
+        "only {checked} contract endpoints parsed"
+    );
+    h.stop().await;
+}
