@@ -172,35 +172,45 @@ impl AppState {
         consistency: Consistency,
         min_index: Option<u64>,
     ) -> Result<(QueryResponse, ReadMeta), Problem> {
-        let request = ReadRequest {
+        let mut request = ReadRequest {
             query,
             consistency,
             min_index,
         };
-        let reply = self
-            .cluster
-            .read(shard, &request, &self.read_preference, self.timeout())
-            .await
-            .map_err(client_problem)?;
-        match reply {
-            ReadReply::Done {
-                result,
-                node,
-                applied_index,
-                consistency,
-                ..
-            } => {
-                let meta = ReadMeta {
-                    shard: shard.to_owned(),
+        loop {
+            let reply = self
+                .cluster
+                .read(shard, &request, &self.read_preference, self.timeout())
+                .await
+                .map_err(client_problem)?;
+            let (result, node, applied_index, consistency, lag) = match reply {
+                ReadReply::Done {
+                    result,
                     node,
-                    index: applied_index,
+                    applied_index,
                     consistency,
-                };
-                result
-                    .map(|response| (response, meta))
-                    .map_err(Problem::from)
+                    lag,
+                } => (result, node, applied_index, consistency, lag),
+                ReadReply::Unavailable { reason, .. } => return Err(Problem::unavailable(reason)),
+            };
+            // A stale read from a replica that is too far behind is retried as a
+            // linearizable one: stale answers are bounded.
+            let too_stale = lag.is_some_and(|lag| lag > self.config.limits.stale_lag_entries_max);
+            if consistency == Consistency::Stale && too_stale {
+                request.consistency = Consistency::Linearizable;
+                continue;
             }
-            ReadReply::Unavailable { reason, .. } => Err(Problem::unavailable(reason)),
+            tracing::Span::current().record("shard", shard);
+            tracing::Span::current().record("replica", node);
+            let meta = ReadMeta {
+                shard: shard.to_owned(),
+                node,
+                index: applied_index,
+                consistency,
+            };
+            return result
+                .map(|response| (response, meta))
+                .map_err(Problem::from);
         }
     }
 

@@ -53,8 +53,10 @@ pub struct ApiLimits {
     pub body_bytes_max: usize,
     /// A request's whole deadline, including retries against the cluster.
     pub request_timeout_ms: u64,
-    /// The bounded age of a default (stale) seat-map read, in index lag terms.
-    pub stale_lag_max: u64,
+    /// How far (in log entries it has committed but not applied) a replica may lag and
+    /// still answer a stale read; beyond it the read is retried as linearizable. This
+    /// bounds staleness by apply lag, not by wall-clock age.
+    pub stale_lag_entries_max: u64,
 }
 
 impl Default for ApiLimits {
@@ -64,7 +66,7 @@ impl Default for ApiLimits {
             burst: 100,
             body_bytes_max: 64 * 1024,
             request_timeout_ms: 5_000,
-            stale_lag_max: 1_000,
+            stale_lag_entries_max: 1_000,
         }
     }
 }

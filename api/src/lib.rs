@@ -318,7 +318,9 @@ pub fn router(state: Shared) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let request_id = format!("{:016x}", fastrand::u64(..));
-            tracing::info_span!("request", %request_id, method = %request.method(), path = %request.uri().path(), user = tracing::field::Empty)
+            tracing::info_span!("request", %request_id, method = %request.method(), path = %request.uri().path(), user = tracing::field::Empty,
+                shard = tracing::field::Empty,
+                replica = tracing::field::Empty)
         }))
         .with_state(state)
 }
