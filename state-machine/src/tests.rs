@@ -661,3 +661,24 @@ fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
         vec![hash(7)]
     );
 }
+
+#[test]
+fn a_show_longer_than_the_limit_is_refused() {
+    let mut f = Fixture::new();
+    let start = f.now + 20 * HOUR_MS;
+    let mut long = publish_show(f.theater, 0, start, "Marathon");
+    if let CommandKind::PublishShow { end_ms, .. } = &mut long {
+        *end_ms = start + Limits::default().show_duration_ms_max + 1;
+    }
+    let r = f.rejected(long);
+    assert!(
+        matches!(
+            r,
+            Rejection::LimitExceeded {
+                limit: LimitName::ShowDuration,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+}
