@@ -143,7 +143,9 @@ impl ClusterClient {
                         continue;
                     }
                 }
-                Attempt::Done(WriteReply::Unknown { reason, .. }) => {
+                Attempt::Done(
+                    WriteReply::Unknown { reason, .. } | WriteReply::Unavailable { reason, .. },
+                ) => {
                     last_problem = reason;
                     self.remember_leader(shard, None);
                 }

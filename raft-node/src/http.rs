@@ -219,6 +219,14 @@ async fn ready(State(node): State<Node>) -> Response {
                 shard.name
             ));
         }
+        if m.state == ServerState::Leader {
+            if let Some(skew) = node.clock_skew(&shard) {
+                problems.push(format!(
+                    "{}: leader clock {skew} ms off the quorum's",
+                    shard.name
+                ));
+            }
+        }
         if m.running_state.is_err() || m.state == ServerState::Shutdown {
             problems.push(format!("{}: raft stopped", shard.name));
         }

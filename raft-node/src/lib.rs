@@ -11,10 +11,12 @@
 //! - `protocol`: the client protocol types used by `api`.
 //! - `client`: a routing, retrying client of that protocol (leader cache, failover).
 //! - `http`: client protocol, admin API, health and metrics over HTTP.
+//! - `clock`: cluster time; a leader whose clock is off its quorum's stops stamping.
 //! - `config`: cluster file and node settings, validated.
 //! - `server`: binding listeners and running a node.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod ledger_sm;

@@ -28,6 +28,8 @@ pub mod method {
     pub const TRANSFER_LEADER: u8 = 4;
     pub const READ_INDEX: u8 = 5;
     pub const PRE_VOTE: u8 = 6;
+    /// Node-level, not per shard: the answering node's clock, for cluster time.
+    pub const CLOCK: u8 = 7;
 }
 
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;

@@ -5,6 +5,7 @@
 //! It must not interpret ledger commands (that is `state-machine`'s job) nor speak HTTP
 //! (that is `http.rs`).
 
+use crate::clock::{ClusterClock, CLOCK_SKEW_MS_MAX};
 use crate::config::{check_shard_name, ConfigError, NodeConfig};
 use crate::ledger_sm::{LedgerStateMachine, SharedStore};
 use crate::log_store::LogStore;
@@ -18,7 +19,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ReadPolicy, ServerState};
 use state_machine::codec;
 use state_machine::{Command, CommandKind, Durability, LedgerStore, Limits, RequestId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -27,6 +28,11 @@ use tokio::sync::watch;
 pub const READ_WAIT: Duration = Duration::from_secs(2);
 /// How long a read-index request to the leader may take.
 pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often every peer's clock is sampled, and how long a sample may take.
+const CLOCK_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+const CLOCK_SAMPLE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Least time between two leadership hand-offs because of clock skew.
+const SKEW_TRANSFER_INTERVAL: Duration = Duration::from_secs(2);
 /// How often each shard's sweeper and metrics refresher runs.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -90,6 +96,7 @@ struct Inner {
     log_db: Arc<rocksdb::DB>,
     shards: RwLock<BTreeMap<String, Arc<Shard>>>,
     shutdown: watch::Sender<bool>,
+    clock: ClusterClock,
 }
 
 /// A running raft-node: cheap to clone, shared by the HTTP and peer servers.
@@ -132,6 +139,7 @@ impl Node {
                 log_db,
                 shards: RwLock::new(BTreeMap::new()),
                 shutdown,
+                clock: ClusterClock::default(),
                 config,
             }),
         };
@@ -142,6 +150,7 @@ impl Node {
                 node.add_shard(&shard.name, members).await?;
             }
         }
+        tokio::spawn(node.clone().sample_clocks());
         Ok(node)
     }
 
@@ -264,9 +273,16 @@ impl Node {
                 node,
             });
         }
+        if let Some(skew) = self.clock_skew(&shard) {
+            let reason = format!(
+                "the leader's clock is {skew} ms off its quorum's (limit {CLOCK_SKEW_MS_MAX} ms); \
+                 it stamps nothing until they agree"
+            );
+            return Ok(WriteReply::Unavailable { reason, node });
+        }
         let command = Command {
             request_id: request_id.map(RequestId),
-            at_ms: now_ms(),
+            at_ms: self.inner.clock.now_ms(),
             kind,
         };
         let verb = command.kind.verb();
@@ -414,6 +430,86 @@ impl Node {
         })
     }
 
+    /// How far this node's clock is from its quorum's for `shard`, when beyond the
+    /// bound; `None` when within it or when too few clocks are known.
+    pub fn clock_skew(&self, shard: &Shard) -> Option<i64> {
+        let voters: BTreeSet<NodeId> = shard
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let offset = self.inner.clock.quorum_offset_ms(self.inner.id, &voters)?;
+        // The quorum's clock minus ours: positive means ours is behind.
+        (offset.abs() > CLOCK_SKEW_MS_MAX).then_some(-offset)
+    }
+
+    /// This node's clock (the one that stamps commands when it leads).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Shifts this node's clock (clock-skew tests and the Jepsen-style nemesis only).
+    #[cfg(feature = "fault-injection")]
+    pub fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.inner.clock.set_fault_offset_ms(offset_ms);
+    }
+
+    /// Peer addresses known from the cluster file and every hosted shard's membership.
+    fn peers(&self) -> BTreeMap<NodeId, String> {
+        let mut peers: BTreeMap<NodeId, String> = self
+            .inner
+            .config
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.peer_addr.clone()))
+            .collect();
+        for shard in self.shards() {
+            let metrics = shard.metrics();
+            for (id, info) in metrics.membership_config.membership().nodes() {
+                peers.insert(*id, info.peer_addr.clone());
+            }
+        }
+        peers.remove(&self.inner.id);
+        peers
+    }
+
+    /// Samples every peer's clock every `CLOCK_SAMPLE_INTERVAL` until shutdown.
+    async fn sample_clocks(self) {
+        let mut shutdown = self.shutdown_signal();
+        loop {
+            for (peer, addr) in self.peers() {
+                let sent = self.inner.clock.now_ms();
+                let answer = self
+                    .inner
+                    .peers
+                    .call(
+                        peer,
+                        &addr,
+                        "",
+                        method::CLOCK,
+                        Vec::new(),
+                        CLOCK_SAMPLE_TIMEOUT,
+                    )
+                    .await;
+                let received = self.inner.clock.now_ms();
+                let peer_ms = answer
+                    .ok()
+                    .and_then(|bytes| decode::<Result<u64, String>>("clock", &bytes).ok())
+                    .and_then(Result::ok);
+                match peer_ms {
+                    Some(peer_ms) => self.inner.clock.record(peer, sent, peer_ms, received),
+                    None => self.inner.clock.forget(peer),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(CLOCK_SAMPLE_INTERVAL) => {}
+            }
+        }
+    }
+
     /// A receiver that turns true when the node shuts down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
@@ -456,6 +552,9 @@ impl RequestHandler for PeerHandler {
     ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
         let node = self.node.clone();
         Box::pin(async move {
+            if method == method::CLOCK {
+                return Ok(reply::<u64, String>(Ok(node.now_ms())));
+            }
             let shard = node.shard(&shard).map_err(|e| e.to_string())?;
             let raft = shard.raft.clone();
             tracing::trace!(shard = shard.name, from_node, method, "peer request");
@@ -495,6 +594,7 @@ impl RequestHandler for PeerHandler {
 async fn sweep(node: Node, shard: Arc<Shard>) {
     let mut shutdown = node.shutdown_signal();
     let mut last_leader = None;
+    let mut last_skew_transfer: Option<Instant> = None;
     let labels = [
         ("shard", shard.name.clone()),
         ("node", node.id().to_string()),
@@ -520,12 +620,32 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
         if !leading {
             continue;
         }
+        if let Some(skew) = node.clock_skew(&shard) {
+            metrics::counter!("seat_ledger_clock_skew_refusals_total", &labels).increment(1);
+            let due =
+                last_skew_transfer.is_none_or(|at: Instant| at.elapsed() >= SKEW_TRANSFER_INTERVAL);
+            let voters: BTreeSet<NodeId> =
+                metrics.membership_config.membership().voter_ids().collect();
+            if let (true, Some(to)) = (due, node.inner.clock.best_other_voter(node.id(), &voters)) {
+                tracing::warn!(
+                    shard = shard.name,
+                    skew,
+                    to,
+                    "clock off the quorum's: handing over leadership"
+                );
+                last_skew_transfer = Some(Instant::now());
+                if let Err(error) = shard.raft.trigger().transfer_leader(to).await {
+                    tracing::warn!(shard = shard.name, %error, "leader transfer failed");
+                }
+            }
+            continue;
+        }
         let next_expiry = shard
             .store
             .read()
             .ok()
             .and_then(|s| s.ledger().next_lock_expiry());
-        if next_expiry.is_some_and(|expiry| expiry <= now_ms()) {
+        if next_expiry.is_some_and(|expiry| expiry <= node.now_ms()) {
             let max_locks = node.limits().expire_batch_max;
             let kind = CommandKind::ExpireLocks { max_locks };
             if let Err(error) = node.write(&shard.name, None, kind).await {

@@ -38,6 +38,9 @@ pub enum WriteReply {
     /// The entry may or may not commit (leadership lost mid-write): retry with the same
     /// request id, which is always safe.
     Unknown { reason: String, node: NodeId },
+    /// The leader proposed nothing (its clock disagrees with its quorum's); retry later,
+    /// possibly at another leader.
+    Unavailable { reason: String, node: NodeId },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

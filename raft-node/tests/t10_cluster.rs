@@ -445,3 +445,49 @@ async fn t80_strangers_and_garbage_on_the_peer_port_are_refused() {
     assert!(done.outcome.is_applied());
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t85_a_leader_with_a_skewed_clock_stops_stamping_and_hands_over() {
+    // A leader whose clock jumps 5 s ahead of its quorum's refuses to stamp commands and
+    // hands leadership to a voter that agrees; writes go on, and the shard clock never
+    // runs ahead of real time by more than the bound.
+    let cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let leader = cluster.wait_leader("mumbai").await;
+    cluster.nodes[&leader].node.set_clock_offset_ms(5_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = cluster.leader("mumbai").await;
+        if now.is_some() && now != Some(leader) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the skewed leader kept leading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = cluster
+        .write("mumbai", "after-skew", lock(show, 1, &[0]))
+        .await;
+    assert!(done.outcome.is_applied(), "{done:?}");
+    let skewed = &cluster.nodes[&leader].node;
+    let refused = skewed
+        .write("mumbai", Some("from-skewed".into()), lock(show, 2, &[1]))
+        .await
+        .unwrap();
+    assert!(!matches!(refused, WriteReply::Done { .. }), "{refused:?}");
+    let new_leader = cluster.wait_leader("mumbai").await;
+    let clock = cluster.nodes[&new_leader]
+        .node
+        .shard("mumbai")
+        .unwrap()
+        .store
+        .read()
+        .unwrap()
+        .ledger()
+        .clock();
+    let bound = raft_node::clock::CLOCK_SKEW_MS_MAX as u64;
+    assert!(
+        clock <= raft_node::node::now_ms() + bound,
+        "the shard clock ran ahead: {clock}"
+    );
+    cluster.stop_all().await;
+}
