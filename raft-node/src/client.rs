@@ -85,11 +85,13 @@ impl ClusterClient {
     }
 
     /// The node to try on attempt `n`: the cached leader first, then round robin.
-    fn pick(&self, shard: &str, attempt: usize) -> Option<(NodeId, String)> {
+    /// The node to try: the cached leader, else round robin from `start`, so a dead node
+    /// is not always tried first.
+    fn pick(&self, shard: &str, start: usize, attempt: usize) -> Option<(NodeId, String)> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let id = match self.cached_leader(shard) {
             Some(leader) => leader,
-            None => *ids.get(attempt % ids.len().max(1))?,
+            None => *ids.get((start + attempt) % ids.len().max(1))?,
         };
         self.nodes.get(&id).map(|addr| (id, addr.clone()))
     }
@@ -116,11 +118,12 @@ impl ClusterClient {
             command,
         };
         let mut last_problem = String::from("no node answered");
+        let start = fastrand::usize(..);
         for attempt in 0.. {
             if Instant::now() >= deadline {
                 break;
             }
-            let Some((node, addr)) = self.pick(shard, attempt) else {
+            let Some((node, addr)) = self.pick(shard, start, attempt) else {
                 break;
             };
             match self.write_once(shard, &addr, &body, deadline).await? {
@@ -129,11 +132,15 @@ impl ClusterClient {
                     index,
                     node,
                 }) => {
+                    // The node that committed the write led the shard: remember it.
+                    if let Ok(mut leaders) = self.leaders.lock() {
+                        leaders.insert(shard.to_owned(), node);
+                    }
                     return Ok(WriteDone {
                         outcome,
                         index,
                         node,
-                    })
+                    });
                 }
                 Attempt::Done(WriteReply::NotLeader { leader, .. }) => {
                     last_problem = format!("node {node} is not the leader");
@@ -152,6 +159,11 @@ impl ClusterClient {
                 Attempt::Retry(problem) => {
                     last_problem = format!("node {node}: {problem}");
                     self.remember_leader(shard, None);
+                    // An unreachable node says nothing about the others: try each once
+                    // before backing off.
+                    if attempt + 1 < self.nodes.len() {
+                        continue;
+                    }
                 }
             }
             Self::backoff(attempt, deadline).await;
