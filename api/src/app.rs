@@ -214,6 +214,19 @@ impl AppState {
         }
     }
 
+    /// Reads from a replica that has applied at least `written` (read your write).
+    pub async fn read_after(
+        &self,
+        written: &Written,
+        query: Query,
+    ) -> Result<QueryResponse, Problem> {
+        let session = Some(written.index);
+        Ok(self
+            .read(&written.shard, query, Consistency::Session, session)
+            .await?
+            .0)
+    }
+
     /// The user record from the `global` shard.
     pub async fn user(&self, user: UserId) -> Result<state_machine::User, Problem> {
         let global = self.config.global_shard.clone();
@@ -267,6 +280,11 @@ impl AuthUser {
 
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// The ledger request id of this caller's write (see `request_id`).
+    pub fn request_id(&self, headers: &HeaderMap) -> Result<String, Problem> {
+        request_id(headers, &self.id.to_string())
     }
 }
 

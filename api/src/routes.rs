@@ -328,22 +328,13 @@ pub async fn create_theater(
         screens,
     };
     let written = state
-        .write(
-            &shard,
-            &request_id(&headers, &caller.id.to_string())?,
-            command,
-        )
+        .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     let Applied::TheaterCreated { theater } = written.applied else {
         return Err(Problem::unavailable("unexpected answer"));
     };
-    let (response, _) = state
-        .read(
-            &shard,
-            Query::Theater { theater },
-            Consistency::Session,
-            Some(written.index),
-        )
+    let response = state
+        .read_after(&written, Query::Theater { theater })
         .await?;
     let QueryResponse::Theater(theater) = response else {
         return Err(Problem::unavailable("unexpected answer"));
@@ -400,23 +391,12 @@ pub async fn create_show(
         currency: body.currency,
     };
     let written = state
-        .write(
-            &shard,
-            &request_id(&headers, &caller.id.to_string())?,
-            command,
-        )
+        .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     let Applied::ShowPublished { show } = written.applied else {
         return Err(Problem::unavailable("unexpected answer"));
     };
-    let (response, _) = state
-        .read(
-            &shard,
-            Query::Show { show },
-            Consistency::Session,
-            Some(written.index),
-        )
-        .await?;
+    let response = state.read_after(&written, Query::Show { show }).await?;
     let QueryResponse::Show(view) = response else {
         return Err(Problem::unavailable("unexpected answer"));
     };
@@ -606,11 +586,7 @@ pub async fn lock(
         ttl_ms,
     };
     let written: Written = state
-        .write(
-            &shard,
-            &request_id(&headers, &caller.id.to_string())?,
-            command,
-        )
+        .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     let Applied::SeatsLocked {
         lock,
@@ -650,11 +626,7 @@ pub async fn release(
         user: caller.id,
     };
     let written = state
-        .write(
-            &shard,
-            &request_id(&headers, &caller.id.to_string())?,
-            command,
-        )
+        .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     Ok((StatusCode::NO_CONTENT, written.headers()).into_response())
 }
@@ -840,11 +812,7 @@ pub async fn cancel(
         user: booking.user,
     };
     let written = state
-        .write(
-            &shard,
-            &request_id(&headers, &caller.id.to_string())?,
-            command,
-        )
+        .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     let (response, _) = state
         .read(
