@@ -34,7 +34,7 @@ const CLOCK_SAMPLE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Least time between two leadership hand-offs because of clock skew.
 const SKEW_TRANSFER_INTERVAL: Duration = Duration::from_secs(2);
 /// How often each shard's sweeper and metrics refresher runs.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+const SWEEP_INTERVAL: Duration = Duration::from_millis(1_000);
 
 /// The leader's clock, which stamps every command. Replicas never read it in `apply`.
 pub fn now_ms() -> u64 {
