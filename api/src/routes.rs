@@ -18,6 +18,15 @@ use state_machine::*;
 
 type Result<T> = std::result::Result<T, Problem>;
 
+/// The cluster answered with a different kind of response than the query asks for: a
+/// version mismatch between api and nodes, never the client's fault.
+fn unexpected_answer() -> Problem {
+    Problem::unavailable(
+        "the cluster answered with an unexpected response type; \
+         check that api and raft-node versions match, then retry",
+    )
+}
+
 fn reply(status: StatusCode, headers: HeaderMap, body: Value) -> Response {
     (status, headers, Json(body)).into_response()
 }
@@ -107,7 +116,7 @@ pub async fn signup(
     let global = state.config.global_shard.clone();
     let written = state.write(&global, &request, command).await?;
     let Applied::UserRegistered { user } = written.applied else {
-        return Err(Problem::unavailable("unexpected ledger answer to signup"));
+        return Err(unexpected_answer());
     };
     let user = state.user(user).await?;
     Ok(reply(
@@ -172,7 +181,7 @@ pub async fn refresh(
         Applied::RefreshFamilyRevoked { .. } => {
             return Err(Problem::unauthorized("this refresh token was already used; every token of this login is revoked, log in again"));
         }
-        _ => return Err(Problem::unavailable("unexpected ledger answer to refresh")),
+        _ => return Err(unexpected_answer()),
     };
     let user = state.user(user).await?;
     let access = state.keys.issue_access(user.id, user.role, auth::now_s())?;
@@ -233,7 +242,7 @@ pub async fn theaters(
         .read(&shard, Query::Theaters { city, after, limit }, level, min)
         .await?;
     let QueryResponse::Theaters { items, next } = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     let items = items.iter().map(|t| views::theater(&shard, t)).collect();
     Ok(read_reply(
@@ -261,7 +270,7 @@ pub async fn theater(
         )
         .await?;
     let QueryResponse::Theater(theater) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     let mut body = views::theater(&shard, &theater);
     if let Some(date) = &params.date {
@@ -331,13 +340,13 @@ pub async fn create_theater(
         .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     let Applied::TheaterCreated { theater } = written.applied else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     let response = state
         .read_after(&written, Query::Theater { theater })
         .await?;
     let QueryResponse::Theater(theater) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     Ok(reply(
         StatusCode::CREATED,
@@ -365,7 +374,7 @@ pub async fn create_show(
         )
         .await?;
     let QueryResponse::Theater(theater) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     if theater.owner != caller.id && !caller.is_admin() {
         return Err(Problem::forbidden(
@@ -394,11 +403,11 @@ pub async fn create_show(
         .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
     let Applied::ShowPublished { show } = written.applied else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     let response = state.read_after(&written, Query::Show { show }).await?;
     let QueryResponse::Show(view) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     Ok(reply(
         StatusCode::CREATED,
@@ -447,7 +456,7 @@ pub async fn shows(
     };
     let (response, meta) = state.read(&shard, query, level, min).await?;
     let QueryResponse::Shows { items, next } = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     let items = items.iter().map(|s| views::show(&shard, s)).collect();
     Ok(read_reply(
@@ -475,7 +484,7 @@ pub async fn show(
         )
         .await?;
     let QueryResponse::Show(view) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     Ok(read_reply(&meta, views::show(&shard, &view)))
 }
@@ -524,7 +533,7 @@ pub async fn init_booking(
         )
         .await?;
     let QueryResponse::SeatMap(map) = &response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     let unknown: Vec<SeatId> = body
         .seats
@@ -596,7 +605,7 @@ pub async fn lock(
         total_price_minor,
     } = written.applied.clone()
     else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     Ok(reply(
         StatusCode::CREATED,
@@ -650,7 +659,7 @@ async fn own_booking(
         )
         .await?;
     let QueryResponse::Booking(booking) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     if booking.user != caller.id && !caller.is_admin() {
         return Err(Problem::not_found(format!("unknown booking {id}")));
@@ -722,7 +731,7 @@ pub async fn pay(
                 )
                 .await?;
             let QueryResponse::Booking(now) = response else {
-                return Err(Problem::unavailable("unexpected answer"));
+                return Err(unexpected_answer());
             };
             Ok(reply(
                 StatusCode::ACCEPTED,
@@ -825,7 +834,7 @@ pub async fn cancel(
         )
         .await?;
     let QueryResponse::Booking(now) = response else {
-        return Err(Problem::unavailable("unexpected answer"));
+        return Err(unexpected_answer());
     };
     Ok(reply(
         StatusCode::OK,
