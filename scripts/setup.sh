@@ -15,4 +15,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Headless Chromium and its WebDriver for the browser tests of the web pages.
+[ -x scripts/setup-browser.sh ] && ./scripts/setup-browser.sh
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is missing; install Rust with rustup" >&2; exit 1; }
