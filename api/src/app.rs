@@ -28,6 +28,10 @@ pub struct AppState {
     limiter: DefaultKeyedRateLimiter<String>,
     /// Nodes in this api's region first: reads prefer them.
     read_preference: Vec<u64>,
+    /// Fetches the nodes' admin status for the cluster page (not the client protocol).
+    admin_http: reqwest::Client,
+    /// The leaders seen at the previous gathering, to list leader changes.
+    leader_watch: std::sync::Mutex<crate::cluster::LeaderWatch>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -116,8 +120,27 @@ impl AppState {
             gateway,
             limiter,
             read_preference,
+            admin_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .build()
+                .map_err(|e| format!("admin HTTP client: {e}"))?,
+            leader_watch: Default::default(),
             config,
         })
+    }
+
+    /// The HTTP client for the nodes' admin API.
+    pub fn admin_http(&self) -> &reqwest::Client {
+        &self.admin_http
+    }
+
+    /// Notes the shards' current leaders and returns the leader changes seen so far.
+    pub fn observe_leaders(
+        &self,
+        now: &str,
+        leaders: &[(String, Option<u64>, u64)],
+    ) -> Vec<crate::cluster::LeaderChange> {
+        crate::cluster::observe(&self.leader_watch, now, leaders)
     }
 
     pub fn timeout(&self) -> Duration {

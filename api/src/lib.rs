@@ -15,15 +15,19 @@
 //!   OpenAPI document alike.
 //! - `payment`: the payment gateway trait and the sandbox gateway.
 //! - `demo`: an embedded three-node cluster with sample data.
+//! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
+//! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod payment;
 pub mod problem;
 pub mod routes;
 pub mod views;
+pub mod web;
 
 use app::Shared;
 use axum::extract::State;
@@ -203,6 +207,13 @@ pub fn routes() -> Vec<RouteSpec> {
         ),
         spec(
             "get",
+            "/api/v1/cluster",
+            "Shards, leaders, members by region, lag and leader changes (sre, admin)",
+            true,
+            get(crate::cluster::cluster_status),
+        ),
+        spec(
+            "get",
             "/health/live",
             "Liveness",
             false,
@@ -259,6 +270,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .response(
                     "401",
                     ResponseBuilder::new().description("missing or invalid token"),
+                )
+                .response(
+                    "403",
+                    ResponseBuilder::new().description("the token's role may not do this"),
                 );
         }
         paths = paths.path(route.path, PathItem::new(method, operation));
@@ -306,7 +321,8 @@ pub fn router(state: Shared) -> Router {
         };
         by_path.insert(route.path, merged);
     }
-    let mut router = Router::new();
+    // The browser pages are not part of the API document.
+    let mut router = web::router();
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
