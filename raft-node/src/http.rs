@@ -61,7 +61,7 @@ impl From<NodeError> for ApiError {
 
 pub fn router(node: Node) -> Router {
     prometheus();
-    Router::new()
+    let router = Router::new()
         .route("/v1/shards/{shard}/write", post(write))
         .route("/v1/shards/{shard}/read", post(read))
         .route("/v1/shards/{shard}/events", get(events))
@@ -76,9 +76,45 @@ pub fn router(node: Node) -> Router {
         .route("/admin/shards/{shard}/snapshot", post(snapshot))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(|| async { prometheus().render() }))
+        .route("/metrics", get(|| async { prometheus().render() }));
+    #[cfg(feature = "fault-injection")]
+    let router = router.route("/admin/fault/clock-offset", post(set_clock_offset));
+    router
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(node)
+}
+
+/// Body of `POST /admin/fault/clock-offset` (builds with `fault-injection` only).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockOffset {
+    offset_ms: i64,
+}
+
+/// The largest clock offset the fault control accepts: a day either way.
+#[cfg(feature = "fault-injection")]
+const CLOCK_OFFSET_MS_MAX: i64 = 86_400_000;
+
+/// Shifts this node's clock by `offset_ms` (the Jepsen-style clock nemesis).
+#[cfg(feature = "fault-injection")]
+async fn set_clock_offset(
+    State(node): State<Node>,
+    Json(body): Json<ClockOffset>,
+) -> Result<Response, ApiError> {
+    if body.offset_ms.abs() > CLOCK_OFFSET_MS_MAX {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("offset_ms must be within +-{CLOCK_OFFSET_MS_MAX} ms"),
+        ));
+    }
+    node.set_clock_offset_ms(body.offset_ms);
+    tracing::warn!(
+        node = node.id(),
+        offset_ms = body.offset_ms,
+        "clock offset injected"
+    );
+    Ok(Json(serde_json::json!({ "node": node.id(), "offset_ms": body.offset_ms })).into_response())
 }
 
 async fn write(

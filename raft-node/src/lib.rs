@@ -14,7 +14,10 @@
 //! - `clock`: cluster time; a leader whose clock is off its quorum's stops stamping.
 //! - `config`: cluster file and node settings, validated.
 //! - `server`: binding listeners and running a node.
+//! - `cli`: the `raft-node` command line (also built by the Jepsen-style suite with its
+//!   test features).
 
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -18,6 +18,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ReadPolicy, ServerState};
 use state_machine::codec;
+#[cfg(feature = "planted-bugs")]
+use state_machine::planted::{self, PlantedBug};
 use state_machine::{Command, CommandKind, Durability, LedgerStore, Limits, RequestId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -286,6 +288,10 @@ impl Node {
             kind,
         };
         let verb = command.kind.verb();
+        #[cfg(feature = "planted-bugs")]
+        if planted::is_enabled(PlantedBug::AckBeforeCommit) {
+            return self.ack_before_commit(shard, command);
+        }
         let started = Instant::now();
         let result = shard.raft.client_write(ShardCommand(command)).await;
         let labels = [("shard", shard_name.to_owned()), ("verb", verb.to_owned())];
@@ -333,6 +339,13 @@ impl Node {
         let wait_for = match request.consistency {
             Consistency::Stale => None,
             Consistency::Session => request.min_index,
+            #[cfg(feature = "planted-bugs")]
+            Consistency::Linearizable
+                if planted::is_enabled(PlantedBug::StaleFollowerRead)
+                    && !shard.raft.is_leader() =>
+            {
+                None
+            }
             Consistency::Linearizable => match self.read_index(&shard).await {
                 Ok(index) => Some(index),
                 Err(reason) => return Ok(unavailable(reason)),
@@ -366,6 +379,32 @@ impl Node {
             applied_index,
             consistency: request.consistency,
             lag,
+        })
+    }
+
+    /// The planted ack-before-commit bug: answers with the outcome the leader's current
+    /// state predicts and proposes the command in the background.
+    #[cfg(feature = "planted-bugs")]
+    fn ack_before_commit(
+        &self,
+        shard: Arc<Shard>,
+        command: Command,
+    ) -> Result<WriteReply, NodeError> {
+        let next = shard.metrics().last_log_index.unwrap_or(0) + 1;
+        let mut ledger = shard
+            .store
+            .read()
+            .map_err(|_| NodeError::Storage("poisoned".into()))?
+            .ledger()
+            .clone();
+        let outcome = ledger.apply(next, &command).outcome;
+        tokio::spawn(async move {
+            let _ = shard.raft.client_write(ShardCommand(command)).await;
+        });
+        Ok(WriteReply::Done {
+            outcome,
+            index: next,
+            node: self.inner.id,
         })
     }
 

@@ -222,7 +222,11 @@ impl Ledger {
                     events: vec![],
                 };
             }
-            if let Some(record) = self.state.requests.get(request_id) {
+            #[cfg(feature = "planted-bugs")]
+            let skip = crate::planted::is_enabled(crate::planted::PlantedBug::SkipIdempotency);
+            #[cfg(not(feature = "planted-bugs"))]
+            let skip = false;
+            if let Some(record) = self.state.requests.get(request_id).filter(|_| !skip) {
                 let outcome = if record.fingerprint == fingerprint {
                     record.outcome.clone()
                 } else {
@@ -721,7 +725,16 @@ impl Ledger {
         events: &mut Vec<Event>,
     ) -> Result<Applied, Rejection> {
         self.check_text("payment_ref", payment_ref, false)?;
-        let booking = self.live_lock(lock, user)?;
+        let booking = match self.live_lock(lock, user) {
+            #[cfg(feature = "planted-bugs")]
+            Err(Rejection::LockExpired { .. })
+                if crate::planted::is_enabled(crate::planted::PlantedBug::ConfirmIgnoresExpiry)
+                    && self.seats_held_by(lock) =>
+            {
+                &self.state.bookings[&BookingId::of_lock(lock)]
+            }
+            result => result?,
+        };
         let (id, show, seats) = (booking.id, booking.show, booking.seats.clone());
         let total_price_minor = booking.total_price_minor;
         self.indexes.lock_expiry.remove(&(booking.expires_at, lock));
@@ -1004,6 +1017,23 @@ impl Ledger {
     // ----- shared steps ----------------------------------------------------------------
 
     /// The user's lock, if it is live; otherwise the precise reason it cannot be used.
+    /// Whether a pending booking's seats are all still marked as held by its lock (the
+    /// planted confirm-after-expiry bug confirms only such locks, so that it breaks the
+    /// expiry promise without corrupting the seat map).
+    #[cfg(feature = "planted-bugs")]
+    fn seats_held_by(&self, lock: LockId) -> bool {
+        let id = BookingId::of_lock(lock);
+        let Some(booking) = self.state.bookings.get(&id) else {
+            return false;
+        };
+        booking.status == BookingStatus::PendingPayment
+            && self.state.seats.get(&booking.show).is_some_and(|states| {
+                booking.seats.iter().all(|seat| {
+                    states.get(seat.0 as usize).copied() == Some(SeatState::Locked(lock))
+                })
+            })
+    }
+
     fn live_lock(&self, lock: LockId, user: UserId) -> Result<&Booking, Rejection> {
         let booking = self
             .state

@@ -21,6 +21,7 @@
 //! - `store`: the RocksDB image, atomic batches, reopen.
 //! - `snapshot`: the framed, checksummed snapshot format.
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
+//! - `planted` (feature `planted-bugs` only): switchable faults for the Jepsen-style suite.
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
 
 pub mod accounts;
@@ -33,6 +34,8 @@ pub mod ledger;
 pub mod limits;
 pub mod model;
 pub mod outcome;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod query;
 pub mod snapshot;
 pub mod store;
