@@ -1,4 +1,25 @@
+//! `loadgen`: see `loadgen --help` and the crate's README.
+
+use clap::Parser;
+
 fn main() {
-    eprintln!("loadgen: not built yet");
-    std::process::exit(2);
+    let cli = loadgen::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: cannot start the async runtime: {error}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = runtime.block_on(loadgen::cli::main(cli)) {
+        eprintln!("loadgen: {error}");
+        std::process::exit(1);
+    }
 }
