@@ -9,7 +9,7 @@ use crate::config::{ApiConfig, ApiLimits, City, JwtConfig, NodeAddr};
 use raft_node::client::ClusterClient;
 use raft_node::config::{ClusterFile, NodeConfig, NodeEntry, RaftTiming, ShardEntry};
 use raft_node::server::RunningNode;
-use state_machine::{Applied, TheaterId, UserId};
+use state_machine::{Applied, Limits, TheaterId, UserId};
 use state_machine::{Category, CommandKind, Outcome, Prices, Role, RowSpec, Screen, ScreenIndex};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,16 @@ impl DemoCluster {
         data_dir: Option<PathBuf>,
         timing: RaftTiming,
     ) -> Result<DemoCluster, String> {
+        DemoCluster::start_with_limits(data_dir, timing, Limits::default()).await
+    }
+
+    /// `start` with other ledger limits (tests use short lock TTLs, for example).
+    pub async fn start_with_limits(
+        data_dir: Option<PathBuf>,
+        timing: RaftTiming,
+        limits: Limits,
+    ) -> Result<DemoCluster, String> {
+        limits.validate().map_err(|e| e.to_string())?;
         let (temp, dir) = match data_dir {
             Some(dir) => (None, dir),
             None => {
@@ -70,7 +80,7 @@ impl DemoCluster {
             cluster_id: "demo".into(),
             nodes: entries,
             shards,
-            limits: Default::default(),
+            limits,
         };
         let secret = auth::new_refresh_token().0.into_bytes();
         let mut nodes = Vec::new();

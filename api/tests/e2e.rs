@@ -741,3 +741,118 @@ async fn every_route_is_in_the_openapi_document_and_every_contract_path_is_serve
     );
     h.stop().await;
 }
+
+/// The cluster endpoint gathers every node's admin status for SREs and admins only:
+/// no token is 401, a customer 403 (problem+json both); an SRE sees every shard with a
+/// leader and three members in three regions, and the pages are served from the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_status_is_for_sre_and_admin_and_names_every_shards_leader() {
+    let h = Harness::start(1_000).await;
+    let (status, body) = h.call("GET", "/api/v1/cluster", None, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let customer = h.token(40_001, Role::Customer);
+    let (status, body) = h
+        .call("GET", "/api/v1/cluster", Some(&customer), None, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["type"], json!("/problems/forbidden"));
+    let owner = h.token(40_002, Role::TheaterOwner);
+    let (status, _) = h
+        .call("GET", "/api/v1/cluster", Some(&owner), None, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for role in [Role::Sre, Role::Admin] {
+        let token = h.token(40_003, role);
+        let (status, body) = h
+            .call("GET", "/api/v1/cluster", Some(&token), None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let shards = body["shards"].as_array().expect("shards");
+        let names: Vec<&str> = shards.iter().filter_map(|s| s["shard"].as_str()).collect();
+        assert_eq!(names, ["bengaluru", "delhi", "global", "mumbai"]);
+        for shard in shards {
+            let leader = shard["leader"].as_u64().expect("a leader");
+            assert!((1..=3).contains(&leader), "{shard}");
+            assert_eq!(
+                shard["members"].as_array().map(Vec::len),
+                Some(3),
+                "{shard}"
+            );
+            assert_eq!(
+                shard["regions"].as_object().map(|r| r.len()),
+                Some(3),
+                "{shard}"
+            );
+            let states: Vec<&str> = shard["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|m| m["state"].as_str())
+                .collect();
+            assert_eq!(
+                states.iter().filter(|s| **s == "Leader").count(),
+                1,
+                "{shard}"
+            );
+        }
+        let nodes = body["nodes"].as_array().expect("nodes");
+        assert!(
+            nodes.iter().all(|n| n["reachable"] == json!(true)),
+            "{body}"
+        );
+        assert!(body["leader_changes"].is_array());
+    }
+    // The pages come from the binary, with a policy that allows nothing from elsewhere.
+    for path in ["/", "/cluster", "/assets/app.js", "/assets/style.css"] {
+        let response = h
+            .http
+            .get(format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap();
+        assert!(policy.starts_with("default-src 'self'"), "{path}: {policy}");
+    }
+    h.stop().await;
+}
+
+/// With one node down, the cluster status still answers and shows that node as
+/// unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_status_shows_a_stopped_node_as_unreachable() {
+    let mut h = Harness::start(1_000).await;
+    let node = h.cluster.nodes.remove(2);
+    let id = node.node.id();
+    node.crash().await;
+    let sre = h.token(40_004, Role::Sre);
+    let (status, body) = h
+        .call("GET", "/api/v1/cluster", Some(&sre), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let down = body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == json!(id))
+        .cloned()
+        .expect("the stopped node is listed");
+    assert_eq!(down["reachable"], json!(false), "{down}");
+    assert!(
+        down["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{down}"
+    );
+    for shard in body["shards"].as_array().unwrap() {
+        let member = shard["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == json!(id))
+            .cloned()
+            .expect("the stopped node is still a member");
+        assert_eq!(member["state"], json!("unreachable"), "{shard}");
+    }
+    h.stop().await;
+}

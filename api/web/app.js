@@ -26,6 +26,7 @@
     countdownTimer: null,
     paying: false,
     showTitles: new Map(),
+    searchSeq: 0, // the latest show search; older answers are dropped
   };
 
   // ----- helpers --------------------------------------------------------------------
@@ -79,8 +80,12 @@
     if ($("date").value) params.set("date", $("date").value);
     if ($("search").value.trim()) params.set("search", $("search").value.trim());
     const list = $("show-list");
+    // Only the latest search may render: an earlier, slower answer is dropped.
+    const seq = ++page.searchSeq;
+    list.setAttribute("aria-busy", "true");
     try {
       const { data } = await api("GET", `/api/v1/shows?${params}`);
+      if (seq !== page.searchSeq) return;
       $("show-count").textContent = data.items.length
         ? `${data.items.length} show${data.items.length === 1 ? "" : "s"} found.`
         : "No shows match; try another date or title.";
@@ -95,8 +100,10 @@
         el("span", { class: "show-meta" }, `${item.theater_name}, screen ${item.screen + 1}`),
         el("span", { class: "show-meta" }, when(item.start_time))))));
     } catch (error) {
+      if (seq !== page.searchSeq) return;
       $("show-count").textContent = `Could not load shows: ${error.message}`;
     }
+    list.setAttribute("aria-busy", "false");
   }
 
   // ----- the seat map ---------------------------------------------------------------
