@@ -74,6 +74,7 @@ pub fn router(node: Node) -> Router {
         .route("/admin/shards/{shard}/learners", post(add_learner))
         .route("/admin/shards/{shard}/membership", post(change_membership))
         .route("/admin/shards/{shard}/snapshot", post(snapshot))
+        .route("/admin/backup", post(backup))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(|| async { prometheus().render() }));
@@ -164,7 +165,7 @@ async fn events(
     Ok(Json(node.events(&shard, params.from, limit)?).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub id: NodeId,
     pub region: String,
@@ -173,7 +174,7 @@ pub struct MemberStatus {
     pub lag: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardStatus {
     pub shard: String,
     pub state: String,
@@ -185,16 +186,31 @@ pub struct ShardStatus {
     pub purged_index: Option<u64>,
     pub members: Vec<MemberStatus>,
     pub ledger_clock_ms: u64,
+    /// `Ledger::digest` (hex) at `digest_index`, with `?digest=true` only: replicas with
+    /// equal digests at an equal index hold identical ledgers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_index: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: NodeId,
     pub region: String,
+    /// The node's process id, for drills on local clusters (`bookingctl drill kill-leader`).
+    #[serde(default)]
+    pub pid: u32,
     pub shards: Vec<ShardStatus>,
 }
 
-async fn status(State(node): State<Node>) -> Json<NodeStatus> {
+#[derive(Deserialize)]
+struct StatusParams {
+    #[serde(default)]
+    digest: bool,
+}
+
+async fn status(State(node): State<Node>, Query(params): Query<StatusParams>) -> Json<NodeStatus> {
     let mut shards = Vec::new();
     for shard in node.shards() {
         let m = shard.metrics();
@@ -215,6 +231,14 @@ async fn status(State(node): State<Node>) -> Json<NodeStatus> {
             })
             .collect();
         let clock = shard.store.read().map(|s| s.ledger().clock()).unwrap_or(0);
+        let (digest, digest_index) = if params.digest {
+            match crate::backup::shard_digest(&node, &shard.name) {
+                Ok((digest, index)) => (Some(digest), Some(index)),
+                Err(error) => (Some(format!("unavailable: {error}")), None),
+            }
+        } else {
+            (None, None)
+        };
         shards.push(ShardStatus {
             shard: shard.name.clone(),
             state: format!("{:?}", m.state),
@@ -226,11 +250,14 @@ async fn status(State(node): State<Node>) -> Json<NodeStatus> {
             purged_index: m.purged.map(|l| l.index),
             members,
             ledger_clock_ms: clock,
+            digest,
+            digest_index,
         });
     }
     Json(NodeStatus {
         node: node.id(),
         region: node.info().region.clone(),
+        pid: std::process::id(),
         shards,
     })
 }
@@ -401,4 +428,38 @@ async fn snapshot(
         Json(serde_json::json!({ "snapshot": "triggered" })),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    name: String,
+}
+
+/// Takes an online backup of this node into `<data dir>/backups/<name>` (see
+/// `crate::backup`); answers with its path and manifest once it is written and verified.
+async fn backup(
+    State(node): State<Node>,
+    Json(body): Json<BackupRequest>,
+) -> Result<Response, ApiError> {
+    crate::backup::check_name(&body.name)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let name = body.name;
+    let result = tokio::task::spawn_blocking(move || crate::backup::create(&node, &name))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match result {
+        Ok((path, manifest)) => Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "path": path, "manifest": manifest })),
+        )
+            .into_response()),
+        Err(error @ crate::backup::BackupError::Exists(_)) => {
+            Err(ApiError(StatusCode::CONFLICT, error.to_string()))
+        }
+        Err(error) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error.to_string(),
+        )),
+    }
 }

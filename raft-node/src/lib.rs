@@ -14,9 +14,12 @@
 //! - `clock`: cluster time; a leader whose clock is off its quorum's stops stamping.
 //! - `config`: cluster file and node settings, validated.
 //! - `server`: binding listeners and running a node.
+//! - `backup`: online backups of a node (log checkpoint + ledger snapshots, verified by
+//!   digest) and offline restores; used by the admin API and `bookingctl`.
 //! - `cli`: the `raft-node` command line (also built by the Jepsen-style suite with its
 //!   test features).
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -168,6 +168,20 @@ impl Node {
         &self.inner.config.cluster.limits
     }
 
+    /// Where this node keeps its Raft log and ledger stores.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.config.data_dir
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.config.cluster.cluster_id
+    }
+
+    /// The RocksDB instance holding every shard's Raft log and vote (backups checkpoint it).
+    pub fn log_db(&self) -> &Arc<rocksdb::DB> {
+        &self.inner.log_db
+    }
+
     pub fn transport_config(&self) -> TransportConfig {
         TransportConfig::new(
             self.inner.config.cluster.cluster_id.clone(),
@@ -656,8 +670,28 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
             .set(committed.saturating_sub(applied) as f64);
         let leading = metrics.state == ServerState::Leader;
         metrics::gauge!("seat_ledger_is_leader", &labels).set(if leading { 1.0 } else { 0.0 });
+        // A failed store refuses all work until the node restarts (apply errors).
+        let failed = shard.store.read().map(|s| s.is_poisoned()).unwrap_or(true);
+        metrics::gauge!("seat_ledger_store_failed", &labels).set(if failed { 1.0 } else { 0.0 });
         if !leading {
             continue;
+        }
+        // Follower lag in entries, as the leader sees it (matched index vs its last).
+        if let Some(replication) = metrics.replication.as_ref() {
+            let last = metrics.last_log_index.unwrap_or(0);
+            for (follower, matched) in replication.iter() {
+                if *follower == node.id() {
+                    continue;
+                }
+                let lag = last.saturating_sub(matched.as_ref().map_or(0, |l| l.index));
+                metrics::gauge!(
+                    "seat_ledger_replication_lag",
+                    "shard" => shard.name.clone(),
+                    "node" => node.id().to_string(),
+                    "follower" => follower.to_string()
+                )
+                .set(lag as f64);
+            }
         }
         if let Some(skew) = node.clock_skew(&shard) {
             metrics::counter!("seat_ledger_clock_skew_refusals_total", &labels).increment(1);
