@@ -50,9 +50,9 @@ pub struct RunArgs {
         default_value = "stampede,multi-city,browsing"
     )]
     pub scenarios: Vec<ScenarioName>,
-    /// Closed-loop client counts, comma-separated (one run each); empty for none.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
-    pub clients: Vec<usize>,
+    /// Closed-loop client counts, comma-separated (one run each), or `none`.
+    #[arg(long, default_value = "1,16,64,256")]
+    pub clients: String,
     /// Open-loop arrival rates in operations/s, comma-separated (one run each).
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
@@ -102,6 +102,9 @@ pub struct RunArgs {
     pub no_baseline: bool,
 }
 
+/// Most shows per city for targets whose shows cost nothing to prepare.
+const SHOWS_FREE_MAX: usize = 100_000;
+
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
     if value.is_finite() && (0.0..=3_600.0).contains(&value) {
         Ok(Duration::from_secs_f64(value))
@@ -110,6 +113,20 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
             "--{name} must be between 0 and 3600 seconds, not {value}"
         ))
     }
+}
+
+/// `1,16,256` or `none`.
+fn parse_clients(text: &str) -> Result<Vec<usize>, String> {
+    if text.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("--clients takes counts like 1,16,256 or none, not {text:?}"))
+        })
+        .collect()
 }
 
 impl RunArgs {
@@ -136,7 +153,7 @@ impl RunArgs {
             return Err("name at least one target and one scenario".into());
         }
         let mut modes = Vec::new();
-        for &clients in &self.clients {
+        for clients in parse_clients(&self.clients)? {
             if clients == 0 || clients > runner::SESSIONS_MAX {
                 return Err(format!(
                     "--clients must be 1..={}, not {clients}",
@@ -289,7 +306,12 @@ async fn drive<T: Target>(
         Mode::Closed { .. } => args.expected_rate,
         Mode::Open { rate, .. } => rate * 1.2,
     };
-    let shows_per_city = spec.shows_per_city(rate * seconds, args.fill, args.shows_max);
+    let shows_per_city = if T::SHOWS_ARE_FREE {
+        // Free shows need no estimate: enough for a million operations per second.
+        spec.shows_per_city(1e6 * seconds, args.fill, SHOWS_FREE_MAX)
+    } else {
+        spec.shows_per_city(rate * seconds, args.fill, args.shows_max)
+    };
     let system = target.describe();
     let prepared = target.prepare(spec, shows_per_city).await;
     let target = Arc::new(target);
