@@ -385,6 +385,7 @@ pub async fn run(listen: &str, data_dir: Option<PathBuf>) -> Result<(), String> 
             node.client_addr
         );
     }
+    println!("demo: web pages: booking on http://{listen}/, cluster (sre, admin) on http://{listen}/cluster");
     println!(
         "demo: ready in {:.1} s: API on http://{listen}/api/v1/cities (Ctrl-C stops)",
         started.elapsed().as_secs_f64()

@@ -501,14 +501,13 @@ async fn a_customer_signs_up_books_pays_and_cancels() {
     let path = format!("/api/v1/shows/{show}/seats/lock");
     site.call("POST", &path, &other, Some(json!({ "seats": [5, 6] })))
         .await;
-    let script = format!(
-        "return [5, 6].map(id => document.querySelector(`#seatmap button[data-seat-id='${{id}}']`).dataset.status);"
-    );
+    let script = "return [5, 6].map(id => \
+        document.querySelector(`#seatmap button[data-seat-id='${id}']`).dataset.status);";
     wait_for(
         &browser,
         "the other customer's hold",
         LIVE_REFRESH_MAX,
-        &script,
+        script,
         |v| v == &json!(["locked", "locked"]),
     )
     .await;
@@ -657,7 +656,7 @@ async fn two_browsers_compete_for_one_seat() {
     )
     .await;
     println!(
-        "another browser's lock appeared after {:?}",
+        "another browser's lock appeared {:?} after Hold was clicked",
         held_at.elapsed()
     );
     assert_eq!(seat_attr(&ravi, 2, "aria-pressed").await, "false");
