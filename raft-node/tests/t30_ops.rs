@@ -1,0 +1,415 @@
+//! bookingctl against real nodes: in-process clusters on loopback port 0 (see
+//! `common`), driven through the `bookingctl` binary as an operator would run it.
+
+mod common;
+
+use common::{lock, TestCluster};
+use raft_node::types::NodeId;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bookingctl");
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn nodes_arg(cluster: &TestCluster) -> String {
+    cluster
+        .file
+        .nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.client_addr))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs bookingctl (without inheriting BOOKINGCTL_* from the environment), bounded.
+async fn bookingctl(nodes: Option<&str>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_remove("BOOKINGCTL_NODES")
+        .env_remove("BOOKINGCTL_CLUSTER")
+        .kill_on_drop(true);
+    if let Some(nodes) = nodes {
+        command.arg("--nodes").arg(nodes);
+    }
+    command.args(args);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("bookingctl finished within 120 s")
+        .expect("bookingctl runs");
+    let run = Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ bookingctl {}\n{}{}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
+}
+
+fn shard_row<'a>(status: &'a Value, shard: &str) -> &'a Value {
+    status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shard"] == shard)
+        .unwrap_or_else(|| panic!("no {shard} in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30a_status_and_leader_transfer() {
+    // `status` names each shard's leader, term and members with their regions; `leader
+    // transfer` moves leadership to the named voter and the cluster agrees.
+    let cluster = TestCluster::start(3, &["drill", "mumbai"]).await;
+    let nodes = nodes_arg(&cluster);
+    let leader = cluster.wait_leader("mumbai").await;
+    cluster.wait_converged("drill").await;
+    cluster.wait_converged("mumbai").await;
+
+    let run = bookingctl(Some(&nodes), &["status", "--json"]).await;
+    assert!(run.ok, "{}", run.stderr);
+    let status = json(&run);
+    let mumbai = shard_row(&status, "mumbai");
+    assert_eq!(mumbai["leader"], leader);
+    assert!(mumbai["term"].as_u64().unwrap() >= 1);
+    let members = mumbai["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for member in members {
+        let id = member["node"].as_u64().unwrap();
+        assert_eq!(member["region"], format!("region-{}", (id - 1) % 3));
+        assert_eq!(member["voter"], true);
+        let role = if id == leader { "leader" } else { "follower" };
+        assert_eq!(member["role"], role, "{member}");
+    }
+    let table = bookingctl(Some(&nodes), &["status"]).await;
+    assert!(table.ok);
+    assert!(table.stdout.contains("SHARD") && table.stdout.contains("region-1"));
+
+    let target: NodeId = if leader == 1 { 2 } else { 1 };
+    let run = bookingctl(
+        Some(&nodes),
+        &[
+            "leader",
+            "transfer",
+            "--shard",
+            "mumbai",
+            "--to",
+            &target.to_string(),
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert!(run
+        .stdout
+        .contains(&format!("from node {leader} to node {target}")));
+    assert_eq!(cluster.leader("mumbai").await, Some(target));
+
+    // Draining the new leader moves every shard it leads elsewhere.
+    let run = bookingctl(
+        Some(&nodes),
+        &["leader", "drain", "--node", &target.to_string()],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    for shard in ["drill", "mumbai"] {
+        let now = cluster.wait_leader(shard).await;
+        assert_ne!(now, target, "{shard} still led by the drained node");
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30b_errors_say_what_was_wrong_and_what_to_do() {
+    let cluster = TestCluster::start(3, &["mumbai"]).await;
+    let nodes = nodes_arg(&cluster);
+    let run = bookingctl(None, &["status"]).await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("--nodes"), "{}", run.stderr);
+
+    let run = bookingctl(Some("1=127.0.0.1:1"), &["status"]).await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("no node answered"), "{}", run.stderr);
+
+    let run = bookingctl(Some(&nodes), &["status", "--shard", "atlantis"]).await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("mumbai"), "{}", run.stderr);
+
+    let run = bookingctl(
+        Some(&nodes),
+        &["leader", "transfer", "--shard", "mumbai", "--to", "9"],
+    )
+    .await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("not a voter"), "{}", run.stderr);
+
+    // The drill needs its shard, and says how to add it.
+    let run = bookingctl(
+        Some(&nodes),
+        &["drill", "transfer-leader", "--seconds", "1"],
+    )
+    .await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("drill"), "{}", run.stderr);
+
+    let run = bookingctl(Some(&nodes), &["backup", "--node", "1", "--name", "../x"]).await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("backup name"), "{}", run.stderr);
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30c_backup_and_restore_verified_by_digest() {
+    // A backup of node 2 under writes; more writes; node 2 loses its disk and is restored
+    // from the backup; it catches up and its ledger digest equals the others'.
+    let mut cluster = TestCluster::start(3, &["mumbai", "global"]).await;
+    let nodes = nodes_arg(&cluster);
+    let show = cluster.seed_show("mumbai").await;
+    for user in 0..20u64 {
+        cluster
+            .write(
+                "mumbai",
+                &format!("before-{user}"),
+                lock(show, user, &[user as u32]),
+            )
+            .await;
+    }
+    let run = bookingctl(
+        Some(&nodes),
+        &["backup", "--node", "2", "--name", "b1", "--json"],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let answer = json(&run);
+    let path = answer["path"].as_str().unwrap().to_owned();
+    let node2 = cluster.dir.path().join("node-2");
+    assert!(Path::new(&path).starts_with(&node2), "{path}");
+    let manifest = &answer["manifest"];
+    let mumbai = manifest["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shard"] == "mumbai")
+        .unwrap();
+    let backed_up_index = mumbai["applied_index"].as_u64().unwrap();
+    assert!(backed_up_index >= 22, "{mumbai}");
+    assert_eq!(mumbai["digest"].as_str().unwrap().len(), 64);
+
+    // The same name again is refused.
+    let again = bookingctl(Some(&nodes), &["backup", "--node", "2", "--name", "b1"]).await;
+    assert!(
+        !again.ok && again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+
+    for user in 20..40u64 {
+        cluster
+            .write(
+                "mumbai",
+                &format!("after-{user}"),
+                lock(show, user, &[user as u32]),
+            )
+            .await;
+    }
+
+    // Offline verification passes; a damaged copy is refused.
+    let verified = bookingctl(None, &["restore", "--from", &path, "--verify-only"]).await;
+    assert!(verified.ok, "{}", verified.stderr);
+    let damaged = cluster.dir.path().join("damaged");
+    copy_tree(Path::new(&path), &damaged);
+    let snapshot = damaged.join("shards/mumbai.snapshot");
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&snapshot, bytes).unwrap();
+    let refused = bookingctl(
+        None,
+        &[
+            "restore",
+            "--from",
+            damaged.to_str().unwrap(),
+            "--verify-only",
+        ],
+    )
+    .await;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("damaged"), "{}", refused.stderr);
+
+    // Node 2 dies; restore refuses its non-empty directory, then restores into an empty one.
+    cluster.crash(2).await;
+    let into_full = bookingctl(
+        None,
+        &[
+            "restore",
+            "--from",
+            &path,
+            "--data-dir",
+            node2.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        !into_full.ok && into_full.stderr.contains("not empty"),
+        "{}",
+        into_full.stderr
+    );
+    let lost = cluster.dir.path().join("node-2-lost");
+    std::fs::rename(&node2, &lost).unwrap();
+    let backup = lost.join("backups/b1");
+    let restored = bookingctl(
+        None,
+        &[
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            node2.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(restored.ok, "{}", restored.stderr);
+    assert!(restored.stdout.contains("restored and verified"));
+
+    // The runbook's way back: a restored replica carries an older log and vote, so it
+    // leaves the voters before it starts (openraft's leaders refuse a follower whose log
+    // goes backwards), then rejoins as a learner and is promoted.
+    let entry = cluster.entry(2);
+    for shard in ["mumbai", "global"] {
+        let run = bookingctl(
+            Some(&nodes),
+            &["member", "remove", "--shard", shard, "--node", "2"],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+    }
+    cluster.restart(2).await;
+    assert!(cluster.applied(2, "mumbai") >= backed_up_index);
+    for shard in ["mumbai", "global"] {
+        let run = bookingctl(
+            Some(&nodes),
+            &[
+                "member",
+                "add",
+                "--shard",
+                shard,
+                "--node",
+                "2",
+                "--peer-addr",
+                &entry.peer_addr,
+                "--client-addr",
+                &entry.client_addr,
+                "--region",
+                &entry.region,
+            ],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+        let run = bookingctl(
+            Some(&nodes),
+            &["member", "promote", "--shard", shard, "--node", "2"],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+    }
+    cluster
+        .write("mumbai", "after-restart", lock(show, 99, &[99]))
+        .await;
+    cluster.wait_converged("mumbai").await;
+    let digests: Vec<[u8; 32]> = (1..=3).map(|id| cluster.digest(id, "mumbai")).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]));
+
+    // bookingctl sees the same: equal digests at equal applied index on every replica.
+    let status = bookingctl(
+        Some(&nodes),
+        &["status", "--digest", "--json", "--shard", "mumbai"],
+    )
+    .await;
+    assert!(status.ok, "{}", status.stderr);
+    let status = json(&status);
+    let members = shard_row(&status, "mumbai")["members"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let digests: Vec<&str> = members
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 3);
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    cluster.stop_all().await;
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30d_drill_transfer_leader_loses_no_acknowledged_write() {
+    // The drill writes while it moves leadership, measures the gap, and reads every
+    // acknowledged lock back; the report is checked here against the cluster itself.
+    let cluster = TestCluster::start(3, &["drill"]).await;
+    let nodes = nodes_arg(&cluster);
+    let before = cluster.wait_leader("drill").await;
+    let started = Instant::now();
+    let run = bookingctl(
+        Some(&nodes),
+        &[
+            "drill",
+            "transfer-leader",
+            "--shard",
+            "drill",
+            "--seconds",
+            "4",
+            "--writers",
+            "3",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let report = json(&run);
+    eprintln!(
+        "drill transfer-leader: unavailability {:.1} ms (baseline {:.1} ms), leader {} -> {}, {} acknowledged, p99 {:.1} ms, took {:?}",
+        report["unavailability_ms"].as_f64().unwrap(),
+        report["baseline_gap_ms"].as_f64().unwrap(),
+        report["old_leader"],
+        report["new_leader"],
+        report["writes_acknowledged"],
+        report["latency"]["p99_ms"].as_f64().unwrap(),
+        started.elapsed()
+    );
+    assert_eq!(report["old_leader"], before);
+    let after = report["new_leader"].as_u64().expect("a new leader");
+    assert_ne!(after, before);
+    assert_eq!(cluster.leader("drill").await, Some(after));
+    let acknowledged = report["writes_acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 10, "{report}");
+    assert_eq!(report["verified_present"].as_u64().unwrap(), acknowledged);
+    assert!(report["lost_acknowledged"].as_array().unwrap().is_empty());
+    assert!(report["phantom_seats"].as_array().unwrap().is_empty());
+    let gap = report["unavailability_ms"].as_f64().unwrap();
+    assert!(gap > 0.0 && gap < 10_000.0, "{gap}");
+    cluster.stop_all().await;
+}
