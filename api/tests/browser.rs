@@ -397,6 +397,21 @@ async fn open_show(browser: &Client, title: &str, seats: usize) {
     .await;
 }
 
+/// Sets the date picker the way a user's choice does (value, then a change event).
+async fn set_date(browser: &Client, date: &str) {
+    let script = "const d = document.getElementById('date'); d.value = arguments[0]; \
+                  d.dispatchEvent(new Event('change'));";
+    browser.execute(script, vec![json!(date)]).await.unwrap();
+}
+
+async fn show_start_ms(site: &Site, show: &str) -> u64 {
+    let admin = site.token(900_000, Role::Admin);
+    let item = site
+        .call("GET", &format!("/api/v1/shows/{show}"), &admin, None)
+        .await;
+    api::views::parse_rfc3339(item["start_time"].as_str().unwrap()).unwrap()
+}
+
 /// The target directory of this build (the test binary is in `<target>/<profile>/deps`).
 fn artifacts_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -442,7 +457,23 @@ async fn a_customer_signs_up_books_pays_and_cancels() {
     })
     .await;
 
+    // The date picker: the day before the show lists nothing, the show's day lists it.
+    let start_ms = show_start_ms(&site, &show).await;
+    set_date(&browser, &api::views::rfc3339(start_ms - 86_400_000)[..10]).await;
+    fill(&browser, "#search", &title).await;
+    click(&browser, "#find-form button[type=submit]").await;
+    let script = "const list = document.getElementById('show-list'); \
+        return list.getAttribute('aria-busy') === 'false' \
+          && document.getElementById('show-count').textContent;";
+    wait_for(&browser, "no show the day before", WAIT, script, |v| {
+        v.as_str().is_some_and(|t| t.starts_with("No shows match"))
+    })
+    .await;
+    set_date(&browser, &api::views::rfc3339(start_ms)[..10]).await;
     open_show(&browser, &title, 32).await;
+    let all = "return [...document.querySelectorAll('#seatmap button.seat')]\
+        .every(b => b.getAttribute('aria-label').startsWith('Row '));";
+    assert_eq!(browser.execute(all, vec![]).await.unwrap(), json!(true));
     // Every seat is a button with a spoken name: row, number, category, price, status.
     assert_eq!(
         seat_attr(&browser, 0, "aria-label").await,
@@ -586,10 +617,12 @@ async fn a_customer_signs_up_books_pays_and_cancels() {
         "const r = document.querySelector({}); return r ? r.querySelector('.booking-status').textContent : null;",
         json!(row)
     );
+    let seats_cell = format!("{row} .booking-seats");
     wait_for(&browser, "the booking in My bookings", WAIT, &script, |v| {
         v == &json!("confirmed")
     })
     .await;
+    assert_eq!(text(&browser, &seats_cell).await, "B2, C3");
     click(&browser, &format!("{row} button.cancel")).await;
     wait_for(&browser, "the cancelled booking", WAIT, &script, |v| {
         v == &json!("cancelled")

@@ -453,13 +453,20 @@
 
   // ----- my bookings ----------------------------------------------------------------
 
-  async function showTitle(showId) {
+  /// A booked show's title and its seats' labels (row and number), fetched once per show.
+  async function showDetails(showId) {
     if (!page.showTitles.has(showId)) {
+      const path = `/api/v1/shows/${encodeURIComponent(showId)}`;
       try {
-        const { data } = await api("GET", `/api/v1/shows/${encodeURIComponent(showId)}`);
-        page.showTitles.set(showId, `${data.title}, ${data.theater_name}, ${when(data.start_time)}`);
+        const [{ data: item }, { data: map }] = await Promise.all([
+          api("GET", path), api("GET", `${path}/seats`)]);
+        const seatLabels = new Map(map.seats.map((seat) => [seat.seat_id, seatLabel(seat)]));
+        page.showTitles.set(showId, {
+          title: `${item.title}, ${item.theater_name}, ${when(item.start_time)}`,
+          seatLabels,
+        });
       } catch (_) {
-        return showId;
+        return { title: showId, seatLabels: new Map() };
       }
     }
     return page.showTitles.get(showId);
@@ -473,10 +480,12 @@
       const rows = [];
       for (const booking of data.items) {
         const cancellable = booking.status === "confirmed" || booking.status === "pending_payment";
+        const details = await showDetails(booking.show_id);
         rows.push(el("tr", { "data-booking-id": booking.booking_id },
           el("td", { class: "booking-code" }, booking.booking_id),
-          el("td", {}, await showTitle(booking.show_id)),
-          el("td", {}, booking.seats.map((id) => `#${id}`).join(", ")),
+          el("td", {}, details.title),
+          el("td", { class: "booking-seats" },
+            booking.seats.map((id) => details.seatLabels.get(id) || `#${id}`).join(", ")),
           el("td", {}, money(booking.total_price_minor, booking.currency)),
           el("td", { class: "booking-status" }, booking.status.replace("_", " ")),
           el("td", {}, cancellable ? el("button", {
