@@ -112,7 +112,8 @@ impl Chromedriver {
                 "binary": self.chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                          "--disable-gpu", "--window-size=1280,1100", "--lang=en-US",
-                         "--no-first-run", "--disable-extensions"],
+                         "--no-first-run", "--disable-extensions",
+                         "--disable-crash-reporter", "--disable-breakpad"],
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -644,7 +645,8 @@ async fn a_customer_signs_up_books_pays_and_cancels() {
 /// Two customers in two browsers: a seat one of them holds appears as taken on the
 /// other's map within a second and leaves the other's selection with a message; when
 /// both press "Hold" for the same seat at once, exactly one gets it and the other is
-/// told the seat was just taken.
+/// told the seat was just taken; the winner's card is declined and the seat comes back
+/// on both maps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_browsers_compete_for_one_seat() {
     let driver = Chromedriver::start().await;
@@ -718,7 +720,7 @@ async fn two_browsers_compete_for_one_seat() {
     click(&ravi, &seat(contested)).await;
     tokio::join!(click(&asha, "#hold"), click(&ravi, "#hold"));
     let holding = "return !document.getElementById('hold-panel').hidden;";
-    let mut winners = 0;
+    let mut winners = Vec::new();
     for browser in [&asha, &ravi] {
         let settled = "const m = document.getElementById('seat-message').textContent; \
                        return !document.getElementById('hold-panel').hidden || m.includes('just taken');";
@@ -727,7 +729,7 @@ async fn two_browsers_compete_for_one_seat() {
         })
         .await;
         if browser.execute(holding, vec![]).await.unwrap() == json!(true) {
-            winners += 1;
+            winners.push(browser);
         } else {
             let message = text(browser, "#seat-message").await;
             assert!(
@@ -744,8 +746,45 @@ async fn two_browsers_compete_for_one_seat() {
             .await;
         }
     }
-    assert_eq!(winners, 1, "exactly one browser holds the contested seat");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one browser holds the contested seat"
+    );
     assert_eq!(site.seat_status(&show, contested).await, "locked");
+
+    // The winner's card is declined: the hold ends, and the seat is free again on both.
+    let (winner, loser) = if std::ptr::eq(winners[0], &asha) {
+        (&asha, &ravi)
+    } else {
+        (&ravi, &asha)
+    };
+    winner
+        .find(Locator::Css("#pay-method"))
+        .await
+        .unwrap()
+        .select_by_value("sandbox-decline")
+        .await
+        .unwrap();
+    click(winner, "#pay").await;
+    let script = "return document.getElementById('seat-message').textContent;";
+    wait_for(winner, "the declined payment", WAIT, script, |v| {
+        v.as_str()
+            .is_some_and(|t| t.starts_with("The payment was declined") && t.contains("B4"))
+    })
+    .await;
+    assert!(!visible(winner, "#hold-panel").await);
+    let script = format!(
+        "return document.querySelector({}).dataset.status;",
+        json!(seat(contested))
+    );
+    for browser in [winner, loser] {
+        wait_for(browser, "the released seat", WAIT, &script, |v| {
+            v == &json!("available")
+        })
+        .await;
+    }
+    assert_eq!(site.seat_status(&show, contested).await, "available");
 
     asha.close().await.unwrap();
     ravi.close().await.unwrap();
