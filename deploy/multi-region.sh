@@ -11,6 +11,7 @@
 #   sudo deploy/multi-region.sh            # run the whole rehearsal, print the figures
 #   deploy/multi-region.sh cut REGION      # (used by the drill) drop a region's traffic
 #   deploy/multi-region.sh heal REGION
+#   MULTI_REGION_NO_BUILD=1 ...            # skip `cargo build` (binaries already built)
 #
 # Delays: `tc qdisc ... netem` where the kernel has it. Kernels without sch_netem (this
 # project's CI machines among them) get the same per-region-pair delays from a userspace
@@ -64,11 +65,22 @@ cut_region() {
 
 heal_region() {
   need_root
-  local region=$1 rule
-  while rule=$(ip netns exec $RT iptables -S FORWARD | grep -m1 -- "--comment $P-cut-$region"); do
-    # shellcheck disable=SC2086
-    ip netns exec $RT iptables ${rule/-A /-D }
-  done
+  local region=$1 rules rule
+  # Read the whole rule list first: `iptables -S | grep -m1` under pipefail fails on
+  # SIGPIPE and would silently leave the cut in place.
+  rules=$(ip netns exec $RT iptables -S FORWARD)
+  while IFS= read -r rule; do
+    case "$rule" in
+      *"--comment $P-cut-$region "*)
+        # shellcheck disable=SC2086
+        ip netns exec $RT iptables ${rule/-A /-D } ;;
+    esac
+  done <<< "$rules"
+  rules=$(ip netns exec $RT iptables -S FORWARD)
+  if grep -q -- "--comment $P-cut-$region " <<< "$rules"; then
+    echo "multi-region.sh: region $region is still cut off" >&2
+    return 1
+  fi
 }
 
 case "${1:-run}" in
@@ -112,8 +124,12 @@ for tool in curl jq openssl python3; do
   command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null; }
 done
 target="${CARGO_TARGET_DIR:-$repo/target}"
-say "building raft-node, api, bookingctl (dev profile; RocksDB itself is optimised)"
-(cd "$repo" && cargo build -q -p raft-node -p api --bins)
+if [ -n "${MULTI_REGION_NO_BUILD:-}" ]; then
+  say "using the binaries already in $target/debug (MULTI_REGION_NO_BUILD)"
+else
+  say "building raft-node, api, bookingctl (dev profile; RocksDB itself is optimised)"
+  (cd "$repo" && cargo build -q -p raft-node -p api --bins)
+fi
 bin="$target/debug"
 for b in raft-node api bookingctl; do [ -x "$bin/$b" ] || { echo "missing $bin/$b" >&2; exit 1; }; done
 
@@ -290,7 +306,20 @@ done | tee "$work/api-reads.txt"
 say "region loss: cut south (the drill leader's region) off under writes from west"
 ip netns exec "$P-a2" timeout 120 "$bin/bookingctl" drill isolate-region --shard drill --region south \
   --seconds 12 --writers 4 --cut "$here/multi-region.sh cut south" --heal "$here/multi-region.sh heal south" | tee "$work/isolate.txt"
-say "after healing"
-sleep 3
+say "after healing: waiting until every node follows one leader again (at most 60 s)"
+healed=""
+for i in $(seq 1 120); do
+  if ip netns exec $RT "$bin/bookingctl" status --json --shard drill 2>/dev/null \
+      | jq -e '.shards[0] as $s | ([$s.members[] | select(.role == "leader")] | length) == 1
+               and ([$s.members[] | (.lag // 0)] | max) < 50' >/dev/null; then
+    healed=$i; break
+  fi
+  sleep 0.5
+done
 ip netns exec $RT "$bin/bookingctl" status --shard drill
+if [ -n "$healed" ]; then
+  say "one leader and all members caught up about $(( healed / 2 )) s after healing"
+else
+  say "the cluster had not settled 60 s after healing (see the status above)"
+fi
 say "done in $(( $(date +%s) - started )) s (delay mode: $mode)"
