@@ -8,7 +8,7 @@
 #
 #   scripts/bench-baselines.sh [--quick] [--out DIR]
 #
-# --quick takes a few minutes; the full run about 25 minutes on 2 cores.
+# --quick takes about 5 minutes after the build; the full run about 20 minutes on 2 cores.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -125,8 +125,8 @@ if ((quick)); then
     "$loadgen" run "${common[@]}" --no-baseline --scenarios stampede --clients none --rates 200 \
         --warmup 1 --duration 5
 else
-    "$loadgen" run "${common[@]}" --scenarios stampede --clients 1,4,16,64,256 --warmup 3 \
-        --duration 15
+    "$loadgen" run "${common[@]}" --scenarios stampede --clients 1,4,16,64,256 --warmup 2 \
+        --duration 10
     "$loadgen" run "${common[@]}" --no-baseline --scenarios multi-city,browsing \
         --clients 1,16,64,256 --warmup 2 --duration 10
     "$loadgen" run "${common[@]}" --no-baseline --scenarios stampede --clients none \

@@ -113,8 +113,8 @@ impl RunRecord {
         matches!(self.mode, Mode::Closed { .. })
     }
 
-    /// The operation whose latency stands for the run: the lock, the step every
-    /// scenario shares.
+    /// The operation whose latency stands for the run: a granted lock, the step every
+    /// scenario shares (refused locks have their own histogram, `lock_refused`).
     fn lock_latency(&self) -> Option<&Summary> {
         self.latency.get("lock")
     }
@@ -243,8 +243,9 @@ fn render_scenario(
     let _ = writeln!(
         out,
         "\n## Scenario `{}`\n\n{} cit{}, {} seats per show, {} s warm-up, {} s measured per run. \
-         Rates are per second of the measured window; latencies in ms (lock: from the \
-         request, or from its intended time in open loop).\n",
+         Rates are per second of the measured window; latencies in ms of granted locks \
+         (from the request, or from its intended time in open loop; refused locks are \
+         `lock_refused` below).\n",
         scenario.as_str(),
         first.cities,
         if first.cities == 1 { "y" } else { "ies" },

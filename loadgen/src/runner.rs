@@ -145,7 +145,14 @@ async fn execute<T: Target>(
             let (index, show) = pool.current(city);
             let locked =
                 tokio::time::timeout(op_timeout, target.lock(session, show, &seats, user)).await;
-            tally.latencies.record("lock", origin.elapsed());
+            // Granted and refused locks cost different work (a refusal commits nothing in
+            // PostgreSQL, but is a replicated log entry for us): separate histograms.
+            let label = match &locked {
+                Ok(Ok(LockOutcome::Locked(_))) => "lock",
+                Ok(Ok(LockOutcome::Taken)) => "lock_refused",
+                _ => "lock_failed",
+            };
+            tally.latencies.record(label, origin.elapsed());
             let lock = match locked {
                 Err(_) => return tally.error("lock: timed out".into()),
                 Ok(Err(message)) => return tally.error(format!("lock: {message}")),

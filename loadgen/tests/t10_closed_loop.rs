@@ -62,7 +62,12 @@ fn tiny_stampede_against_our_cluster_writes_a_sane_record() {
     assert_eq!(count("operations"), locks, "{text}");
     assert_eq!(count("reads_ok"), 0, "{text}");
     let lock_latency = &record["latency"]["lock"];
-    assert_eq!(lock_latency["count"].as_u64(), Some(locks), "{text}");
+    assert_eq!(lock_latency["count"].as_u64(), Some(locks_ok), "{text}");
+    let refused = record["latency"]["lock_refused"]["count"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(refused, conflicts, "{text}");
+    assert!(record["latency"].get("lock_failed").is_none(), "{text}");
     let p50 = lock_latency["p50_us"].as_u64().unwrap();
     let p99 = lock_latency["p99_us"].as_u64().unwrap();
     assert!(p50 > 0 && p50 <= p99, "{text}");
