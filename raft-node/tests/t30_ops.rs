@@ -413,3 +413,174 @@ async fn t30d_drill_transfer_leader_loses_no_acknowledged_write() {
     assert!(gap > 0.0 && gap < 10_000.0, "{gap}");
     cluster.stop_all().await;
 }
+
+/// Real `raft-node` processes on loopback, killed (SIGKILL) when dropped.
+struct Processes {
+    dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+    nodes: String,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for id in 1..=self.children.len() {
+                let log = self.dir.path().join(format!("n{id}.err"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!(
+                    "----- {} -----\n{}",
+                    log.display(),
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                );
+            }
+        }
+    }
+}
+
+fn start_processes(count: u64) -> Processes {
+    use raft_node::config::{ClusterFile, NodeEntry, ShardEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let listeners: Vec<std::net::TcpListener> = (0..2 * count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
+    let file = ClusterFile {
+        cluster_id: "t30-processes".into(),
+        nodes: (1..=count)
+            .map(|id| NodeEntry {
+                id,
+                peer_addr: format!("127.0.0.1:{}", ports[2 * (id as usize - 1)]),
+                client_addr: format!("127.0.0.1:{}", ports[2 * (id as usize - 1) + 1]),
+                region: format!("region-{id}"),
+            })
+            .collect(),
+        shards: vec![ShardEntry {
+            name: "drill".into(),
+            members: (1..=count).collect(),
+        }],
+        limits: Default::default(),
+    };
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(&cluster, toml::to_string(&file).unwrap()).unwrap();
+    let nodes = file
+        .nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.client_addr))
+        .collect::<Vec<_>>()
+        .join(",");
+    let children = (1..=count)
+        .map(|id| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_raft-node"))
+                .arg("--node-id")
+                .arg(id.to_string())
+                .arg("--cluster")
+                .arg(&cluster)
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("n{id}")))
+                .env_remove("SEAT_LEDGER_CLUSTER_SECRET_FILE")
+                .env_remove("SEAT_LEDGER_RAFT_TIMING")
+                .env(
+                    "SEAT_LEDGER_CLUSTER_SECRET",
+                    "t30-process-secret-0123456789",
+                )
+                .env("RUST_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(dir.path().join(format!("n{id}.out"))).unwrap())
+                .stderr(std::fs::File::create(dir.path().join(format!("n{id}.err"))).unwrap())
+                .spawn()
+                .expect("start raft-node")
+        })
+        .collect();
+    Processes {
+        dir,
+        children,
+        nodes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30e_drill_kill_leader_on_real_processes() {
+    // Three raft-node processes; the drill SIGKILLs the leader's process (pid from
+    // /admin/status) under writes, reports the gap and the new leader, and finds every
+    // acknowledged write; the killed process really died of SIGKILL.
+    let mut processes = start_processes(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = bookingctl(
+            Some(&processes.nodes),
+            &["status", "--json", "--shard", "drill"],
+        )
+        .await;
+        if run.ok && !json(&run)["shards"][0]["leader"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leader within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let run = bookingctl(
+        Some(&processes.nodes),
+        &[
+            "drill",
+            "kill-leader",
+            "--seconds",
+            "6",
+            "--writers",
+            "3",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let report = json(&run);
+    eprintln!(
+        "drill kill-leader: unavailability {:.0} ms, leader {} -> {} after {:.0} ms, {} acknowledged",
+        report["unavailability_ms"].as_f64().unwrap(),
+        report["old_leader"],
+        report["new_leader"],
+        report["leader_change_ms"].as_f64().unwrap_or(f64::NAN),
+        report["writes_acknowledged"]
+    );
+    let old = report["old_leader"].as_u64().unwrap() as usize;
+    let new = report["new_leader"].as_u64().expect("a new leader") as usize;
+    assert_ne!(old, new);
+    assert!(report["lost_acknowledged"].as_array().unwrap().is_empty());
+    let acknowledged = report["writes_acknowledged"].as_u64().unwrap();
+    assert!(acknowledged > 10);
+    assert_eq!(report["verified_present"].as_u64().unwrap(), acknowledged);
+    let status = processes.children[old - 1]
+        .try_wait()
+        .unwrap()
+        .expect("the old leader's process is gone");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    for (i, child) in processes.children.iter_mut().enumerate() {
+        if i + 1 != old {
+            assert!(child.try_wait().unwrap().is_none(), "node {} died", i + 1);
+        }
+    }
+}
+
+#[test]
+fn t30f_the_compose_cluster_file_is_valid_for_the_node() {
+    // deploy/config/cluster.toml passes the node's own validation (validate.sh only
+    // parses it), with a drill shard that no api city maps to.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/cluster.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: raft_node::config::ClusterFile = toml::from_str(&text).unwrap();
+    file.validate().unwrap();
+    assert_eq!(file.nodes.len(), 3);
+    let regions: std::collections::BTreeSet<&str> =
+        file.nodes.iter().map(|n| n.region.as_str()).collect();
+    assert_eq!(regions.len(), 3);
+    assert!(file.shards.iter().any(|s| s.name == "drill"));
+    assert!(file.shards.iter().any(|s| s.name == "global"));
+}
