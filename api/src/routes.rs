@@ -695,14 +695,20 @@ pub async fn pay(
     Body(body): Body<views::PaymentBody>,
 ) -> Result<Response> {
     let (shard, booking, _) = own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    let request = request_id(&headers, &caller.id.to_string())?;
     if booking.status != BookingStatus::PendingPayment {
+        // A retry of the payment that settled this booking (same Idempotency-Key) gets
+        // that payment's answer again; any other payment of a settled booking is refused
+        // before the gateway is asked to charge.
+        if let Some(answer) = settled_by(&state, &shard, &request, &booking).await? {
+            return Ok(answer);
+        }
         return Err(Rejection::WrongBookingStatus {
             booking: booking.id,
             status: booking.status,
         }
         .into());
     }
-    let request = request_id(&headers, &caller.id.to_string())?;
     let charge = state
         .gateway
         .charge(&id, booking.total_price_minor, &body.method, &request)
@@ -778,6 +784,35 @@ pub async fn pay(
             ))
         }
     }
+}
+
+/// The answer of the payment request `request` if it is the one that settled `booking`
+/// (its confirm or release is recorded in the ledger under this request id).
+async fn settled_by(
+    state: &Shared,
+    shard: &str,
+    request: &str,
+    booking: &Booking,
+) -> Result<Option<Response>> {
+    for (suffix, status) in [("confirm", "completed"), ("release", "failed")] {
+        let query = Query::Request {
+            request_id: RequestId(format!("{request}:{suffix}")),
+        };
+        let (response, meta) = state
+            .read(shard, query, Consistency::Linearizable, None)
+            .await?;
+        let QueryResponse::Request(outcome) = response else {
+            return Err(unexpected_answer());
+        };
+        if matches!(outcome, Some(Outcome::Applied(_))) {
+            let mut body = payment_body(shard, booking, status);
+            if suffix == "release" {
+                body["booking_status"] = json!("cancelled");
+            }
+            return Ok(Some(reply(StatusCode::ACCEPTED, meta.headers(), body)));
+        }
+    }
+    Ok(None)
 }
 
 pub async fn payment_status_route(

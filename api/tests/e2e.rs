@@ -240,6 +240,30 @@ async fn booking_journey_from_signup_to_cancel() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
     assert_eq!(paid["status"], json!("completed"));
+    // A retry with the same key (the client lost the answer) gets the same answer; a
+    // new payment of the settled booking is refused.
+    let (status, again) = h
+        .call(
+            "POST",
+            &format!("/api/v1/bookings/{booking}/payment"),
+            Some(&token),
+            Some(json!({"method": "sandbox-approve"})),
+            Some("pay-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["status"], json!("completed"));
+    assert_eq!(again["payment_id"], paid["payment_id"]);
+    let (status, other) = h
+        .call(
+            "POST",
+            &format!("/api/v1/bookings/{booking}/payment"),
+            Some(&token),
+            Some(json!({"method": "sandbox-approve"})),
+            Some("pay-2"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{other}");
     let (_, detail) = h
         .call(
             "GET",

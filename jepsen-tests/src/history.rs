@@ -112,9 +112,39 @@ pub enum F {
     Kill,
     /// Nemesis: a node restarted on its old addresses and data.
     Restart,
+    /// Nemesis: a node stopped with SIGSTOP.
+    Pause,
+    /// Nemesis: a paused node continued with SIGCONT.
+    Resume,
+    /// Nemesis: the network cut into parts.
+    Partition,
+    /// Nemesis: every cut link restored.
+    Heal,
+    /// Nemesis: a node's clock shifted (or reset).
+    Clock,
+    /// Nemesis: a leader transfer.
+    Transfer,
+    /// Nemesis: a voter removed or added back.
+    Membership,
 }
 
 impl F {
+    /// Whether this is a nemesis action rather than a client operation.
+    pub fn is_nemesis(self) -> bool {
+        matches!(
+            self,
+            F::Kill
+                | F::Restart
+                | F::Pause
+                | F::Resume
+                | F::Partition
+                | F::Heal
+                | F::Clock
+                | F::Transfer
+                | F::Membership
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             F::Lock => "lock",
@@ -125,6 +155,13 @@ impl F {
             F::ReadBookings => "read-bookings",
             F::Kill => "kill",
             F::Restart => "restart",
+            F::Pause => "pause",
+            F::Resume => "resume",
+            F::Partition => "partition",
+            F::Heal => "heal",
+            F::Clock => "clock",
+            F::Transfer => "transfer",
+            F::Membership => "membership",
         }
     }
 }

@@ -2,21 +2,26 @@
 //! faults were injected, then judge the history with checkers.
 //!
 //! It knows the system only from outside: clients speak the REST contract, the
-//! nemesis crashes and restarts nodes of the in-process demo cluster, and the final
-//! `read-bookings` uses raft-node's client protocol. Nothing here reaches into a
-//! ledger's state.
+//! nemesis acts on real node processes (signals, network namespaces, the nodes' admin
+//! API), and the final `read-bookings` uses raft-node's client protocol. Nothing here
+//! reaches into a ledger's state.
 //!
 //! # Layout
 //! - `history`: the operation format (Jepsen-shaped JSON lines), recorder, reader.
 //! - `checker`: one module per property; each answers `true`, `false` or `unknown`.
 //! - `workload`: what clients do (`register`, `bookings`) and how each REST answer
 //!   becomes `ok`, `fail` or `info`.
-//! - `nemesis`: the kill-and-restart fault schedule.
+//! - `procs`: a cluster of `jepsen-node` processes on loopback or in network
+//!   namespaces, and its controls (kill, pause, partition, clock, transfer, membership).
+//! - `nemesis`: the seeded fault schedule over those controls.
 //! - `runner`: one bounded run: cluster, API, clients, nemesis, final reads, checkers,
-//!   `history.jsonl` and `results.json` in a run directory.
+//!   `history.jsonl`, `results.json` and `report.html` in a run directory.
+//! - `report`: the HTML report with its SVG latency plot.
 
 pub mod checker;
 pub mod history;
 pub mod nemesis;
+pub mod procs;
+pub mod report;
 pub mod runner;
 pub mod workload;

@@ -1,5 +1,5 @@
-//! `jepsen-tests`: one bounded Jepsen-style run against an in-process cluster, or a
-//! re-check of a recorded history.
+//! `jepsen-tests`: one bounded Jepsen-style run against a cluster of real node
+//! processes, or a re-check of a recorded history.
 //!
 //! Exit status: 0 when every checker says `true`, 1 on any anomaly, 2 when a checker
 //! could not decide (`unknown` is never a pass), 3 when the run itself failed.
@@ -8,17 +8,21 @@ use clap::Parser;
 use jepsen_tests::checker::{check_all, CheckOptions, Validity};
 use jepsen_tests::history::read_jsonl;
 use jepsen_tests::nemesis::NemesisKind;
+use jepsen_tests::procs::NetMode;
 use jepsen_tests::runner::{run, RunConfig};
 use jepsen_tests::workload::Workload;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Runs concurrent REST clients against a three-node in-process cluster while a nemesis
-/// injects faults, records the history, and checks it.
+/// Runs concurrent REST clients against a cluster of real node processes (each in its
+/// own network namespace when run as root, on loopback otherwise) while a nemesis
+/// injects faults, records the history, checks it, and writes history.jsonl,
+/// results.json and report.html into a run directory.
 ///
-/// Example: `cargo run -p jepsen-tests -- --time-limit 20 --clients 8 --seed 7
-/// --workload bookings --nemesis kill --out runs/`
+/// Example: `cargo build -p jepsen-tests --features fault-injection --bins && cargo run
+/// -p jepsen-tests --features fault-injection -- --time-limit 30 --clients 8 --seed 7
+/// --workload bookings --nemesis partition,kill,pause,clock,transfer,membership`
 #[derive(Parser, Debug)]
 #[command(name = "jepsen-tests", version)]
 struct Cli {
@@ -33,14 +37,17 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// What the clients do: `register` (single-seat locks, releases and linearizable
-    /// reads on four seats) or `bookings` (locks, confirms, releases, linearizable and
-    /// session reads, seat counts on two shows).
+    /// reads on four seats), `bookings` (locks, confirms, releases, linearizable and
+    /// session reads, seat counts on two shows) or `expiry` (1-2 s locks whose confirms
+    /// race their expiry).
     #[arg(long, value_enum, default_value_t = Workload::Bookings)]
     workload: Workload,
-    /// Faults: `none`, or `kill` (crash the city shard's leader and restart it).
-    #[arg(long, value_enum, default_value_t = NemesisKind::None)]
-    nemesis: NemesisKind,
-    /// Mean seconds between kills (at least 0.5).
+    /// Fault classes, comma-separated; each round picks one: kill, pause, partition
+    /// (root only), clock (needs --features fault-injection), transfer, membership; or
+    /// none.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
+    nemesis: Vec<NemesisKind>,
+    /// Mean seconds between faults (at least 0.5).
     #[arg(long, default_value_t = 4.0)]
     nemesis_interval: f64,
     /// Target operations per second over all clients.
@@ -69,6 +76,23 @@ struct Cli {
     /// Tolerance in ms between the recorder's clock and the leaders' clock.
     #[arg(long, default_value_t = CheckOptions::default().clock_slack_ms)]
     clock_slack_ms: u64,
+    /// Raft nodes in the cluster (1 to 7).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Network: `netns` (root) or `loopback`; default: netns when root, else loopback.
+    #[arg(long, value_enum)]
+    net: Option<NetMode>,
+    /// The node binary; default: `jepsen-node` beside this executable.
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// Planted bugs to switch on in every node, comma-separated (stale-follower-read,
+    /// ack-before-commit, skip-idempotency, confirm-ignores-expiry); the node binary
+    /// must be built with --features planted-bugs.
+    #[arg(long, value_delimiter = ',')]
+    planted_bug: Vec<String>,
+    /// Keep the nodes' data directories in the run directory.
+    #[arg(long)]
+    keep_data: bool,
     /// Check this history.jsonl instead of running (prints the checkers' results).
     #[arg(long)]
     check: Option<PathBuf>,
@@ -93,7 +117,7 @@ impl Cli {
             clients: self.clients,
             seed: self.seed,
             workload: self.workload,
-            nemesis: self.nemesis,
+            nemesis: self.nemesis.clone(),
             nemesis_interval: Duration::from_secs_f64(self.nemesis_interval),
             rate: self.rate,
             ops_max: self.max_ops,
@@ -101,6 +125,14 @@ impl Cli {
             api_timeout: Duration::from_millis(self.api_timeout_ms),
             out: self.out.clone(),
             check: self.check_options(),
+            nodes: self.nodes,
+            net: self.net,
+            node_bin: self
+                .node_bin
+                .clone()
+                .unwrap_or_else(jepsen_tests::procs::default_node_bin),
+            planted_bugs: self.planted_bug.clone(),
+            keep_data: self.keep_data,
         })
     }
 }
@@ -147,19 +179,23 @@ async fn main() -> ExitCode {
     };
     println!(
         "jepsen-tests: replay with --time-limit {} --clients {} --seed {} --workload {} \
-         --nemesis {} --nemesis-interval {} --rate {} --max-ops {} --api-timeout-ms {}",
+         --nemesis {} --nemesis-interval {} --rate {} --max-ops {} --api-timeout-ms {} \
+         --nodes {}{}",
         cli.time_limit,
         cli.clients,
         cli.seed,
         cli.workload.as_str(),
-        serde_json::to_value(cli.nemesis)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        config.nemesis_names(),
         cli.nemesis_interval,
         cli.rate,
         cli.max_ops,
-        cli.api_timeout_ms
+        cli.api_timeout_ms,
+        cli.nodes,
+        if cli.planted_bug.is_empty() {
+            String::new()
+        } else {
+            format!(" --planted-bug {}", cli.planted_bug.join(","))
+        }
     );
     match run(&config).await {
         Ok(report) => {

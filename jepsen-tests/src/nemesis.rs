@@ -1,223 +1,470 @@
-//! The fault schedule: `kill` crashes the leader of the city shard (the in-process
-//! analogue of kill -9: servers and Raft tasks aborted with no orderly shutdown), keeps
-//! it down for a while, and restarts it on its old addresses and data. Waits and
-//! downtimes come from the run's seed.
+//! The fault schedule. Each round waits (0.5x to 1.5x the interval), picks one of the
+//! requested fault classes with the run's seeded random stream, injects it, holds it
+//! for 0.2x to 0.5x the interval, and heals it. Every action is a nemesis line in the
+//! history (`invoke` when it starts, `info` when it took effect or failed), so the
+//! report can shade fault periods.
 //!
-//! The nemesis owns the cluster while it runs and hands it back healed: every node
-//! restarted, so the final reads see the whole cluster.
+//! Classes: `kill` (SIGKILL the leader or a random node, restart it), `pause`
+//! (SIGSTOP/SIGCONT), `partition` (isolate the leader, isolate a random node, a
+//! majorities ring, or a bridge; network namespaces only), `clock` (shift a node's clock
+//! by up to +-2 s through the fault-injection control), `transfer` (a storm of leader
+//! transfers), `membership` (remove a follower from the voters, then add it back as a
+//! learner and promote it).
+//!
+//! The nemesis hands the cluster back healed: every node running, no partition, clocks
+//! reset, every node a voter.
 
-use crate::history::{NemesisValue, OpType, Process, Recorder, F};
-use api::demo::DemoCluster;
-use raft_node::config::NodeConfig;
-use raft_node::server::RunningNode;
+use crate::history::{OpType, Process, Recorder, F};
+use crate::procs::{NetMode, ProcCluster};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 /// Which faults to inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NemesisKind {
     None,
-    /// Crash the city shard's leader and restart it, over and over.
+    /// kill -9 the city shard's leader or a random node, restart it later.
     Kill,
+    /// SIGSTOP a node (the leader or a random one), SIGCONT it later.
+    Pause,
+    /// Network partitions (root: network namespaces).
+    Partition,
+    /// Shift a node's clock (needs the fault-injection feature).
+    Clock,
+    /// Leader transfer storms.
+    Transfer,
+    /// Remove a follower from the voters and add it back.
+    Membership,
 }
 
-/// Attempts to get a restarted node's ports and RocksDB back; a crashed node's tasks
-/// may hold them for a moment.
-const RESTART_ATTEMPTS: u32 = 40;
-const RESTART_RETRY: Duration = Duration::from_millis(250);
+impl NemesisKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NemesisKind::None => "none",
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+            NemesisKind::Partition => "partition",
+            NemesisKind::Clock => "clock",
+            NemesisKind::Transfer => "transfer",
+            NemesisKind::Membership => "membership",
+        }
+    }
+
+    pub const FAULTS: [NemesisKind; 6] = [
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Partition,
+        NemesisKind::Clock,
+        NemesisKind::Transfer,
+        NemesisKind::Membership,
+    ];
+}
+
+/// The largest clock offset the nemesis applies: four times the leaders' skew bound, so
+/// both "within bound" and "beyond bound" happen.
+const CLOCK_OFFSET_MS_MAX: i64 = 2_000;
+/// How long to wait for a leader before a fault that needs one.
+const LEADER_WITHIN: Duration = Duration::from_secs(10);
+
+/// What the nemesis did, for the report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NemesisStats {
+    pub kills: usize,
+    pub pauses: usize,
+    pub partitions: usize,
+    pub clock_skews: usize,
+    pub transfers: usize,
+    pub membership_changes: usize,
+    /// Faults that could not be injected (e.g. no leader to kill); each is in the history.
+    pub skipped: usize,
+}
+
+impl NemesisStats {
+    pub fn faults(&self) -> usize {
+        self.kills
+            + self.pauses
+            + self.partitions
+            + self.clock_skews
+            + self.transfers
+            + self.membership_changes
+    }
+}
 
 pub struct Nemesis {
-    pub cluster: DemoCluster,
-    /// How to start each node again: the same configuration it first ran with.
-    configs: BTreeMap<u64, NodeConfig>,
     recorder: Arc<Recorder>,
     shard: String,
+    kinds: Vec<NemesisKind>,
     rng: fastrand::Rng,
-    /// Nodes crashed and not yet restarted.
-    down: Vec<u64>,
-    pub kills: usize,
+    pub stats: NemesisStats,
+}
+
+/// A fault in force, and how to undo it.
+enum Fault {
+    Killed(u64),
+    Paused(u64),
+    Partitioned,
+    Skewed(u64),
+    Removed(u64),
+    Nothing,
 }
 
 impl Nemesis {
-    /// `data_dir` is where `DemoCluster::start` put the nodes (`node-{id}` under it).
-    pub fn new(
-        cluster: DemoCluster,
-        data_dir: &Path,
-        timing: raft_node::config::RaftTiming,
-        recorder: Arc<Recorder>,
-        shard: &str,
-        seed: u64,
-    ) -> Nemesis {
-        let configs = cluster
-            .nodes
-            .iter()
-            .map(|running| {
-                let id = running.node.id();
-                let config = NodeConfig {
-                    node_id: id,
-                    data_dir: data_dir.join(format!("node-{id}")),
-                    cluster: cluster.file.clone(),
-                    cluster_secret: running.node.transport_config().secret,
-                    raft: timing.clone(),
-                };
-                (id, config)
-            })
-            .collect();
+    pub fn new(recorder: Arc<Recorder>, shard: &str, kinds: &[NemesisKind], seed: u64) -> Nemesis {
         Nemesis {
-            cluster,
-            configs,
             recorder,
             shard: shard.into(),
+            kinds: kinds
+                .iter()
+                .copied()
+                .filter(|k| *k != NemesisKind::None)
+                .collect(),
             // Offset by "nemesis" in ASCII so its stream differs from every client's.
             rng: fastrand::Rng::with_seed(seed.wrapping_add(0x006E_656D_6573_6973)),
-            down: Vec::new(),
-            kills: 0,
+            stats: NemesisStats::default(),
         }
     }
 
-    /// The node that leads the shard now, if any.
-    pub fn leader(&self) -> Option<u64> {
-        self.cluster
-            .nodes
-            .iter()
-            .find(|n| {
-                n.node
-                    .shard(&self.shard)
-                    .is_ok_and(|shard| shard.raft.is_leader())
-            })
-            .map(|n| n.node.id())
-    }
-
-    /// Waits up to `within` for the shard to have a leader.
-    pub async fn wait_leader(&self, within: Duration) -> Option<u64> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(leader) = self.leader() {
-                return Some(leader);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Whether the requested classes can run on this cluster.
+    pub fn check(kinds: &[NemesisKind], net: NetMode) -> Result<(), String> {
+        if kinds.contains(&NemesisKind::Partition) && net != NetMode::Netns {
+            return Err(
+                "the partition nemesis needs network namespaces: run as root with iproute2".into(),
+            );
         }
+        Ok(())
     }
 
-    /// Kills and restarts the leader until `until`: wait `interval` (0.5x to 1.5x), kill,
-    /// stay down for a third of that, restart.
-    pub async fn run_kills(&mut self, until: Instant, interval: Duration) -> Result<(), String> {
+    fn log(&self, kind: OpType, f: F, node: Option<u64>, note: impl Into<String>) {
+        let mut value = ProcCluster::value(node, note);
+        value.shard = self.shard.clone();
+        let value = serde_json::to_value(value).unwrap_or_default();
+        self.recorder.record(Process::Nemesis, kind, f, value, None);
+    }
+
+    /// Injects and heals faults until `until`.
+    pub async fn run(
+        &mut self,
+        cluster: &mut ProcCluster,
+        until: Instant,
+        interval: Duration,
+    ) -> Result<(), String> {
+        if self.kinds.is_empty() {
+            return Ok(());
+        }
         loop {
             let wait = interval.mul_f64(0.5 + self.rng.f64());
             if Instant::now() + wait >= until {
                 break;
             }
             tokio::time::sleep(wait).await;
-            let Some(leader) = self.leader() else {
-                self.log(F::Kill, None, Some("no leader to kill".into()));
+            let kind = self.kinds[self.rng.usize(0..self.kinds.len())];
+            let hold = interval.mul_f64(0.2 + 0.3 * self.rng.f64());
+            let hold = hold.min(until.saturating_duration_since(Instant::now()));
+            let fault = self.inject(cluster, kind, hold).await?;
+            if !matches!(fault, Fault::Nothing) {
+                tokio::time::sleep(hold).await;
+            }
+            self.heal(cluster, fault).await?;
+        }
+        Ok(())
+    }
+
+    /// The leader, or a random node when `random` (or when there is no leader).
+    async fn target(&mut self, cluster: &ProcCluster, random: bool) -> Option<u64> {
+        let up = cluster.up();
+        if up.is_empty() {
+            return None;
+        }
+        if !random {
+            if let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await {
+                return Some(leader);
+            }
+        }
+        Some(up[self.rng.usize(0..up.len())])
+    }
+
+    async fn inject(
+        &mut self,
+        cluster: &mut ProcCluster,
+        kind: NemesisKind,
+        hold: Duration,
+    ) -> Result<Fault, String> {
+        match kind {
+            NemesisKind::None => Ok(Fault::Nothing),
+            NemesisKind::Kill => {
+                let random = self.rng.bool();
+                let Some(id) = self.target(cluster, random).await else {
+                    return Ok(self.skip(F::Kill, "no node to kill"));
+                };
+                self.log(OpType::Invoke, F::Kill, Some(id), "kill -9");
+                cluster.kill(id).await?;
+                self.stats.kills += 1;
+                self.log(OpType::Info, F::Kill, Some(id), "killed");
+                Ok(Fault::Killed(id))
+            }
+            NemesisKind::Pause => {
+                let random = self.rng.bool();
+                let Some(id) = self.target(cluster, random).await else {
+                    return Ok(self.skip(F::Pause, "no node to pause"));
+                };
+                self.log(OpType::Invoke, F::Pause, Some(id), "SIGSTOP");
+                cluster.pause(id)?;
+                self.stats.pauses += 1;
+                self.log(OpType::Info, F::Pause, Some(id), "paused");
+                Ok(Fault::Paused(id))
+            }
+            NemesisKind::Partition => self.partition(cluster).await,
+            NemesisKind::Clock => {
+                let random = self.rng.bool();
+                let Some(id) = self.target(cluster, random).await else {
+                    return Ok(self.skip(F::Clock, "no node to skew"));
+                };
+                let magnitude = self.rng.i64(100..=CLOCK_OFFSET_MS_MAX);
+                let offset = if self.rng.bool() {
+                    magnitude
+                } else {
+                    -magnitude
+                };
+                self.log(
+                    OpType::Invoke,
+                    F::Clock,
+                    Some(id),
+                    format!("offset {offset} ms"),
+                );
+                cluster.set_clock_offset(id, offset).await?;
+                self.stats.clock_skews += 1;
+                self.log(
+                    OpType::Info,
+                    F::Clock,
+                    Some(id),
+                    format!("offset {offset} ms"),
+                );
+                Ok(Fault::Skewed(id))
+            }
+            NemesisKind::Transfer => {
+                self.transfer_storm(cluster, hold).await;
+                Ok(Fault::Nothing)
+            }
+            NemesisKind::Membership => self.remove_member(cluster).await,
+        }
+    }
+
+    fn skip(&mut self, f: F, why: &str) -> Fault {
+        self.stats.skipped += 1;
+        self.log(OpType::Info, f, None, format!("skipped: {why}"));
+        Fault::Nothing
+    }
+
+    async fn partition(&mut self, cluster: &mut ProcCluster) -> Result<Fault, String> {
+        let ids = cluster.ids();
+        let leader = cluster.leader(&self.shard).await;
+        let shape = self.rng.u32(0..4);
+        let (note, groups, links): (String, Vec<Vec<u64>>, Vec<(u64, u64)>) = match shape {
+            // The leader alone on one side.
+            0 if leader.is_some() => {
+                let leader = leader.unwrap_or_default();
+                let rest = ids.iter().copied().filter(|id| *id != leader).collect();
+                (
+                    format!("isolate leader {leader}"),
+                    vec![vec![leader], rest],
+                    vec![],
+                )
+            }
+            // Random halves: a random minority against the rest.
+            0 | 1 => {
+                let mut shuffled = ids.clone();
+                self.rng.shuffle(&mut shuffled);
+                let minority = shuffled.split_off(shuffled.len().div_ceil(2));
+                (
+                    format!("halves {shuffled:?} | {minority:?}"),
+                    vec![shuffled, minority],
+                    vec![],
+                )
+            }
+            // Majorities ring: each node cut from one neighbour only, so every node sees
+            // a majority but no two see the same one.
+            2 => {
+                let mut ring = ids.clone();
+                self.rng.shuffle(&mut ring);
+                let n = ring.len();
+                let links: Vec<(u64, u64)> = if n < 3 {
+                    vec![]
+                } else {
+                    (0..n)
+                        .filter(|i| n > 3 || *i == 0)
+                        .map(|i| (ring[i], ring[(i + n / 2) % n]))
+                        .collect()
+                };
+                (format!("majorities ring {ring:?}"), vec![], links)
+            }
+            // Bridge: two sides that reach only one node in the middle.
+            _ => {
+                let mut order = ids.clone();
+                self.rng.shuffle(&mut order);
+                let bridge = order[0];
+                let (left, right) = order[1..].split_at((order.len() - 1) / 2);
+                let links = left
+                    .iter()
+                    .flat_map(|a| right.iter().map(move |b| (*a, *b)))
+                    .collect();
+                (format!("bridge through {bridge}"), vec![], links)
+            }
+        };
+        self.log(OpType::Invoke, F::Partition, None, note.clone());
+        let netns = cluster.netns()?;
+        if groups.is_empty() {
+            netns.cut_links(&links)?;
+        } else {
+            netns.partition(&groups)?;
+        }
+        self.stats.partitions += 1;
+        self.log(OpType::Info, F::Partition, None, note);
+        Ok(Fault::Partitioned)
+    }
+
+    /// Transfers leadership to a random other voter every 150-400 ms for `hold`.
+    async fn transfer_storm(&mut self, cluster: &ProcCluster, hold: Duration) {
+        let until = Instant::now() + hold;
+        while Instant::now() < until {
+            let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+                self.skip(F::Transfer, "no leader");
+                return;
+            };
+            let others: Vec<u64> = cluster
+                .up()
+                .into_iter()
+                .filter(|id| *id != leader)
+                .collect();
+            if others.is_empty() {
+                self.skip(F::Transfer, "no other node");
+                return;
+            }
+            let to = others[self.rng.usize(0..others.len())];
+            self.log(
+                OpType::Invoke,
+                F::Transfer,
+                Some(to),
+                format!("{leader} -> {to}"),
+            );
+            let note = match cluster.transfer_leader(&self.shard, leader, to).await {
+                Ok(()) => {
+                    self.stats.transfers += 1;
+                    format!("{leader} -> {to}")
+                }
+                Err(error) => format!("refused: {error}"),
+            };
+            self.log(OpType::Info, F::Transfer, Some(to), note);
+            tokio::time::sleep(Duration::from_millis(self.rng.u64(150..400))).await;
+        }
+    }
+
+    async fn remove_member(&mut self, cluster: &ProcCluster) -> Result<Fault, String> {
+        let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+            return Ok(self.skip(F::Membership, "no leader"));
+        };
+        let voters = cluster.voters(&self.shard, leader).await?;
+        let followers: Vec<u64> = voters.iter().copied().filter(|v| *v != leader).collect();
+        if voters.len() < 3 || followers.is_empty() {
+            return Ok(self.skip(F::Membership, "too few voters to remove one"));
+        }
+        let removed = followers[self.rng.usize(0..followers.len())];
+        let keep: Vec<u64> = voters.iter().copied().filter(|v| *v != removed).collect();
+        self.log(
+            OpType::Invoke,
+            F::Membership,
+            Some(removed),
+            format!("voters {keep:?}"),
+        );
+        match cluster.set_voters(&self.shard, leader, &keep).await {
+            Ok(()) => {
+                self.stats.membership_changes += 1;
+                self.log(
+                    OpType::Info,
+                    F::Membership,
+                    Some(removed),
+                    format!("removed; voters {keep:?}"),
+                );
+                Ok(Fault::Removed(removed))
+            }
+            Err(error) => {
+                self.log(
+                    OpType::Info,
+                    F::Membership,
+                    Some(removed),
+                    format!("refused: {error}"),
+                );
+                Ok(Fault::Nothing)
+            }
+        }
+    }
+
+    /// Adds a removed node back: learner first, then voter; retried while leaders move.
+    async fn re_add(&mut self, cluster: &ProcCluster, id: u64) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+                last = "no leader".into();
                 continue;
             };
-            self.kill(leader).await;
-            let downtime = interval.mul_f64(0.2 + 0.3 * self.rng.f64());
-            let left = until.saturating_duration_since(Instant::now());
-            tokio::time::sleep(downtime.min(left)).await;
-            self.restart(leader).await?;
-        }
-        Ok(())
-    }
-
-    fn log(&self, f: F, node: Option<u64>, note: Option<String>) {
-        let value = NemesisValue {
-            node,
-            shard: self.shard.clone(),
-            note,
-        };
-        let value = serde_json::to_value(value).unwrap_or_default();
-        self.recorder
-            .record(Process::Nemesis, OpType::Info, f, value, None);
-    }
-
-    pub async fn kill(&mut self, id: u64) {
-        let Some(position) = self.cluster.nodes.iter().position(|n| n.node.id() == id) else {
-            return;
-        };
-        let value = NemesisValue {
-            node: Some(id),
-            shard: self.shard.clone(),
-            note: None,
-        };
-        let value = serde_json::to_value(value).unwrap_or_default();
-        self.recorder
-            .record(Process::Nemesis, OpType::Invoke, F::Kill, value, None);
-        let node = self.cluster.nodes.remove(position);
-        node.crash().await;
-        self.down.push(id);
-        self.kills += 1;
-        self.log(F::Kill, Some(id), Some("crashed".into()));
-    }
-
-    /// Starts a crashed node again on its addresses and data.
-    pub async fn restart(&mut self, id: u64) -> Result<(), String> {
-        let config = self
-            .configs
-            .get(&id)
-            .cloned()
-            .ok_or(format!("node {id} is not in this cluster"))?;
-        let value = NemesisValue {
-            node: Some(id),
-            shard: self.shard.clone(),
-            note: None,
-        };
-        let value = serde_json::to_value(value).unwrap_or_default();
-        self.recorder
-            .record(Process::Nemesis, OpType::Invoke, F::Restart, value, None);
-        let entry = config
-            .cluster
-            .node(id)
-            .cloned()
-            .ok_or(format!("node {id} is not in the cluster file"))?;
-        let mut last_error = String::new();
-        for _ in 0..RESTART_ATTEMPTS {
-            match start(&config, &entry.peer_addr, &entry.client_addr).await {
-                Ok(node) => {
-                    self.cluster.nodes.push(node);
-                    self.down.retain(|down| *down != id);
-                    self.log(F::Restart, Some(id), Some("started".into()));
+            let result = async {
+                let mut voters = cluster.voters(&self.shard, leader).await?;
+                if voters.contains(&id) {
                     return Ok(());
                 }
-                Err(error) => last_error = error,
+                cluster.add_learner(&self.shard, leader, id).await?;
+                voters.push(id);
+                voters.sort_unstable();
+                cluster.set_voters(&self.shard, leader, &voters).await
             }
-            tokio::time::sleep(RESTART_RETRY).await;
+            .await;
+            match result {
+                Ok(()) => {
+                    self.log(OpType::Info, F::Membership, Some(id), "re-added as voter");
+                    return Ok(());
+                }
+                Err(error) => last = error,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        self.log(F::Restart, Some(id), Some(format!("failed: {last_error}")));
-        Err(format!("node {id} did not restart: {last_error}"))
+        Err(format!(
+            "node {id} could not be re-added to {}: {last}",
+            self.shard
+        ))
     }
 
-    /// Restarts every node still down.
-    pub async fn heal(&mut self) -> Result<(), String> {
-        for id in self.down.clone() {
-            self.restart(id).await?;
+    async fn heal(&mut self, cluster: &mut ProcCluster, fault: Fault) -> Result<(), String> {
+        match fault {
+            Fault::Nothing => Ok(()),
+            Fault::Killed(id) => {
+                self.log(OpType::Invoke, F::Restart, Some(id), "restart");
+                cluster.restart(id).await?;
+                self.log(OpType::Info, F::Restart, Some(id), "started");
+                Ok(())
+            }
+            Fault::Paused(id) => {
+                self.log(OpType::Invoke, F::Resume, Some(id), "SIGCONT");
+                cluster.resume(id)?;
+                self.log(OpType::Info, F::Resume, Some(id), "resumed");
+                Ok(())
+            }
+            Fault::Partitioned => {
+                self.log(OpType::Invoke, F::Heal, None, "heal");
+                cluster.netns()?.heal()?;
+                self.log(OpType::Info, F::Heal, None, "healed");
+                Ok(())
+            }
+            Fault::Skewed(id) => {
+                self.log(OpType::Invoke, F::Clock, Some(id), "offset 0 ms");
+                cluster.set_clock_offset(id, 0).await?;
+                self.log(OpType::Info, F::Clock, Some(id), "offset 0 ms");
+                Ok(())
+            }
+            Fault::Removed(id) => {
+                self.log(OpType::Invoke, F::Membership, Some(id), "re-add");
+                self.re_add(cluster, id).await
+            }
         }
-        Ok(())
     }
-
-    /// Hands the cluster back.
-    pub fn into_cluster(self) -> DemoCluster {
-        self.cluster
-    }
-}
-
-async fn start(config: &NodeConfig, peer: &str, client: &str) -> Result<RunningNode, String> {
-    let peer = TcpListener::bind(peer)
-        .await
-        .map_err(|e| format!("bind {peer}: {e}"))?;
-    let client = TcpListener::bind(client)
-        .await
-        .map_err(|e| format!("bind {client}: {e}"))?;
-    RunningNode::start(config.clone(), peer, client)
-        .await
-        .map_err(|e| e.to_string())
 }

@@ -1,7 +1,9 @@
-//! One bounded run: start the in-process demo cluster and the api on port 0 (as the
-//! api's end-to-end tests do), create the shows, run the clients and the nemesis until
-//! the time limit, heal, take the final reads, check the history, and leave
-//! `history.jsonl` and `results.json` in a run directory.
+//! One bounded run: start a cluster of real node processes (in network namespaces when
+//! root, on loopback otherwise), one api per region on port 0 in this process (the api
+//! is stateless; clients spread over them, so reads are served by different replicas),
+//! create the shows, run the clients and the nemesis until the time limit, heal, take
+//! the final reads, check the history, and leave `history.jsonl`, `results.json` and
+//! `report.html` in a run directory.
 //!
 //! Everything is bounded: the run's length, its operations, each request's time, the
 //! setup and the final reads, and the checkers' search.
@@ -10,11 +12,12 @@ use crate::checker::{check_all, CheckOptions, Summary, Validity};
 use crate::history::{
     BookingRecord, BookingsValue, OpType, Process, ReadConsistency, ReadValue, Recorder, F,
 };
-use crate::nemesis::{Nemesis, NemesisKind};
+use crate::nemesis::{Nemesis, NemesisKind, NemesisStats};
+use crate::procs::{ClusterSpec, NetMode, ProcCluster};
 use crate::workload::{read_seat_map, Answer, Api, Client, Limits, ShowInfo, Workload};
 use api::app::AppState;
 use api::auth::Keys;
-use api::demo::DemoCluster;
+use api::config::{ApiConfig, ApiLimits, City, JwtConfig, NodeAddr};
 use raft_node::client::ClusterClient;
 use raft_node::config::RaftTiming;
 use raft_node::protocol::{Consistency, ReadReply, ReadRequest};
@@ -48,8 +51,9 @@ pub struct RunConfig {
     pub clients: usize,
     pub seed: u64,
     pub workload: Workload,
-    pub nemesis: NemesisKind,
-    /// Mean time between kills.
+    /// Fault classes; each nemesis round picks one.
+    pub nemesis: Vec<NemesisKind>,
+    /// Mean time between faults.
     #[serde(rename = "nemesis_interval_ms", with = "duration_ms")]
     pub nemesis_interval: Duration,
     /// Target operations per second over all clients.
@@ -67,6 +71,16 @@ pub struct RunConfig {
     /// Where run directories are created.
     pub out: PathBuf,
     pub check: CheckOptions,
+    /// Raft nodes (3 or 5 make sense).
+    pub nodes: usize,
+    /// `None`: network namespaces when root, loopback otherwise.
+    pub net: Option<NetMode>,
+    /// The node binary (`jepsen-node`).
+    pub node_bin: PathBuf,
+    /// Planted bugs switched on in every node (builds with `planted-bugs` only).
+    pub planted_bugs: Vec<String>,
+    /// Keep the nodes' data directories after the run.
+    pub keep_data: bool,
 }
 
 impl Default for RunConfig {
@@ -76,7 +90,7 @@ impl Default for RunConfig {
             clients: 8,
             seed: 0,
             workload: Workload::Bookings,
-            nemesis: NemesisKind::None,
+            nemesis: vec![],
             nemesis_interval: Duration::from_secs(4),
             rate: 100,
             ops_max: 20_000,
@@ -84,6 +98,11 @@ impl Default for RunConfig {
             api_timeout: Duration::from_secs(2),
             out: PathBuf::from("runs"),
             check: CheckOptions::default(),
+            nodes: 3,
+            net: None,
+            node_bin: crate::procs::default_node_bin(),
+            planted_bugs: vec![],
+            keep_data: false,
         }
     }
 }
@@ -102,11 +121,27 @@ impl RunConfig {
         if self.nemesis_interval < Duration::from_millis(500) {
             return Err("the nemesis interval must be at least 500 ms".into());
         }
+        if !(1..=7).contains(&self.nodes) {
+            return Err("nodes must be 1 to 7".into());
+        }
         let bounded = |d: Duration| !d.is_zero() && d <= Duration::from_secs(60);
         if !bounded(self.request_timeout) || !bounded(self.api_timeout) {
             return Err("request and api timeouts must be 1 ms to 60 s".into());
         }
         Ok(())
+    }
+
+    pub fn net_mode(&self) -> NetMode {
+        self.net.unwrap_or_else(NetMode::detect)
+    }
+
+    /// The nemesis classes as `kill,pause` (or `none`).
+    pub fn nemesis_names(&self) -> String {
+        if self.nemesis.is_empty() {
+            return "none".into();
+        }
+        let names: Vec<&str> = self.nemesis.iter().map(|k| k.as_str()).collect();
+        names.join(",")
     }
 }
 
@@ -117,7 +152,8 @@ pub struct RunReport {
     pub config: RunConfig,
     /// `f type` -> count, e.g. `lock ok`.
     pub counts: BTreeMap<String, usize>,
-    pub kills: usize,
+    pub net: NetMode,
+    pub nemesis: NemesisStats,
     pub elapsed_ms: u64,
     pub summary: Summary,
 }
@@ -131,10 +167,11 @@ impl RunReport {
     pub fn text(&self) -> String {
         let c = &self.config;
         let mut out = format!(
-            "run {}: workload {}, nemesis {:?}, {} clients, seed {}, {:.1} s\n",
+            "run {}: workload {}, nemesis {}, {:?} network, {} clients, seed {}, {:.1} s\n",
             self.dir.display(),
             c.workload.as_str(),
-            c.nemesis,
+            c.nemesis_names(),
+            self.net,
             c.clients,
             c.seed,
             self.elapsed_ms as f64 / 1_000.0
@@ -145,7 +182,21 @@ impl RunReport {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         out.push_str(&format!("ops: {}\n", ops.join(", ")));
-        out.push_str(&format!("nemesis: {} kills\n", self.kills));
+        let n = &self.nemesis;
+        out.push_str(&format!(
+            "nemesis: {} kills, {} pauses, {} partitions, {} clock skews, {} transfers, \
+             {} membership changes, {} skipped\n",
+            n.kills,
+            n.pauses,
+            n.partitions,
+            n.clock_skews,
+            n.transfers,
+            n.membership_changes,
+            n.skipped
+        ));
+        if !c.planted_bugs.is_empty() {
+            out.push_str(&format!("planted bugs: {}\n", c.planted_bugs.join(",")));
+        }
         for checker in &self.summary.checkers {
             out.push_str(&format!(
                 "  {:<16} {:<8} {}\n",
@@ -189,60 +240,126 @@ pub fn timing() -> RaftTiming {
 /// (setup failed, a node would not restart); anomalies are in the report.
 pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     config.validate()?;
+    let net = config.net_mode();
+    Nemesis::check(&config.nemesis, net)?;
     let started = Instant::now();
     let dir = run_dir(config)?;
     let recorder =
         Arc::new(Recorder::to_file(&dir.join("history.jsonl")).map_err(|e| e.to_string())?);
-    let data = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let cluster = tokio::time::timeout(
-        SETUP_WITHIN,
-        DemoCluster::start(Some(data.path().to_path_buf()), timing()),
-    )
-    .await
-    .map_err(|_| "the cluster did not start in time".to_string())??;
-    let cluster_client = cluster.client();
-    let (api, server, stop_server) = start_api(&cluster, config).await?;
-    let shows = match tokio::time::timeout(SETUP_WITHIN, create_shows(&api, config)).await {
-        Ok(Ok(shows)) => shows,
-        Ok(Err(error)) => return Err(format!("setup: {error}")),
-        Err(_) => return Err("setup: the shows were not created in time".into()),
+    // Short locks, so that the expiry workload sees locks run out within a run.
+    let limits = state_machine::Limits {
+        lock_ttl_ms_min: 1_000,
+        ..state_machine::Limits::default()
     };
-    let mut nemesis = Nemesis::new(
-        cluster,
-        data.path(),
-        timing(),
-        recorder.clone(),
-        CITY,
-        config.seed,
-    );
-    let users = drive(config, &shows, &api, &recorder, &mut nemesis).await?;
-    let kills = nemesis.kills;
-    // Every node back up, and a leader, before the final reads.
-    nemesis.heal().await?;
-    if nemesis.wait_leader(FINAL_WITHIN).await.is_none() {
-        return Err(format!("{CITY} has no leader after healing"));
+    let spec = ClusterSpec {
+        bin: config.node_bin.clone(),
+        nodes: config.nodes,
+        net,
+        dir: dir.join("cluster"),
+        timing: timing(),
+        limits,
+        planted_bugs: config.planted_bugs.clone(),
+    };
+    let mut cluster = tokio::time::timeout(SETUP_WITHIN, ProcCluster::start(spec))
+        .await
+        .map_err(|_| "the cluster did not start in time".to_string())??;
+    let outcome = run_on(config, &mut cluster, &recorder, &dir).await;
+    let keep = config.keep_data || outcome.is_err();
+    if outcome.is_err() {
+        for id in cluster.ids() {
+            eprintln!("node {id} log tail:\n{}", cluster.log_tail(id, 15));
+        }
     }
-    let cluster = nemesis.into_cluster();
-    final_reads(&api, &recorder, &shows).await;
-    read_bookings(&cluster_client, &recorder, &users).await;
-    let _ = stop_server.send(());
-    let _ = server.await;
+    let cluster_dir = cluster.dir().to_path_buf();
     cluster.stop().await;
-    drop(data);
+    if !keep {
+        for entry in std::fs::read_dir(&cluster_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.path().is_dir() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let (users, stats) = outcome?;
     let ops = recorder.finish().map_err(|e| e.to_string())?;
-    let summary = check_all(&ops, &config.check).map_err(|e| e.to_string())?;
+    let mut check = config.check.clone();
+    if config.nemesis.contains(&NemesisKind::Clock) {
+        // A leader stamps while its clock is within the skew bound of its quorum's, so
+        // log times may be that far from the recorder's clock.
+        let bound = raft_node::clock::CLOCK_SKEW_MS_MAX as u64;
+        check.clock_slack_ms = check.clock_slack_ms.max(bound + 20);
+    }
+    let summary = check_all(&ops, &check).map_err(|e| e.to_string())?;
+    let _ = users;
     let report = RunReport {
         dir: dir.clone(),
         config: config.clone(),
         counts: op_counts(&ops),
-        kills,
+        net,
+        nemesis: stats,
         elapsed_ms: started.elapsed().as_millis() as u64,
         summary,
     };
     let results = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("results.json"), results)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let html = crate::report::html(&report, &ops);
+    std::fs::write(dir.join("report.html"), html).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(report)
+}
+
+/// Everything between a started cluster and the final reads; the caller stops the
+/// cluster whatever happens here.
+async fn run_on(
+    config: &RunConfig,
+    cluster: &mut ProcCluster,
+    recorder: &Arc<Recorder>,
+    _dir: &std::path::Path,
+) -> Result<(Vec<u64>, NemesisStats), String> {
+    for shard in crate::procs::SHARDS {
+        if cluster.wait_leader(shard, SETUP_WITHIN).await.is_none() {
+            return Err(format!("{shard} elected no leader within {SETUP_WITHIN:?}"));
+        }
+    }
+    let nodes: BTreeMap<u64, String> = cluster
+        .entries()
+        .into_iter()
+        .map(|e| (e.id, e.client_addr))
+        .collect();
+    let cluster_client = ClusterClient::new(nodes);
+    let (keys, _, _) =
+        Keys::generate("seat-ledger", "seat-ledger-clients").map_err(|e| e.to_string())?;
+    let mut apis = Vec::new();
+    let mut servers = Vec::new();
+    for entry in cluster.entries() {
+        let (api, server, stop) = start_api(cluster, &entry.region, &keys, config).await?;
+        apis.push(api);
+        servers.push((server, stop));
+    }
+    let shows = match tokio::time::timeout(SETUP_WITHIN, create_shows(&apis[0], config)).await {
+        Ok(Ok(shows)) => shows,
+        Ok(Err(error)) => return Err(format!("setup: {error}")),
+        Err(_) => return Err("setup: the shows were not created in time".into()),
+    };
+    let mut nemesis = Nemesis::new(recorder.clone(), CITY, &config.nemesis, config.seed);
+    let users = drive(config, &shows, &apis, recorder, &mut nemesis, cluster).await;
+    // Every node back, no partition, before the final reads (also after a failed run).
+    let healed = cluster.heal_all().await;
+    let users = users?;
+    healed?;
+    if cluster.wait_leader(CITY, FINAL_WITHIN).await.is_none() {
+        return Err(format!("{CITY} has no leader after healing"));
+    }
+    final_reads(&apis[0], recorder, &shows).await;
+    read_bookings(&cluster_client, recorder, &users).await;
+    for (server, stop) in servers {
+        let _ = stop.send(());
+        let _ = server.await;
+    }
+    Ok((users, nemesis.stats))
 }
 
 /// Runs the clients, and the nemesis beside them, until the time limit or the operation
@@ -250,9 +367,10 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
 async fn drive(
     config: &RunConfig,
     shows: &[ShowInfo],
-    api: &Api,
+    apis: &[Api],
     recorder: &Arc<Recorder>,
     nemesis: &mut Nemesis,
+    cluster: &mut ProcCluster,
 ) -> Result<Vec<u64>, String> {
     let deadline = Instant::now() + config.time_limit;
     let limits = Arc::new(Limits {
@@ -271,14 +389,14 @@ async fn drive(
             config.seed,
             config.workload,
             shows.to_vec(),
-            api.clone(),
+            apis[slot as usize % apis.len()].clone(),
             recorder.clone(),
         )?;
         tasks.push(tokio::spawn(client.run(limits.clone())));
     }
-    if config.nemesis == NemesisKind::Kill {
-        nemesis.run_kills(deadline, config.nemesis_interval).await?;
-    }
+    let faults = nemesis
+        .run(cluster, deadline, config.nemesis_interval)
+        .await;
     let mut users = Vec::new();
     for task in tasks {
         let client = task
@@ -286,6 +404,7 @@ async fn drive(
             .map_err(|e| format!("a client panicked: {e}"))??;
         users.extend(client.users.iter().copied());
     }
+    faults?;
     Ok(users)
 }
 
@@ -317,9 +436,9 @@ mod duration_ms {
 fn run_dir(config: &RunConfig) -> Result<PathBuf, String> {
     let stamp = crate::history::wall_ms();
     let name = format!(
-        "{}-{:?}-seed{}-{stamp}",
+        "{}-{}-seed{}-{stamp}",
         config.workload.as_str(),
-        config.nemesis,
+        config.nemesis_names().replace(',', "+"),
         config.seed
     )
     .to_lowercase();
@@ -330,9 +449,12 @@ fn run_dir(config: &RunConfig) -> Result<PathBuf, String> {
 
 type Server = tokio::task::JoinHandle<Result<(), std::io::Error>>;
 
-/// The api on an ephemeral port, with rate limits far above what the clients send.
+/// An api on an ephemeral port in `region` (its reads prefer that region's replica),
+/// with rate limits far above what the clients send.
 async fn start_api(
-    cluster: &DemoCluster,
+    cluster: &ProcCluster,
+    region: &str,
+    keys: &Keys,
     config: &RunConfig,
 ) -> Result<(Api, Server, tokio::sync::oneshot::Sender<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -342,12 +464,32 @@ async fn start_api(
         .local_addr()
         .map_err(|e| e.to_string())?
         .to_string();
-    let (keys, _, _) =
-        Keys::generate("seat-ledger", "seat-ledger-clients").map_err(|e| e.to_string())?;
-    let mut api_config = cluster.api_config(&addr);
-    api_config.limits.requests_per_second = 100_000;
-    api_config.limits.burst = 100_000;
-    api_config.limits.request_timeout_ms = config.api_timeout.as_millis() as u64;
+    let api_config = ApiConfig {
+        listen: addr.clone(),
+        region: region.to_owned(),
+        nodes: cluster
+            .entries()
+            .into_iter()
+            .map(|n| NodeAddr {
+                id: n.id,
+                client_addr: n.client_addr,
+                region: n.region,
+            })
+            .collect(),
+        cities: vec![City {
+            id: CITY.into(),
+            name: "Mumbai".into(),
+            shard: CITY.into(),
+        }],
+        global_shard: "global".into(),
+        limits: ApiLimits {
+            requests_per_second: 100_000,
+            burst: 100_000,
+            request_timeout_ms: config.api_timeout.as_millis() as u64,
+            ..ApiLimits::default()
+        },
+        jwt: JwtConfig::default(),
+    };
     let state = Arc::new(AppState::new(
         api_config,
         keys.clone(),
@@ -365,7 +507,7 @@ async fn start_api(
     let api = Api {
         base: format!("http://{addr}"),
         http,
-        keys,
+        keys: keys.clone(),
     };
     Ok((api, server, stop))
 }

@@ -7,6 +7,14 @@
 //! - `bookings`: two shows of 48 seats: locks of one or two seats with TTLs of 10 to
 //!   15 s, confirms (sandbox payments that approve), releases, linearizable and session
 //!   seat-map reads, and linearizable seat counts.
+//! - `expiry`: one show of 16 seats, locks of 1 or 2 s, and confirms sent within
+//!   +-400 ms of the lock's expiry, so that confirms race the expiry on log time.
+//!
+//! At-least-once delivery: one write in four is sent twice with the same
+//! `Idempotency-Key` (as a client that lost the first answer would), and the second
+//! answer is the one recorded. The api promises the same answer for the same key; if it
+//! gave a different one, the checkers see an operation whose recorded outcome
+//! contradicts its effect.
 //!
 //! An answer is `ok` on 2xx, `fail` on 4xx (a definite rejection: nothing happened),
 //! and `info` on 5xx, a timeout, a lost connection or an answer that cannot be read:
@@ -31,6 +39,7 @@ use std::time::{Duration, Instant};
 pub enum Workload {
     Register,
     Bookings,
+    Expiry,
 }
 
 impl Workload {
@@ -38,6 +47,7 @@ impl Workload {
         match self {
             Workload::Register => "register",
             Workload::Bookings => "bookings",
+            Workload::Expiry => "expiry",
         }
     }
 
@@ -46,12 +56,19 @@ impl Workload {
         match self {
             Workload::Register => (1, 1, 4),
             Workload::Bookings => (2, 3, 16),
+            Workload::Expiry => (1, 2, 8),
         }
     }
 }
 
 /// The ledger refuses TTLs under 10 s; short locks make expiry happen within a run.
 const LOCK_TTLS_MS: [u64; 3] = [10_000, 12_000, 15_000];
+/// Lock TTLs of the expiry workload (the runner's cluster allows 1 s locks).
+const SHORT_TTLS_MS: [u64; 2] = [1_000, 2_000];
+/// How far from a lock's expiry the expiry workload sends its confirm.
+const EXPIRY_RACE_MS: i64 = 400;
+/// One write in this many is sent twice with the same idempotency key.
+const DUPLICATE_ONE_IN: u32 = 4;
 /// Locks a client keeps at once; with two seats each this stays under the ledger's
 /// per-user cap of ten seats for most of a run.
 const HELD_LOCKS_MAX: usize = 4;
@@ -201,6 +218,8 @@ enum Plan {
         ttl_ms: u64,
     },
     Confirm(Held),
+    /// Confirm at this wall-clock time (ms), racing the lock's expiry.
+    ConfirmAt(Held, u64),
     Release(Held),
     Read {
         show: String,
@@ -344,6 +363,21 @@ impl Client {
                     capacity: show.capacity,
                 },
             },
+            Workload::Expiry => match roll {
+                0..40 if !full => {
+                    let ttl = SHORT_TTLS_MS[self.rng.usize(0..SHORT_TTLS_MS.len())];
+                    self.lock(&show, 1, ttl)
+                }
+                0..75 => match self.take_held() {
+                    Some(held) => {
+                        let jitter = self.rng.i64(-EXPIRY_RACE_MS..=EXPIRY_RACE_MS);
+                        let at = held.expires_at_ms.saturating_add_signed(jitter);
+                        Plan::ConfirmAt(held, at)
+                    }
+                    None => self.lock(&show, 1, SHORT_TTLS_MS[0]),
+                },
+                _ => self.read(&show, ReadConsistency::Linearizable),
+            },
         }
     }
 
@@ -392,10 +426,39 @@ impl Client {
                 ttl_ms,
             } => self.do_lock(show, seats, ttl_ms).await,
             Plan::Confirm(held) => self.do_confirm(held).await,
+            Plan::ConfirmAt(held, at_ms) => {
+                let wait = Duration::from_millis(at_ms.saturating_sub(wall_ms()));
+                // Bounded: an expiry is at most a TTL (2 s) away.
+                tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
+                self.do_confirm(held).await
+            }
             Plan::Release(held) => self.do_release(held).await,
             Plan::Read { show, consistency } => self.do_read(show, consistency).await,
             Plan::Counts { show, capacity } => self.do_counts(show, capacity).await,
         }
+    }
+
+    /// Sends a write; one in `DUPLICATE_ONE_IN` is sent again with the same key and the
+    /// second answer returned (at-least-once delivery).
+    async fn send_write(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: String,
+    ) -> Answer {
+        let token = self.token.clone();
+        let headers = [("Idempotency-Key", key)];
+        let first = self
+            .api
+            .send(method, path, Some(&token), body.clone(), &headers)
+            .await;
+        if self.rng.u32(0..DUPLICATE_ONE_IN) != 0 {
+            return first;
+        }
+        self.api
+            .send(method, path, Some(&token), body, &headers)
+            .await
     }
 
     fn record(&mut self, kind: OpType, f: F, value: &impl Serialize, error: Option<String>) {
@@ -424,16 +487,8 @@ impl Client {
         self.record(OpType::Invoke, F::Lock, &value, None);
         let key = self.key();
         let body = json!({"seats": seats, "ttl_seconds": ttl_ms / 1_000});
-        let answer = self
-            .api
-            .send(
-                "POST",
-                &format!("/api/v1/shows/{show}/seats/lock"),
-                Some(&self.token.clone()),
-                Some(body),
-                &[("Idempotency-Key", key)],
-            )
-            .await;
+        let path = format!("/api/v1/shows/{show}/seats/lock");
+        let answer = self.send_write("POST", &path, Some(body), key).await;
         match answer {
             Answer::Ok { body, headers } => {
                 let lock = body["lock_id"].as_str().map(str::to_owned);
@@ -486,16 +541,9 @@ impl Client {
         let mut value = lock_ref(&held, self.user());
         self.record(OpType::Invoke, F::Confirm, &value, None);
         let key = self.key();
-        let answer = self
-            .api
-            .send(
-                "POST",
-                &format!("/api/v1/bookings/{}/payment", held.booking),
-                Some(&self.token.clone()),
-                Some(json!({ "method": APPROVE })),
-                &[("Idempotency-Key", key)],
-            )
-            .await;
+        let path = format!("/api/v1/bookings/{}/payment", held.booking);
+        let body = json!({ "method": APPROVE });
+        let answer = self.send_write("POST", &path, Some(body), key).await;
         match answer {
             Answer::Ok { body, headers } if body["status"] == json!("completed") => {
                 self.record(OpType::Ok, F::Confirm, &value, None);
@@ -518,16 +566,8 @@ impl Client {
         let mut value = lock_ref(&held, self.user());
         self.record(OpType::Invoke, F::Release, &value, None);
         let key = self.key();
-        let answer = self
-            .api
-            .send(
-                "DELETE",
-                &format!("/api/v1/locks/{}", held.lock),
-                Some(&self.token.clone()),
-                None,
-                &[("Idempotency-Key", key)],
-            )
-            .await;
+        let path = format!("/api/v1/locks/{}", held.lock);
+        let answer = self.send_write("DELETE", &path, None, key).await;
         match answer {
             Answer::Ok { headers, .. } => {
                 self.record(OpType::Ok, F::Release, &value, None);

@@ -6,23 +6,40 @@
 //! expiry. The ledger's `max(previous, at)` only stops the second from going backwards,
 //! so a leader that disagrees with its quorum refuses writes, reports unready, and
 //! hands leadership to a voter that agrees.
+//!
+//! A step of our own clock between samples is seen at once, not at the next sample:
+//! each sample remembers how far our wall clock had drifted from the monotonic clock,
+//! and the offsets are corrected by the drift since (`drift_ms`).
 
 use crate::types::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest difference between a leader's clock and its quorum's before it stops
 /// stamping.
 pub const CLOCK_SKEW_MS_MAX: i64 = 500;
 
-#[derive(Default)]
 pub struct ClusterClock {
     /// Added to the system clock: zero except under fault injection (clock-skew tests).
     fault_offset_ms: AtomicI64,
-    /// Latest estimate per peer of `peer clock - our clock`, in ms.
-    offsets: Mutex<BTreeMap<NodeId, i64>>,
+    /// Latest estimate per peer of `peer clock - our clock`, in ms, and our drift
+    /// (`drift_ms`) when it was taken.
+    offsets: Mutex<BTreeMap<NodeId, (i64, i64)>>,
+    /// Our wall clock and the monotonic clock at start: their difference since is how
+    /// far our wall clock stepped or slewed.
+    anchor: (Instant, i64),
+}
+
+impl Default for ClusterClock {
+    fn default() -> Self {
+        ClusterClock {
+            fault_offset_ms: AtomicI64::new(0),
+            offsets: Mutex::new(BTreeMap::new()),
+            anchor: (Instant::now(), system_ms()),
+        }
+    }
 }
 
 fn system_ms() -> i64 {
@@ -44,13 +61,34 @@ impl ClusterClock {
         self.fault_offset_ms.store(offset_ms, Ordering::Relaxed);
     }
 
+    /// How far our wall clock (with any injected offset) has moved from the monotonic
+    /// clock since start: a step of the wall clock shows here at once.
+    fn drift_ms(&self) -> i64 {
+        let wall = self.now_ms() as i64 - self.anchor.1;
+        let monotonic = self.anchor.0.elapsed().as_millis() as i64;
+        wall - monotonic
+    }
+
     /// Records a sample: we sent at `sent_ms`, the peer said `peer_ms`, we heard back at
     /// `received_ms` (all on our clock except `peer_ms`).
     pub fn record(&self, peer: NodeId, sent_ms: u64, peer_ms: u64, received_ms: u64) {
         let midpoint = (sent_ms as i64 + received_ms as i64) / 2;
+        let drift = self.drift_ms();
         if let Ok(mut offsets) = self.offsets.lock() {
-            offsets.insert(peer, peer_ms as i64 - midpoint);
+            offsets.insert(peer, (peer_ms as i64 - midpoint, drift));
         }
+    }
+
+    /// Each sampled peer's offset now: the sample corrected by our drift since.
+    fn current_offsets(&self) -> Option<BTreeMap<NodeId, i64>> {
+        let drift = self.drift_ms();
+        let offsets = self.offsets.lock().ok()?;
+        Some(
+            offsets
+                .iter()
+                .map(|(id, (offset, then))| (*id, offset - (drift - then)))
+                .collect(),
+        )
     }
 
     /// Forgets a peer that stopped answering: an old sample says nothing about now.
@@ -63,7 +101,7 @@ impl ClusterClock {
     /// The median offset of `voters`' clocks from ours (ours counts as 0), when a
     /// majority of the voters has a sample; `None` when too few do.
     pub fn quorum_offset_ms(&self, me: NodeId, voters: &BTreeSet<NodeId>) -> Option<i64> {
-        let offsets = self.offsets.lock().ok()?;
+        let offsets = self.current_offsets()?;
         let mut known: Vec<i64> = voters
             .iter()
             .filter_map(|id| {
@@ -95,7 +133,7 @@ impl ClusterClock {
     /// The voter whose clock is closest to the quorum's, other than `me`.
     pub fn best_other_voter(&self, me: NodeId, voters: &BTreeSet<NodeId>) -> Option<NodeId> {
         let quorum = self.quorum_offset_ms(me, voters)?;
-        let offsets = self.offsets.lock().ok()?;
+        let offsets = self.current_offsets()?;
         voters
             .iter()
             .filter(|id| **id != me)
@@ -144,5 +182,23 @@ mod tests {
         clock.forget(2);
         clock.forget(3);
         assert_eq!(clock.quorum_offset_ms(1, &voters), None);
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn a_step_of_our_clock_shows_before_the_next_sample() {
+        let clock = ClusterClock::default();
+        let voters: BTreeSet<NodeId> = [1, 2, 3].into();
+        let now = clock.now_ms();
+        clock.record(2, now, now, now);
+        clock.record(3, now, now, now);
+        let before = clock.quorum_offset_ms(1, &voters).unwrap();
+        assert!(before.abs() < 50, "{before}");
+        clock.set_fault_offset_ms(2_000);
+        let after = clock.quorum_offset_ms(1, &voters).unwrap();
+        assert!(
+            (after + 2_000).abs() < 50,
+            "the quorum is now 2 s behind us: {after}"
+        );
     }
 }

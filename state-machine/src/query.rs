@@ -4,11 +4,11 @@
 //! expiry has passed on that clock shows as available even before the sweep frees it.
 
 use crate::accounts::User;
-use crate::ids::{BookingId, Millis, SeatId, ShowId, TheaterId, UserId};
+use crate::ids::{BookingId, Millis, RequestId, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::Ledger;
 use crate::limits::LimitName;
 use crate::model::{Booking, Category, SeatState, Show, Theater};
-use crate::outcome::Rejection;
+use crate::outcome::{Outcome, Rejection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,12 @@ pub enum Query {
     },
     User {
         user: UserId,
+    },
+    /// The recorded outcome of a request id, if the ledger still keeps it: lets a retry
+    /// that cannot simply be re-proposed (one whose preconditions the first attempt
+    /// changed) get the first answer again.
+    Request {
+        request_id: RequestId,
     },
 }
 
@@ -129,6 +135,8 @@ pub enum QueryResponse {
     Cities(Vec<String>),
     Clock(Millis),
     User(User),
+    /// The outcome recorded for a request id; `None` when unknown or forgotten.
+    Request(Option<Outcome>),
 }
 
 impl Ledger {
@@ -197,6 +205,12 @@ impl Ledger {
                 .cloned()
                 .map(QueryResponse::User)
                 .ok_or(Rejection::UnknownUser { user: *user }),
+            Query::Request { request_id } => Ok(QueryResponse::Request(
+                self.state
+                    .requests
+                    .get(request_id)
+                    .map(|record| record.outcome.clone()),
+            )),
         }
     }
 

@@ -113,14 +113,20 @@ impl Prepared {
             }
             previous = Some(op);
             let Process::Client(process) = op.process else {
-                if !matches!(op.f, F::Kill | F::Restart) {
-                    return Err(HistoryError::shape(op.index, "the nemesis only kills"));
+                if !op.f.is_nemesis() {
+                    return Err(HistoryError::shape(
+                        op.index,
+                        "the nemesis only injects and heals faults",
+                    ));
                 }
                 prepared.nemesis.push(op.clone());
                 continue;
             };
-            if matches!(op.f, F::Kill | F::Restart) {
-                return Err(HistoryError::shape(op.index, "a client cannot kill nodes"));
+            if op.f.is_nemesis() {
+                return Err(HistoryError::shape(
+                    op.index,
+                    "a client cannot inject faults",
+                ));
             }
             if op.wall_ms.is_none() {
                 return Err(HistoryError::shape(op.index, "a client op needs wall_ms"));
@@ -201,8 +207,19 @@ fn action(op: &Op) -> Result<Action, HistoryError> {
         F::Read => Action::Read(parse(op)?),
         F::ReadCounts => Action::Counts(parse(op)?),
         F::ReadBookings => Action::Bookings(parse(op)?),
-        F::Kill | F::Restart => {
-            return Err(HistoryError::shape(op.index, "a client cannot kill nodes"))
+        F::Kill
+        | F::Restart
+        | F::Pause
+        | F::Resume
+        | F::Partition
+        | F::Heal
+        | F::Clock
+        | F::Transfer
+        | F::Membership => {
+            return Err(HistoryError::shape(
+                op.index,
+                "a client cannot inject faults",
+            ))
         }
     })
 }
