@@ -136,9 +136,10 @@ impl ClusterFile {
                 ("peer_addr", &node.peer_addr),
                 ("client_addr", &node.client_addr),
             ] {
-                if addr.parse::<std::net::SocketAddr>().is_err() {
+                if split_host_port(addr).is_none() {
                     return fail(format!(
-                        "node {}: {field} {addr:?} is not host:port",
+                        "node {}: {field} {addr:?} is not host:port (an IP address or a DNS \
+                         name, and a port 1-65535)",
                         node.id
                     ));
                 }
@@ -206,9 +207,80 @@ impl NodeConfig {
     }
 }
 
+/// Splits `host:port` where host is an IP address (IPv6 in brackets) or a DNS name
+/// (letters, digits, `-`, `.`), as Kubernetes gives each StatefulSet pod. `None` when it
+/// is neither.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    if let Ok(socket) = addr.parse::<std::net::SocketAddr>() {
+        let port = socket.port();
+        let host = &addr[..addr.len() - port.to_string().len() - 1];
+        return (port != 0).then_some((host, port));
+    }
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    name.then_some((host, port))
+}
+
+/// Where to listen for an address of the cluster file: the address itself when its host
+/// is an IP address, else every interface on its port (a DNS name is how the others
+/// reach this node, not an interface of it).
+pub fn listen_addr(addr: &str) -> Option<String> {
+    let (host, port) = split_host_port(addr)?;
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    Some(if ip.parse::<std::net::IpAddr>().is_ok() {
+        addr.to_owned()
+    } else {
+        format!("0.0.0.0:{port}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_ips_or_dns_names_with_a_port() {
+        for good in [
+            "127.0.0.1:7001",
+            "[::1]:7001",
+            "raft-node-0.raft-node.seat-ledger.svc.cluster.local:7000",
+            "localhost:8000",
+        ] {
+            assert!(split_host_port(good).is_some(), "{good}");
+        }
+        for bad in [
+            "nowhere",
+            "host:0",
+            "host:70000",
+            ":7000",
+            "bad_name:7000",
+            "-lead.example:7000",
+            "a..b:7000",
+            "127.0.0.1:0",
+        ] {
+            assert!(split_host_port(bad).is_none(), "{bad}");
+        }
+        assert_eq!(
+            listen_addr("127.0.0.1:7001").as_deref(),
+            Some("127.0.0.1:7001")
+        );
+        assert_eq!(listen_addr("[::1]:7001").as_deref(), Some("[::1]:7001"));
+        assert_eq!(
+            listen_addr("raft-node-0.raft-node:7000").as_deref(),
+            Some("0.0.0.0:7000")
+        );
+    }
 
     fn cluster() -> ClusterFile {
         toml::from_str(

@@ -71,9 +71,14 @@ impl RunningNode {
                 )))
             })?;
         let bind = |addr: String| async move {
-            TcpListener::bind(&addr)
+            let listen = crate::config::listen_addr(&addr).ok_or_else(|| {
+                NodeError::Config(crate::config::ConfigError(format!(
+                    "{addr:?} is not host:port"
+                )))
+            })?;
+            TcpListener::bind(&listen)
                 .await
-                .map_err(|e| NodeError::Storage(format!("cannot listen on {addr}: {e}")))
+                .map_err(|e| NodeError::Storage(format!("cannot listen on {listen} ({addr}): {e}")))
         };
         let peer = bind(entry.peer_addr).await?;
         let client = bind(entry.client_addr).await?;
