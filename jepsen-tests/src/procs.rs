@@ -206,22 +206,22 @@ impl Netns {
     pub fn partition(&mut self, groups: &[Vec<u64>]) -> Result<(), String> {
         self.heal()?;
         let group_of = |id: u64| groups.iter().position(|g| g.contains(&id));
-        for &from in &self.ids {
-            for &to in &self.ids {
+        for from in self.ids.clone() {
+            for to in self.ids.clone() {
                 if from != to && group_of(from) != group_of(to) {
-                    let target = format!("{}/32", self.address(to));
-                    ip(&[
-                        "-n",
-                        &self.namespace(from),
-                        "route",
-                        "add",
-                        "blackhole",
-                        &target,
-                    ])?;
-                    self.cut.insert((from, to));
+                    self.blackhole(from, to)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Drops every packet `from` sends to `to`.
+    fn blackhole(&mut self, from: u64, to: u64) -> Result<(), String> {
+        let target = format!("{}/32", self.address(to));
+        let ns = self.namespace(from);
+        ip(&["-n", &ns, "route", "add", "blackhole", &target])?;
+        self.cut.insert((from, to));
         Ok(())
     }
 
@@ -229,18 +229,8 @@ impl Netns {
     pub fn cut_links(&mut self, links: &[(u64, u64)]) -> Result<(), String> {
         self.heal()?;
         for &(a, b) in links {
-            for (from, to) in [(a, b), (b, a)] {
-                let target = format!("{}/32", self.address(to));
-                ip(&[
-                    "-n",
-                    &self.namespace(from),
-                    "route",
-                    "add",
-                    "blackhole",
-                    &target,
-                ])?;
-                self.cut.insert((from, to));
-            }
+            self.blackhole(a, b)?;
+            self.blackhole(b, a)?;
         }
         Ok(())
     }
