@@ -263,7 +263,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     let mut cluster = tokio::time::timeout(SETUP_WITHIN, ProcCluster::start(spec))
         .await
         .map_err(|_| "the cluster did not start in time".to_string())??;
-    let outcome = run_on(config, &mut cluster, &recorder, &dir).await;
+    let outcome = run_on(config, &mut cluster, &recorder).await;
     let keep = config.keep_data || outcome.is_err();
     if outcome.is_err() {
         for id in cluster.ids() {
@@ -283,7 +283,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
             }
         }
     }
-    let (users, stats) = outcome?;
+    let stats = outcome?;
     let ops = recorder.finish().map_err(|e| e.to_string())?;
     let mut check = config.check.clone();
     if config.nemesis.contains(&NemesisKind::Clock) {
@@ -293,7 +293,6 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         check.clock_slack_ms = check.clock_slack_ms.max(bound + 20);
     }
     let summary = check_all(&ops, &check).map_err(|e| e.to_string())?;
-    let _ = users;
     let report = RunReport {
         dir: dir.clone(),
         config: config.clone(),
@@ -317,8 +316,7 @@ async fn run_on(
     config: &RunConfig,
     cluster: &mut ProcCluster,
     recorder: &Arc<Recorder>,
-    _dir: &std::path::Path,
-) -> Result<(Vec<u64>, NemesisStats), String> {
+) -> Result<NemesisStats, String> {
     for shard in crate::procs::SHARDS {
         if cluster.wait_leader(shard, SETUP_WITHIN).await.is_none() {
             return Err(format!("{shard} elected no leader within {SETUP_WITHIN:?}"));
@@ -359,7 +357,7 @@ async fn run_on(
         let _ = stop.send(());
         let _ = server.await;
     }
-    Ok((users, nemesis.stats))
+    Ok(nemesis.stats)
 }
 
 /// Runs the clients, and the nemesis beside them, until the time limit or the operation
