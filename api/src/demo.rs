@@ -45,6 +45,18 @@ impl DemoCluster {
         timing: RaftTiming,
         limits: Limits,
     ) -> Result<DemoCluster, String> {
+        let cities: Vec<String> = CITIES.iter().map(|(city, _)| city.to_string()).collect();
+        DemoCluster::start_with_shards(data_dir, timing, limits, &cities).await
+    }
+
+    /// Three nodes hosting the city shards `cities` and `global` (benchmarks and load
+    /// generators choose their own shards), with leaders elected.
+    pub async fn start_with_shards(
+        data_dir: Option<PathBuf>,
+        timing: RaftTiming,
+        limits: Limits,
+        cities: &[String],
+    ) -> Result<DemoCluster, String> {
         limits.validate().map_err(|e| e.to_string())?;
         let (temp, dir) = match data_dir {
             Some(dir) => (None, dir),
@@ -67,9 +79,9 @@ impl DemoCluster {
             });
             listeners.push((id, peer, client));
         }
-        let shards = CITIES
+        let shards = cities
             .iter()
-            .map(|(city, _)| city.to_string())
+            .cloned()
             .chain(["global".to_string()])
             .map(|name| ShardEntry {
                 name,

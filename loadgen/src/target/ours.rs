@@ -8,24 +8,22 @@ use super::{LockOutcome, Target};
 use crate::scenario::{ReadKind, ScenarioSpec, USERS, USER_BASE};
 use api::app::AppState;
 use api::auth::Keys;
-use api::config::{ApiConfig, City, NodeAddr};
+use api::config::{ApiConfig, City};
+use api::demo::DemoCluster;
 use raft_node::client::ClusterClient;
-use raft_node::config::{ClusterFile, NodeConfig, NodeEntry, RaftTiming, ShardEntry};
+use raft_node::config::RaftTiming;
 use raft_node::protocol::{Consistency, ReadReply, ReadRequest};
 use raft_node::server::RunningNode;
 use raft_node::types::NodeId;
 use state_machine::{
-    Applied, Category, CommandKind, LockId, Outcome, Prices, Query, QueryResponse, Rejection, Role,
-    RowSpec, Screen, ScreenIndex, SeatId, ShowId, TheaterId, UserId,
+    Applied, Category, CommandKind, Limits, LockId, Outcome, Prices, Query, QueryResponse,
+    Rejection, Role, RowSpec, Screen, ScreenIndex, SeatId, ShowId, TheaterId, UserId,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
-/// Replicas of every shard.
-const NODES: u64 = 3;
 /// How long setup writes may take before the run is abandoned.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shows published at once during setup.
@@ -37,10 +35,10 @@ pub fn city_shard(index: usize) -> String {
     format!("city{}", index + 1)
 }
 
-/// Three in-process raft-nodes hosting `cities` city shards and `global`.
+/// Three in-process raft-nodes hosting `cities` city shards and `global` (the api's
+/// embedded cluster with the generator's shards).
 pub struct OurCluster {
-    nodes: Vec<RunningNode>,
-    file: ClusterFile,
+    cluster: DemoCluster,
     pub client: ClusterClient,
     /// Kept so the data directory lives exactly as long as the cluster.
     _dir: tempfile::TempDir,
@@ -53,83 +51,26 @@ impl OurCluster {
             .prefix("loadgen-cluster-")
             .tempdir_in(data_root)
             .map_err(|e| format!("data directory in {}: {e}", data_root.display()))?;
-        let mut listeners = Vec::new();
-        let mut entries = Vec::new();
-        for id in 1..=NODES {
-            let peer = bind_loopback().await?;
-            let client = bind_loopback().await?;
-            entries.push(NodeEntry {
-                id,
-                peer_addr: local_addr(&peer)?,
-                client_addr: local_addr(&client)?,
-                region: format!("region-{id}"),
-            });
-            listeners.push((id, peer, client));
-        }
-        let shards = (0..cities)
-            .map(city_shard)
-            .chain(["global".to_string()])
-            .map(|name| ShardEntry {
-                name,
-                members: (1..=NODES).collect(),
-            })
-            .collect();
-        let file = ClusterFile {
-            cluster_id: "loadgen".into(),
-            nodes: entries,
-            shards,
-            limits: Default::default(),
-        };
-        let secret = format!("loadgen-{:032x}", fastrand::u128(..)).into_bytes();
-        let mut nodes = Vec::new();
-        for (id, peer, client) in listeners {
-            let config = NodeConfig {
-                node_id: id,
-                data_dir: dir.path().join(format!("node-{id}")),
-                cluster: file.clone(),
-                cluster_secret: secret.clone(),
-                raft: RaftTiming::default(),
-            };
-            let node = RunningNode::start(config, peer, client)
-                .await
-                .map_err(|e| format!("start node {id}: {e}"))?;
-            nodes.push(node);
-        }
-        let client = ClusterClient::new(
-            file.nodes
-                .iter()
-                .map(|n| (n.id, n.client_addr.clone()))
-                .collect(),
-        );
-        let cluster = OurCluster {
-            nodes,
-            file,
+        let shards: Vec<String> = (0..cities).map(city_shard).collect();
+        let cluster = DemoCluster::start_with_shards(
+            Some(dir.path().to_path_buf()),
+            RaftTiming::default(),
+            Limits::default(),
+            &shards,
+        )
+        .await?;
+        let client = cluster.client();
+        Ok(OurCluster {
+            cluster,
             client,
             _dir: dir,
-        };
-        cluster.wait_for_leaders(SETUP_TIMEOUT).await?;
-        Ok(cluster)
-    }
-
-    async fn wait_for_leaders(&self, within: Duration) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + within;
-        for shard in &self.file.shards {
-            while self.leader(&shard.name).is_none() {
-                if tokio::time::Instant::now() > deadline {
-                    return Err(format!(
-                        "shard {} has no leader after {within:?}",
-                        shard.name
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        Ok(())
+        })
     }
 
     /// The node leading `shard` now, as its replicas see it.
     pub fn leader(&self, shard: &str) -> Option<NodeId> {
-        self.nodes
+        self.cluster
+            .nodes
             .iter()
             .find(|n| n.node.shard(shard).is_ok_and(|s| s.raft.is_leader()))
             .and_then(|n| self.node_id(n))
@@ -137,7 +78,8 @@ impl OurCluster {
 
     /// A node that hosts `shard` and does not lead it.
     pub fn follower(&self, shard: &str) -> Option<NodeId> {
-        self.nodes
+        self.cluster
+            .nodes
             .iter()
             .find(|n| n.node.shard(shard).is_ok_and(|s| !s.raft.is_leader()))
             .and_then(|n| self.node_id(n))
@@ -145,7 +87,8 @@ impl OurCluster {
 
     fn node_id(&self, node: &RunningNode) -> Option<NodeId> {
         let addr = node.client_addr.to_string();
-        self.file
+        self.cluster
+            .file
             .nodes
             .iter()
             .find(|entry| entry.client_addr == addr)
@@ -155,30 +98,14 @@ impl OurCluster {
     /// An api configuration for this cluster, in node 1's region, with rate limits
     /// out of the way (the generator is one client address making many requests).
     fn api_config(&self, listen: &str, cities: usize) -> ApiConfig {
-        let mut config = ApiConfig {
-            listen: listen.into(),
-            region: "region-1".into(),
-            nodes: self
-                .file
-                .nodes
-                .iter()
-                .map(|n| NodeAddr {
-                    id: n.id,
-                    client_addr: n.client_addr.clone(),
-                    region: n.region.clone(),
-                })
-                .collect(),
-            cities: (0..cities)
-                .map(|index| City {
-                    id: city_shard(index),
-                    name: format!("City {}", index + 1),
-                    shard: city_shard(index),
-                })
-                .collect(),
-            global_shard: "global".into(),
-            limits: Default::default(),
-            jwt: Default::default(),
-        };
+        let mut config = self.cluster.api_config(listen);
+        config.cities = (0..cities)
+            .map(|index| City {
+                id: city_shard(index),
+                name: format!("City {}", index + 1),
+                shard: city_shard(index),
+            })
+            .collect();
         config.limits.requests_per_second = 10_000_000;
         config.limits.burst = 10_000_000;
         config
@@ -287,23 +214,8 @@ impl OurCluster {
     }
 
     pub async fn stop(self) {
-        for node in self.nodes {
-            node.stop().await;
-        }
+        self.cluster.stop().await;
     }
-}
-
-async fn bind_loopback() -> Result<TcpListener, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind loopback: {e}"))
-}
-
-fn local_addr(listener: &TcpListener) -> Result<String, String> {
-    listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .map_err(|e| e.to_string())
 }
 
 /// A show of our ledger and the shard that holds it.
@@ -506,8 +418,13 @@ impl Rest {
         op_timeout: Duration,
     ) -> Result<Rest, String> {
         let cluster = OurCluster::start(cities, data_root).await?;
-        let listener = bind_loopback().await?;
-        let addr = local_addr(&listener)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind loopback: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .to_string();
         let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients")
             .map_err(|e| format!("api signing keys: {e}"))?;
         let config = cluster.api_config(&addr, cities);
