@@ -211,13 +211,11 @@ impl NodeConfig {
 /// (letters, digits, `-`, `.`), as Kubernetes gives each StatefulSet pod. `None` when it
 /// is neither.
 pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
-    if let Ok(socket) = addr.parse::<std::net::SocketAddr>() {
-        let port = socket.port();
-        let host = &addr[..addr.len() - port.to_string().len() - 1];
-        return (port != 0).then_some((host, port));
-    }
     let (host, port) = addr.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Some((host, port));
+    }
     let name = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
