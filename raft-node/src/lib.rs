@@ -18,12 +18,15 @@
 //!   digest) and offline restores; used by the admin API and `bookingctl`.
 //! - `cli`: the `raft-node` command line (also built by the Jepsen-style suite with its
 //!   test features).
+//! - `fuzzing` (feature `fuzzing` only): the decoders of peer bytes, for `fuzz/`.
 
 pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod ledger_sm;
 pub mod log_store;

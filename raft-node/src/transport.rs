@@ -381,6 +381,48 @@ fn decode_body(body: &[u8]) -> Result<Frame, String> {
     Ok(frame)
 }
 
+/// The kind of the frame `body` decodes to, for the fuzz targets (`crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn frame_kind(body: &[u8]) -> Result<&'static str, String> {
+    decode_body(body).map(|frame| frame.kind())
+}
+
+/// One encoded body of each frame kind, the fuzz targets' seed corpus.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn sample_frame_bodies() -> Vec<Vec<u8>> {
+    let frames = [
+        Frame::Challenge { nonce: [7; 32] },
+        Frame::Hello {
+            cluster_id: "demo".into(),
+            node_id: 2,
+            nonce: [1; 32],
+            proof: [2; 32],
+        },
+        Frame::HelloOk {
+            node_id: Some(1),
+            proof: [3; 32],
+        },
+        Frame::Refused {
+            reason: "wrong cluster".into(),
+        },
+        Frame::Request {
+            id: 9,
+            shard: "mumbai".into(),
+            method: 2,
+            payload: vec![0, 1, 2],
+        },
+        Frame::Response {
+            id: 9,
+            result: Err("not leader".into()),
+        },
+    ];
+    frames
+        .iter()
+        .filter_map(|frame| encode_body(frame, FRAME_BYTES_CEILING).ok())
+        .map(|body| body.to_vec())
+        .collect()
+}
+
 /// Reads the next frame; `Ok(None)` is a clean close between frames.
 async fn read_frame(reader: &mut FrameReader) -> Result<Option<Frame>, String> {
     match reader.next().await {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 impl Ledger {
     /// Checks every invariant of the ledger and names the first one broken.
     ///
+    /// - every record is filed under its own id (a snapshot from elsewhere may not be);
     /// - a seat is held by at most one lock or booking, and that holder lists the seat;
     /// - every seat of a pending booking is `Locked` by it, of a confirmed one `Booked`
     ///   by it, and no seat points at an ended booking;
@@ -16,6 +17,10 @@ impl Ledger {
     /// - the derived indexes agree with the state.
     pub fn check_invariants(&self) -> Result<(), String> {
         let state = &self.state;
+        check_keys("theater", state.theaters.iter().map(|(k, v)| (k, &v.id)))?;
+        check_keys("show", state.shows.iter().map(|(k, v)| (k, &v.id)))?;
+        check_keys("booking", state.bookings.iter().map(|(k, v)| (k, &v.id)))?;
+        check_keys("user", state.users.iter().map(|(k, v)| (k, &v.id)))?;
         let mut seen: BTreeMap<BookingId, Vec<SeatId>> = BTreeMap::new();
         for (show_id, seats) in &state.seats {
             let show = state
@@ -114,4 +119,18 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Every `(key, record's own id)` pair agrees; the derived indexes are built from the
+/// records' ids and looked up by keys, so a mismatch would make them disagree.
+fn check_keys<'a, K: PartialEq + std::fmt::Display + 'a>(
+    what: &str,
+    pairs: impl Iterator<Item = (&'a K, &'a K)>,
+) -> Result<(), String> {
+    for (key, id) in pairs {
+        if key != id {
+            return Err(format!("{what} {id} is filed under the key {key}"));
+        }
+    }
+    Ok(())
 }

@@ -44,13 +44,18 @@ pub enum SnapshotError {
 }
 
 pub fn encode(body: &SnapshotBody) -> Vec<u8> {
-    let payload = codec::encode(body);
+    frame_payload(&codec::encode(body))
+}
+
+/// Frames encoded body bytes with the header and checksum (`encode` is this over the
+/// codec encoding; the fuzz targets use it to reach the body decoder).
+pub fn frame_payload(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len() + CHECKSUM_BYTES);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(blake3::hash(&payload).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(blake3::hash(payload).as_bytes());
     out
 }
 
