@@ -16,6 +16,7 @@
 //! - `payment`: the payment gateway trait and the sandbox gateway.
 //! - `demo`: an embedded three-node cluster with sample data.
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
+//! - `openapi`: the OpenAPI document, generated from `routes()`.
 //! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
 
 pub mod app;
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod openapi;
 pub mod payment;
 pub mod problem;
 pub mod routes;
@@ -243,50 +245,9 @@ pub fn routes() -> Vec<RouteSpec> {
     ]
 }
 
-/// The OpenAPI 3.1 document, generated from `routes()`.
+/// The OpenAPI 3.1 document, generated from `routes()` (see `openapi`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-    use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder, ResponseBuilder};
-    let mut paths = PathsBuilder::new();
-    for route in routes() {
-        let method = match route.method {
-            "post" => HttpMethod::Post,
-            "delete" => HttpMethod::Delete,
-            _ => HttpMethod::Get,
-        };
-        let mut operation = OperationBuilder::new()
-            .summary(Some(route.summary))
-            .response(
-                "200",
-                ResponseBuilder::new().description("success (201/202/204 where the contract says)"),
-            )
-            .response(
-                "default",
-                ResponseBuilder::new().description("application/problem+json error"),
-            );
-        if route.auth {
-            operation = operation
-                .description(Some("Requires `Authorization: Bearer <access token>`."))
-                .response(
-                    "401",
-                    ResponseBuilder::new().description("missing or invalid token"),
-                )
-                .response(
-                    "403",
-                    ResponseBuilder::new().description("the token's role may not do this"),
-                );
-        }
-        paths = paths.path(route.path, PathItem::new(method, operation));
-    }
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("Seat ledger booking API")
-                .version("1")
-                .build(),
-        )
-        .paths(paths.build())
-        .build()
+    openapi::document(&routes())
 }
 
 async fn openapi_json() -> impl IntoResponse {

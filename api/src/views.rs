@@ -147,7 +147,7 @@ pub fn page(items: Vec<Value>, next_cursor: Option<String>) -> Value {
     json!({ "items": items, "next_cursor": next_cursor })
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct SignupBody {
     pub email: String,
     pub phone: String,
@@ -155,18 +155,18 @@ pub struct SignupBody {
     pub name: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct LoginBody {
     pub email: String,
     pub password: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct RefreshBody {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct RowBody {
     pub label: String,
     pub seats: u16,
@@ -178,13 +178,13 @@ fn normal() -> String {
     "normal".into()
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ScreenBody {
     pub name: String,
     pub rows: Vec<RowBody>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct TheaterBody {
     pub city: String,
     pub name: String,
@@ -195,14 +195,14 @@ pub struct TheaterBody {
     pub screens: Vec<ScreenBody>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PricesBody {
     pub normal_minor: u64,
     pub premium_minor: u64,
     pub vip_minor: u64,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ShowBody {
     pub theater_id: String,
     #[serde(default)]
@@ -221,20 +221,20 @@ fn inr() -> String {
     "INR".into()
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct LockBody {
     pub seats: Vec<u32>,
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct InitBody {
     pub show_id: String,
     pub seats: Vec<u32>,
     pub promocode: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PaymentBody {
     pub method: String,
     pub promocode: Option<String>,
