@@ -45,6 +45,7 @@ summary=()
 for target in "${targets[@]}"; do
   out="runs/fuzz/$target"
   scratch="$(mktemp -d)"
+  rm -rf "$out"
   mkdir -p "$out" "fuzz/corpus/$target" "fuzz/regressions/$target"
   if compgen -G "fuzz/regressions/$target/*" >/dev/null; then
     if ! "$bin_dir/$target" -runs=0 "fuzz/regressions/$target"/* >"$out/regressions.log" 2>&1; then
