@@ -16,6 +16,9 @@
 //! - `server`: binding listeners and running a node.
 //! - `backup`: online backups of a node (log checkpoint + ledger snapshots, verified by
 //!   digest) and offline restores; used by the admin API and `bookingctl`.
+//! - `tls`: rustls configurations (mutual TLS against the cluster CA on the peer
+//!   transport and the client listener), a TLS listener for axum, dev certificates.
+//! - `secrets`: secrets from files or the environment, never from arguments.
 //! - `cli`: the `raft-node` command line (also built by the Jepsen-style suite with its
 //!   test features).
 
@@ -30,6 +33,8 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod protocol;
+pub mod secrets;
 pub mod server;
+pub mod tls;
 pub mod transport;
 pub mod types;

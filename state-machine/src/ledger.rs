@@ -1237,6 +1237,15 @@ impl Ledger {
         if value.chars().any(char::is_control) {
             return Err(invalid(field, "must not contain control characters"));
         }
+        // Right-to-left scripts are welcome; the invisible controls that reorder what
+        // follows them (and can make a name or title display as something else) are not.
+        if value.chars().any(is_bidi_control) {
+            return Err(invalid(
+                field,
+                "must not contain bidirectional control characters (U+202A-U+202E, \
+                 U+2066-U+2069)",
+            ));
+        }
         self.check_limit(
             LimitName::TextLength,
             self.limits.text_length_max.into(),
@@ -1255,6 +1264,11 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Unicode's explicit bidirectional embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn invalid(field: &'static str, reason: &'static str) -> Rejection {
