@@ -18,9 +18,11 @@
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
 //! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
 //! - `login_guard`: login brute-force throttle per account and per IP.
+//! - `audit`: the audit trail of admin actions (role changes, show cancellations).
 //! - `secrets`: JWT keys from files, directories or the environment, never arguments.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -243,6 +245,27 @@ pub fn routes() -> Vec<RouteSpec> {
             "This document",
             false,
             get(openapi_json),
+        ),
+        spec(
+            "get",
+            "/api/v1/audit",
+            "The audit trail of admin and SRE actions, newest first (admin, sre)",
+            true,
+            get(crate::audit::audit_log),
+        ),
+        spec(
+            "post",
+            "/api/v1/users/{id}/role",
+            "Change a user's role (admin; audited)",
+            true,
+            post(crate::audit::set_role),
+        ),
+        spec(
+            "post",
+            "/api/v1/shows/{id}/cancel",
+            "Cancel a show: locks released, paid bookings refunded (theater owner or admin; audited)",
+            true,
+            post(crate::audit::cancel_show),
         ),
     ]
 }

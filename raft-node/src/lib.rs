@@ -19,9 +19,11 @@
 //! - `tls`: rustls configurations (mutual TLS against the cluster CA on the peer
 //!   transport and the client listener), a TLS listener for axum, dev certificates.
 //! - `secrets`: secrets from files or the environment, never from arguments.
+//! - `audit`: records the admin API's cluster operations in the `global` audit trail.
 //! - `cli`: the `raft-node` command line (also built by the Jepsen-style suite with its
 //!   test features).
 
+pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod client;

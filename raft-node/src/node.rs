@@ -161,6 +161,11 @@ impl Node {
         self.inner.id
     }
 
+    /// This node's configuration (cluster file, TLS); never prints the secret.
+    pub fn config(&self) -> &crate::config::NodeConfig {
+        &self.inner.config
+    }
+
     pub fn info(&self) -> &NodeInfo {
         &self.inner.info
     }

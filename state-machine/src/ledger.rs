@@ -43,6 +43,8 @@ pub struct State {
     pub users: BTreeMap<UserId, User>,
     /// Refresh tokens by hash (`global` shard only).
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
+    /// The audit trail by entry id (`global` shard only; `audit.rs`).
+    pub audit: BTreeMap<LogIndex, crate::audit::AuditEntry>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -82,6 +84,7 @@ pub struct Changes {
     pub requests: BTreeSet<RequestId>,
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
+    pub audit: BTreeSet<LogIndex>,
 }
 
 /// What one applied command produced.
@@ -355,6 +358,12 @@ impl Ledger {
                 new_hash,
                 expires_at,
             } => self.rotate_refresh_token(old_hash, new_hash, *expires_at),
+            CommandKind::RecordAudit {
+                actor,
+                action,
+                target,
+                detail,
+            } => self.record_audit(index, actor, action, target, detail),
         }
     }
 
@@ -1183,6 +1192,12 @@ impl Ledger {
                 });
             }
         }
+    }
+
+    pub(crate) fn touch_audit(&mut self, id: LogIndex) {
+        self.touch(|c| {
+            c.audit.insert(id);
+        });
     }
 
     fn touch(&mut self, record: impl FnOnce(&mut Changes)) {

@@ -12,6 +12,9 @@ pub struct Admin {
     /// Mutual TLS to the nodes (when they run with TLS).
     pub tls: Option<raft_node::tls::ClusterTls>,
     scheme: &'static str,
+    /// Who runs this, for the audit trail of cluster operations (`--operator`, else
+    /// `$USER`).
+    pub operator: String,
     pub nodes: BTreeMap<NodeId, String>,
     pub timeout: Duration,
 }
@@ -83,6 +86,7 @@ impl Admin {
             http,
             tls,
             scheme,
+            operator: std::env::var("USER").unwrap_or_else(|_| "unnamed".into()),
             nodes: BTreeMap::new(),
             timeout,
         };
@@ -196,6 +200,7 @@ impl Admin {
         let response = self
             .http
             .post(format!("{}://{addr}{path}", self.scheme))
+            .header(raft_node::audit::OPERATOR_HEADER, &self.operator)
             .json(body)
             .timeout(timeout)
             .send()

@@ -46,6 +46,9 @@ struct Cli {
     /// bookingctl's private key (PEM).
     #[arg(long, env = "SEAT_LEDGER_TLS_KEY_FILE", global = true)]
     tls_key_file: Option<PathBuf>,
+    /// Your name in the audit trail of cluster operations (default: $USER).
+    #[arg(long, env = "BOOKINGCTL_OPERATOR", global = true)]
+    operator: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -260,7 +263,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
         }
     };
-    let admin = Admin::connect(parse_nodes(&cli)?, timeout, tls).await?;
+    let mut admin = Admin::connect(parse_nodes(&cli)?, timeout, tls).await?;
+    if let Some(operator) = &cli.operator {
+        admin.operator = operator.clone();
+    }
     match cli.command {
         Command::Status {
             shard,
