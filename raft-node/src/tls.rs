@@ -24,6 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+/// The rustls crate, so users of these configurations name its types without a
+/// dependency of their own.
+pub use rustls;
+
 /// A TLS handshake slower than this is abandoned (and counted as refused).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -350,4 +354,3 @@ mod tests {
         assert!(server_name("nowhere").is_err());
     }
 }
-pub use rustls;
