@@ -26,6 +26,30 @@ use state_machine::{
     Applied, AuditEntry, CommandKind, Query, QueryResponse, Rejection, Role, ShowId, UserId,
 };
 
+/// The caller with the role the `global` shard holds now, checked against `allowed`.
+/// Access tokens carry the role they were issued with for their whole lifetime; the
+/// actions here re-read it, so a demoted admin's older token cannot use them.
+pub async fn current(
+    state: &Shared,
+    caller: AuthUser,
+    allowed: &[Role],
+) -> Result<AuthUser, Problem> {
+    caller.require(allowed)?;
+    let user = state.user(caller.id).await.map_err(|problem| {
+        if problem.status == StatusCode::NOT_FOUND {
+            Problem::unauthorized("the token's user no longer exists; log in again")
+        } else {
+            problem
+        }
+    })?;
+    let now = AuthUser {
+        id: caller.id,
+        role: user.role,
+    };
+    now.require(allowed)?;
+    Ok(now)
+}
+
 /// `user:<id> (<role>)`, the actor of an api caller.
 pub fn actor(caller: &AuthUser) -> String {
     format!("user:{} ({})", caller.id.0, caller.role.as_str())
@@ -132,7 +156,7 @@ pub async fn audit_log(
     caller: AuthUser,
     Params(params): Params<AuditParams>,
 ) -> Result<Response, Problem> {
-    caller.require(&[Role::Admin, Role::Sre])?;
+    current(&state, caller, &[Role::Admin, Role::Sre]).await?;
     let limit = match params.limit.unwrap_or(50) {
         0 => return Err(Problem::invalid("limit", "at least 1")),
         n if n > 100 => return Err(Problem::invalid("limit", "at most 100")),
@@ -180,7 +204,7 @@ pub async fn set_role(
     Path(id): Path<String>,
     crate::app::Body(body): crate::app::Body<RoleBody>,
 ) -> Result<Response, Problem> {
-    caller.require(&[Role::Admin])?;
+    let caller = current(&state, caller, &[Role::Admin]).await?;
     let user: u64 = id.parse().map_err(|_| Problem::not_found("no such user"))?;
     let role = Role::parse(&body.role)
         .ok_or_else(|| Problem::invalid("role", "customer, theater_owner, admin or sre"))?;
@@ -232,7 +256,7 @@ pub async fn cancel_show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    caller.require(&[Role::TheaterOwner, Role::Admin])?;
+    let caller = current(&state, caller, &[Role::TheaterOwner, Role::Admin]).await?;
     let (shard, number) = parse_ext_id(&id).ok_or_else(|| {
         Problem::not_found(format!("show {id:?} is not an id this service issued"))
     })?;

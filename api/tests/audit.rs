@@ -58,6 +58,27 @@ impl Harness {
             .unwrap()
     }
 
+    /// A real account with `role` (made in the `global` shard, as the demo's bootstrap
+    /// admin is) and an access token from logging in.
+    async fn account(&self, name: &str, phone: &str, role: Role) -> (u64, String) {
+        let email = format!("{name}@test.example");
+        let password = format!("{name}'s long password");
+        let id = api::demo::create_account(&self.cluster.client(), &email, phone, &password, role)
+            .await
+            .unwrap();
+        let (status, login) = self
+            .call(
+                "POST",
+                "/api/v1/login",
+                "",
+                Some(json!({"email": email, "password": password})),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        (id.0, login["access_token"].as_str().unwrap().to_owned())
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -121,7 +142,8 @@ fn summary(entries: &[Value]) -> Vec<(String, String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
     let h = Harness::start().await;
-    let admin = h.token(900_100, Role::Admin);
+    let (admin_id, admin) = h.account("admin", "+919833333301", Role::Admin).await;
+    let admin_actor = format!("user:{admin_id} (admin)");
     let (status, signup) = h
         .call(
             "POST",
@@ -184,13 +206,13 @@ async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
         summary(&trail),
         vec![
             (
-                "user:900100 (admin)".into(),
+                admin_actor.clone(),
                 "set_role".into(),
                 target.clone(),
                 "applied".into()
             ),
             (
-                "user:900100 (admin)".into(),
+                admin_actor.clone(),
                 "set_role".into(),
                 target.clone(),
                 "requested".into()
@@ -243,8 +265,13 @@ async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
 
     // A show cancellation by its theater's owner: a paid booking is refunded, a lock
     // released; another owner cannot cancel it (404) and nothing is recorded for that.
-    let owner = h.token(900_200, Role::TheaterOwner);
-    let other_owner = h.token(900_201, Role::TheaterOwner);
+    let (owner_id, owner) = h
+        .account("owner", "+919833333302", Role::TheaterOwner)
+        .await;
+    let (_, other_owner) = h
+        .account("other", "+919833333303", Role::TheaterOwner)
+        .await;
+    let owner_actor = format!("user:{owner_id} (theater_owner)");
     let (_, theater) = h
         .call(
             "POST",
@@ -341,13 +368,13 @@ async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
         summary(&trail[..2]),
         vec![
             (
-                "user:900200 (theater_owner)".into(),
+                owner_actor.clone(),
                 "cancel_show".into(),
                 format!("show:{show_id}"),
                 "applied".into()
             ),
             (
-                "user:900200 (theater_owner)".into(),
+                owner_actor.clone(),
                 "cancel_show".into(),
                 format!("show:{show_id}"),
                 "requested".into()
@@ -358,6 +385,49 @@ async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
         .as_str()
         .unwrap()
         .contains("1 paid bookings cancelled"));
+
+    // A demoted admin's older token (it still says admin) no longer changes roles, and a
+    // token of a user the ledger does not know is refused.
+    let (demoted_id, demoted) = h.account("demoted", "+919833333304", Role::Admin).await;
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/api/v1/users/{demoted_id}/role"),
+            &admin,
+            Some(json!({"role": "customer"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = h.trail(&admin).await.len();
+    let (status, problem) = h
+        .call(
+            "POST",
+            &role_path,
+            &demoted,
+            Some(json!({"role": "admin"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, _) = h.call("GET", "/api/v1/audit", &demoted, None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let ghost = h.token(777_777, Role::Admin);
+    let (status, _) = h
+        .call(
+            "POST",
+            &role_path,
+            &ghost,
+            Some(json!({"role": "admin"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.trail(&admin).await.len(),
+        entries,
+        "refusals record nothing"
+    );
 
     // A leader transfer through a node's admin API (what bookingctl does) is recorded
     // by the node, with the operator's name.

@@ -246,3 +246,20 @@ async fn a_tls_cluster_serves_the_api_end_to_end_and_refuses_strangers() {
     let _ = server.await;
     cluster.stop().await;
 }
+
+/// The api binary refuses secret values on its command line, naming what to use.
+#[test]
+fn the_api_refuses_secrets_on_the_command_line() {
+    for flag in ["--jwt-signing-key", "--webhook-key=abc", "--secret"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+            .args(["serve", "--config", "/nonexistent.toml", flag, "value"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains("never taken from the command line"),
+            "{stderr}"
+        );
+    }
+}

@@ -113,3 +113,48 @@ async fn dev_ca_certificates_carry_mutual_tls_and_another_ca_is_refused() {
     let _ = stop.send(());
     server.await.unwrap();
 }
+
+/// A secret passed as a flag value is refused before anything starts, with the
+/// variable or file to use instead; TLS options must come as a set.
+#[test]
+fn secrets_on_the_command_line_are_refused() {
+    let node = env!("CARGO_BIN_EXE_raft-node");
+    for args in [
+        vec!["--cluster-secret", "0123456789abcdef0123"],
+        vec!["--cluster-secret=0123456789abcdef0123"],
+    ] {
+        let output = Command::new(node)
+            .args(&args)
+            .args([
+                "--node-id",
+                "1",
+                "--cluster",
+                "/nonexistent",
+                "--data-dir",
+                "/nonexistent",
+            ])
+            .env_remove("SEAT_LEDGER_CLUSTER_SECRET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("never taken from the command line")
+                && stderr.contains("SEAT_LEDGER_CLUSTER_SECRET"),
+            "{stderr}"
+        );
+    }
+    let output = Command::new(node)
+        .args([
+            "--node-id",
+            "1",
+            "--cluster",
+            "/nonexistent",
+            "--data-dir",
+            "/x",
+        ])
+        .args(["--tls-cert-file", "/x.pem"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
