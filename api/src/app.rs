@@ -111,6 +111,8 @@ impl AppState {
         cluster_tls: Option<raft_node::tls::ClusterTls>,
     ) -> Result<AppState, String> {
         config.validate()?;
+        // Computed now, so the first login of an unknown email is not slower than later ones.
+        crate::auth::dummy_password_hash();
         let rate =
             NonZeroU32::new(config.limits.requests_per_second).ok_or("rate must be positive")?;
         let burst = NonZeroU32::new(config.limits.burst).ok_or("burst must be positive")?;

@@ -382,7 +382,7 @@ pub async fn serve(
 
 /// Serves the api over TLS (rustls) on `listener` until `shutdown` completes. Handshakes
 /// run in their own tasks; plain text and failed handshakes never reach the router and
-/// are counted in `seat_ledger_tls_handshake_failures_total{listener="api"}`.
+/// are counted in `seat_ledger_tls_handshake_failures_total{listener="api", kind}`.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: std::sync::Arc<raft_node::tls::rustls::ServerConfig>,

@@ -2,7 +2,7 @@
 //! listeners (a development CA made for the test), the api reaching them over mutual
 //! TLS and serving HTTPS, and the refusals: plain text to each TLS listener, a client
 //! without a certificate, a certificate from another CA. Refusals are counted in
-//! `seat_ledger_tls_handshake_failures_total{listener}`.
+//! `seat_ledger_tls_handshake_failures_total{listener, kind="refused"}`.
 
 use api::app::AppState;
 use api::auth::Keys;
@@ -26,7 +26,9 @@ fn timing() -> RaftTiming {
 
 fn refusals(listener: &str) -> u64 {
     let rendered = raft_node::http::prometheus().render();
-    let prefix = format!("seat_ledger_tls_handshake_failures_total{{listener=\"{listener}\"}} ");
+    let prefix = format!(
+        "seat_ledger_tls_handshake_failures_total{{listener=\"{listener}\",kind=\"refused\"}} "
+    );
     rendered
         .lines()
         .find_map(|line| line.strip_prefix(&prefix))

@@ -10,7 +10,7 @@
 //! Certificates and keys come from PEM files named in the configuration
 //! (`deploy/dev-ca.sh` makes a development CA; [`dev`] makes one in memory for tests and
 //! `api demo --tls`). A refused handshake is logged with the peer's address and the
-//! reason and counted in `seat_ledger_tls_handshake_failures_total{listener}`.
+//! reason and counted in `seat_ledger_tls_handshake_failures_total{listener, kind}`.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -155,11 +155,25 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned()).map_err(|e| format!("{host:?} is no TLS name: {e}"))
 }
 
-/// Counts and logs a refused TLS handshake.
+/// Counts and logs a refused TLS handshake (`kind="refused"`: plain text, a certificate
+/// the CA did not sign, no certificate, a timeout).
 pub fn refused(listener: &'static str, peer: SocketAddr, reason: &str) {
-    metrics::counter!("seat_ledger_tls_handshake_failures_total", "listener" => listener)
+    metrics::counter!("seat_ledger_tls_handshake_failures_total", "listener" => listener, "kind" => "refused")
         .increment(1);
     tracing::warn!(listener, %peer, reason, "refused TLS connection");
+}
+
+/// A failed server-side handshake: a client that closed before finishing (a peer whose
+/// call timed out while this node was still starting) is counted as `kind="aborted"`
+/// and logged at debug level; anything else is [`refused`].
+pub fn handshake_failed(listener: &'static str, peer: SocketAddr, error: &std::io::Error) {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        metrics::counter!("seat_ledger_tls_handshake_failures_total", "listener" => listener, "kind" => "aborted")
+            .increment(1);
+        tracing::debug!(listener, %peer, %error, "TLS client left during the handshake");
+    } else {
+        refused(listener, peer, &error.to_string());
+    }
 }
 
 /// The address of a TLS client, as axum's `ConnectInfo` of a [`TlsListener`].
@@ -207,7 +221,7 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = sender.send((tls, peer)).await;
                         }
-                        Ok(Err(error)) => refused(name, peer, &error.to_string()),
+                        Ok(Err(error)) => handshake_failed(name, peer, &error),
                         Err(_) => refused(name, peer, "TLS handshake timed out"),
                     }
                     drop(slot);

@@ -686,7 +686,7 @@ async fn serve_connection(
             match accepted {
                 Ok(Ok(tls)) => split_stream(tls),
                 Ok(Err(error)) => {
-                    crate::tls::refused("peer", peer, &error.to_string());
+                    crate::tls::handshake_failed("peer", peer, &error);
                     return;
                 }
                 Err(_) => {
@@ -1622,8 +1622,9 @@ mod tests {
 
     fn tls_refusals(listener: &str) -> u64 {
         let rendered = crate::http::prometheus().render();
-        let prefix =
-            format!("seat_ledger_tls_handshake_failures_total{{listener=\"{listener}\"}} ");
+        let prefix = format!(
+            "seat_ledger_tls_handshake_failures_total{{listener=\"{listener}\",kind=\"refused\"}} "
+        );
         rendered
             .lines()
             .find_map(|line| line.strip_prefix(&prefix))
