@@ -32,6 +32,8 @@ pub struct AppState {
     admin_http: reqwest::Client,
     /// The leaders seen at the previous gathering, to list leader changes.
     leader_watch: std::sync::Mutex<crate::cluster::LeaderWatch>,
+    /// Failed logins per account and per IP (brute-force throttle).
+    pub login_guard: crate::login_guard::LoginGuard,
 }
 
 pub type Shared = Arc<AppState>;
@@ -86,12 +88,31 @@ impl Written {
 }
 
 impl AppState {
+    /// The state for `config`; with a `[tls.cluster]` section the api reaches the nodes
+    /// over mutual TLS with the certificate files it names.
     pub fn new(
         config: ApiConfig,
         keys: Keys,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Result<AppState, String> {
+        let tls = match config.tls.as_ref().and_then(|tls| tls.cluster.as_ref()) {
+            Some(files) => Some(raft_node::tls::ClusterTls::from_files(files)?),
+            None => None,
+        };
+        AppState::with_cluster_tls(config, keys, gateway, tls)
+    }
+
+    /// Like `new`, with the cluster TLS settings given (tests and the demo make them in
+    /// memory); `None` speaks plain HTTP to the nodes.
+    pub fn with_cluster_tls(
+        config: ApiConfig,
+        keys: Keys,
+        gateway: Arc<dyn PaymentGateway>,
+        cluster_tls: Option<raft_node::tls::ClusterTls>,
+    ) -> Result<AppState, String> {
         config.validate()?;
+        // Computed now, so the first login of an unknown email is not slower than later ones.
+        crate::auth::dummy_password_hash();
         let rate =
             NonZeroU32::new(config.limits.requests_per_second).ok_or("rate must be positive")?;
         let burst = NonZeroU32::new(config.limits.burst).ok_or("burst must be positive")?;
@@ -114,17 +135,27 @@ impl AppState {
                 .filter(|n| n.region != config.region)
                 .map(|n| n.id),
         );
+        let mut admin_http = reqwest::Client::builder().connect_timeout(Duration::from_secs(1));
+        let cluster = match &cluster_tls {
+            Some(tls) => {
+                admin_http = admin_http.use_preconfigured_tls((*tls.client).clone());
+                ClusterClient::with_tls(nodes, tls)?
+            }
+            None => ClusterClient::new(nodes),
+        };
         Ok(AppState {
-            cluster: ClusterClient::new(nodes),
+            cluster,
             keys,
             gateway,
             limiter,
             read_preference,
-            admin_http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(1))
+            admin_http: admin_http
                 .build()
                 .map_err(|e| format!("admin HTTP client: {e}"))?,
             leader_watch: Default::default(),
+            login_guard: crate::login_guard::LoginGuard::new(
+                crate::login_guard::Throttle::from_limits(&config.limits),
+            ),
             config,
         })
     }

@@ -65,6 +65,12 @@ impl Keys {
                 "name at least one public key to verify tokens".into(),
             ));
         }
+        if signing.is_some() && !verifying.iter().any(|(k, _)| k == kid) {
+            return Err(KeyError(format!(
+                "the signing key's kid {kid:?} has no verification key; list its public key \
+                 too, or its tokens would be refused"
+            )));
+        }
         Ok(Keys {
             signing,
             verifying,
@@ -123,15 +129,17 @@ impl Keys {
         if header.alg != Algorithm::EdDSA {
             return Err(Problem::unauthorized("tokens must be signed with EdDSA"));
         }
-        let candidates: Vec<&DecodingKey> = match &header.kid {
-            Some(kid) => self
-                .verifying
-                .iter()
-                .filter(|(k, _)| k == kid)
-                .map(|(_, key)| key)
-                .collect(),
-            None => self.verifying.iter().map(|(_, key)| key).collect(),
-        };
+        // Every token this service issues names its key; one that does not is refused
+        // rather than tried against every key.
+        let kid = header
+            .kid
+            .ok_or_else(|| Problem::unauthorized("the token names no key (kid); log in again"))?;
+        let candidates: Vec<&DecodingKey> = self
+            .verifying
+            .iter()
+            .filter(|(k, _)| *k == kid)
+            .map(|(_, key)| key)
+            .collect();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
@@ -185,6 +193,15 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// A valid argon2id hash of no one's password: login verifies against it when the email
+/// is unknown, so an unknown email takes as long as a wrong password.
+pub fn dummy_password_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        hash_password("no account has this password", Some("dummy")).unwrap_or_default()
+    })
 }
 
 /// A new opaque refresh token and the hash the ledger stores.

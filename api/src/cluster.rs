@@ -105,9 +105,9 @@ pub struct Fetched {
     pub report: Result<NodeReport, String>,
 }
 
-async fn fetch(http: &reqwest::Client, address: &str) -> Result<NodeReport, String> {
+async fn fetch(http: &reqwest::Client, scheme: &str, address: &str) -> Result<NodeReport, String> {
     let response = http
-        .get(format!("http://{address}/admin/status"))
+        .get(format!("{scheme}://{address}/admin/status"))
         .timeout(NODE_STATUS_TIMEOUT)
         .send()
         .await
@@ -128,7 +128,12 @@ pub async fn gather(state: &Shared) -> Vec<Fetched> {
             id: node.id,
             region: node.region.clone(),
             address: node.client_addr.clone(),
-            report: fetch(state.admin_http(), &node.client_addr).await,
+            report: fetch(
+                state.admin_http(),
+                state.cluster.scheme(),
+                &node.client_addr,
+            )
+            .await,
         }
     });
     futures_util::future::join_all(requests).await

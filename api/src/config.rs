@@ -21,6 +21,29 @@ pub struct ApiConfig {
     pub limits: ApiLimits,
     #[serde(default)]
     pub jwt: JwtConfig,
+    /// TLS on the public listener and mutual TLS to the nodes; absent: no TLS (the api
+    /// says so when it starts).
+    #[serde(default)]
+    pub tls: Option<ApiTls>,
+}
+
+/// The api's TLS files (paths only; the keys stay in files, see `raft_node::secrets`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTls {
+    /// The public listener's certificate and key.
+    #[serde(default)]
+    pub listener: Option<ListenerTls>,
+    /// The cluster CA and this api's client certificate for the nodes.
+    #[serde(default)]
+    pub cluster: Option<raft_node::tls::TlsFiles>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 fn global_shard() -> String {
@@ -57,6 +80,16 @@ pub struct ApiLimits {
     /// still answer a stale read; beyond it the read is retried as linearizable. This
     /// bounds staleness by apply lag, not by wall-clock age.
     pub stale_lag_entries_max: u64,
+    /// Login brute-force throttle (`login_guard`): failed logins allowed per account and
+    /// per client IP before each further one waits a delay that starts at
+    /// `login_backoff_base_ms` and doubles per failure up to the cap; failures are
+    /// forgotten `login_failures_forget_ms` after the last one.
+    pub login_failures_free_per_account: u32,
+    pub login_failures_free_per_ip: u32,
+    pub login_backoff_base_ms: u64,
+    pub login_backoff_account_max_ms: u64,
+    pub login_backoff_ip_max_ms: u64,
+    pub login_failures_forget_ms: u64,
 }
 
 impl Default for ApiLimits {
@@ -67,6 +100,12 @@ impl Default for ApiLimits {
             body_bytes_max: 64 * 1024,
             request_timeout_ms: 5_000,
             stale_lag_entries_max: 1_000,
+            login_failures_free_per_account: 5,
+            login_failures_free_per_ip: 20,
+            login_backoff_base_ms: 1_000,
+            login_backoff_account_max_ms: 60_000,
+            login_backoff_ip_max_ms: 300_000,
+            login_failures_forget_ms: 15 * 60_000,
         }
     }
 }
@@ -80,6 +119,10 @@ pub struct JwtConfig {
     pub signing_key_file: Option<String>,
     /// `kid` -> public key PEM file; several allow key rotation.
     pub verifying_key_files: BTreeMap<String, String>,
+    /// A directory of public keys named `<kid>.pub.pem` (a mounted Kubernetes Secret or
+    /// a Vault agent's output); added to `verifying_key_files`. Overridden by the
+    /// environment variable `SEAT_LEDGER_JWT_VERIFYING_KEYS_DIR`.
+    pub verifying_keys_dir: Option<String>,
     pub signing_kid: String,
     pub access_ttl_s: u64,
     pub refresh_ttl_s: u64,
@@ -92,6 +135,7 @@ impl Default for JwtConfig {
             audience: "seat-ledger-clients".into(),
             signing_key_file: None,
             verifying_key_files: BTreeMap::new(),
+            verifying_keys_dir: None,
             signing_kid: "k1".into(),
             access_ttl_s: 900,
             refresh_ttl_s: 30 * 86_400,
@@ -118,6 +162,21 @@ impl ApiConfig {
         {
             return Err(
                 "limits: rates, burst and timeout must be positive, body limit >= 1024".into(),
+            );
+        }
+        if l.login_failures_free_per_account == 0
+            || l.login_failures_free_per_ip == 0
+            || l.login_backoff_base_ms == 0
+            || l.login_backoff_account_max_ms < l.login_backoff_base_ms
+            || l.login_backoff_ip_max_ms < l.login_backoff_base_ms
+            || l.login_failures_forget_ms
+                < l.login_backoff_ip_max_ms
+                    .max(l.login_backoff_account_max_ms)
+        {
+            return Err(
+                "limits: login throttle: free failures and base delay must be positive, \
+                 caps at least the base delay, the forget period at least the caps"
+                    .into(),
             );
         }
         Ok(())

@@ -11,6 +11,7 @@ use raft_node::config::{ClusterFile, NodeConfig, NodeEntry, RaftTiming, ShardEnt
 use raft_node::server::RunningNode;
 use state_machine::{Applied, Limits, TheaterId, UserId};
 use state_machine::{Category, CommandKind, Outcome, Prices, Role, RowSpec, Screen, ScreenIndex};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +23,55 @@ pub const CITIES: &[(&str, &str)] = &[
     ("bengaluru", "Bengaluru"),
 ];
 
+/// Development TLS material for an embedded cluster: a CA made for this run, a
+/// certificate per node (for 127.0.0.1 and localhost), one for the api as the nodes'
+/// client, and one for the api's public listener.
+pub struct DemoTls {
+    pub ca: raft_node::tls::dev::DevCa,
+    /// The api's mutual-TLS settings towards the nodes.
+    pub api_client: raft_node::tls::ClusterTls,
+    /// The api's public listener (server certificate only).
+    pub listener: Arc<raft_node::tls::rustls::ServerConfig>,
+}
+
+impl DemoTls {
+    pub fn generate() -> Result<DemoTls, String> {
+        let ca = raft_node::tls::dev::DevCa::new("seat-ledger demo CA")?;
+        let names = ["127.0.0.1", "localhost"];
+        let api = ca.issue("api", &names)?;
+        let api_client = raft_node::tls::ClusterTls::from_pem(
+            ca.cert_pem().as_bytes(),
+            api.cert_pem.as_bytes(),
+            api.key_pem.as_bytes(),
+        )?;
+        let listener =
+            raft_node::tls::public_server_config(api.cert_pem.as_bytes(), api.key_pem.as_bytes())?;
+        Ok(DemoTls {
+            ca,
+            api_client,
+            listener,
+        })
+    }
+
+    /// Mutual-TLS settings for node `id`, with a certificate of its own.
+    pub fn node(&self, id: u64) -> Result<raft_node::tls::ClusterTls, String> {
+        let issued = self
+            .ca
+            .issue(&format!("raft-node-{id}"), &["127.0.0.1", "localhost"])?;
+        raft_node::tls::ClusterTls::from_pem(
+            self.ca.cert_pem().as_bytes(),
+            issued.cert_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+        )
+    }
+}
+
 /// A running embedded cluster.
 pub struct DemoCluster {
     pub nodes: Vec<RunningNode>,
     pub file: ClusterFile,
+    /// The TLS material when the cluster runs with TLS.
+    pub tls: Option<Arc<DemoTls>>,
     /// Kept so a temporary data directory lives as long as the cluster.
     _temp: Option<tempfile::TempDir>,
 }
@@ -56,6 +102,18 @@ impl DemoCluster {
         timing: RaftTiming,
         limits: Limits,
         cities: &[String],
+    ) -> Result<DemoCluster, String> {
+        DemoCluster::start_with_tls(data_dir, timing, limits, cities, None).await
+    }
+
+    /// `start_with_shards`, with mutual TLS between the nodes and on their client
+    /// listeners when `tls` is given.
+    pub async fn start_with_tls(
+        data_dir: Option<PathBuf>,
+        timing: RaftTiming,
+        limits: Limits,
+        cities: &[String],
+        tls: Option<Arc<DemoTls>>,
     ) -> Result<DemoCluster, String> {
         limits.validate().map_err(|e| e.to_string())?;
         let (temp, dir) = match data_dir {
@@ -97,12 +155,14 @@ impl DemoCluster {
         let secret = auth::new_refresh_token().0.into_bytes();
         let mut nodes = Vec::new();
         for (id, peer, client) in listeners {
+            let tls = tls.as_ref().map(|tls| tls.node(id)).transpose()?;
             let config = NodeConfig {
                 node_id: id,
                 data_dir: dir.join(format!("node-{id}")),
                 cluster: file.clone(),
                 cluster_secret: secret.clone(),
                 raft: timing.clone(),
+                tls: tls.clone(),
             };
             nodes.push(
                 RunningNode::start(config, peer, client)
@@ -113,6 +173,7 @@ impl DemoCluster {
         let cluster = DemoCluster {
             nodes,
             file,
+            tls,
             _temp: temp,
         };
         cluster.wait_for_leaders(Duration::from_secs(20)).await?;
@@ -143,13 +204,22 @@ impl DemoCluster {
     }
 
     pub fn client(&self) -> ClusterClient {
-        ClusterClient::new(
-            self.file
-                .nodes
-                .iter()
-                .map(|n| (n.id, n.client_addr.clone()))
-                .collect(),
-        )
+        let nodes = self
+            .file
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.client_addr.clone()))
+            .collect();
+        match &self.tls {
+            Some(tls) => ClusterClient::with_tls(nodes, &tls.api_client)
+                .unwrap_or_else(|_| ClusterClient::new(BTreeMap::new())),
+            None => ClusterClient::new(nodes),
+        }
+    }
+
+    /// The api's TLS settings towards the nodes, when the cluster runs with TLS.
+    pub fn api_cluster_tls(&self) -> Option<raft_node::tls::ClusterTls> {
+        self.tls.as_ref().map(|tls| tls.api_client.clone())
     }
 
     /// An api configuration pointing at this cluster.
@@ -178,6 +248,7 @@ impl DemoCluster {
             global_shard: "global".into(),
             limits: ApiLimits::default(),
             jwt: JwtConfig::default(),
+            tls: None,
         }
     }
 
@@ -338,12 +409,25 @@ async fn seed_shows(
 }
 
 /// `api demo`: cluster, data, API; stops cleanly on Ctrl-C.
-pub async fn run(listen: &str, data_dir: Option<PathBuf>) -> Result<(), String> {
+pub async fn run(listen: &str, data_dir: Option<PathBuf>, tls: bool) -> Result<(), String> {
     let started = std::time::Instant::now();
     let reuse = data_dir
         .as_deref()
         .is_some_and(|dir: &Path| dir.join("node-1").exists());
-    let cluster = DemoCluster::start(data_dir, RaftTiming::default()).await?;
+    let tls = if tls {
+        Some(Arc::new(DemoTls::generate()?))
+    } else {
+        None
+    };
+    let cities: Vec<String> = CITIES.iter().map(|(city, _)| city.to_string()).collect();
+    let cluster = DemoCluster::start_with_tls(
+        data_dir,
+        RaftTiming::default(),
+        Limits::default(),
+        &cities,
+        tls.clone(),
+    )
+    .await?;
     let client = cluster.client();
     let admin_password = format!("admin-{}", &auth::new_refresh_token().0[..12]);
     let customer_password = format!("customer-{}", &auth::new_refresh_token().0[..12]);
@@ -380,12 +464,30 @@ pub async fn run(listen: &str, data_dir: Option<PathBuf>) -> Result<(), String> 
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let (keys, _, _) =
         Keys::generate("seat-ledger", "seat-ledger-clients").map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState::new(
+    let state = Arc::new(AppState::with_cluster_tls(
         cluster.api_config(listen),
         keys,
         Arc::new(crate::payment::SandboxGateway),
+        cluster.api_cluster_tls(),
     )?);
-    println!("demo: TLS is off (loopback only); JWT signing key generated for this run");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match &tls {
+        Some(tls) => {
+            let ca_path = std::env::temp_dir()
+                .join(format!("seat-ledger-demo-ca-{}.pem", std::process::id()));
+            std::fs::write(&ca_path, tls.ca.cert_pem())
+                .map_err(|e| format!("cannot write {}: {e}", ca_path.display()))?;
+            println!(
+                "demo: TLS ON: mutual TLS between nodes and from the api to them, HTTPS on the \
+                 listener; development CA made for this run: curl --cacert {}",
+                ca_path.display()
+            );
+        }
+        None => println!(
+            "demo: TLS is OFF (plain HTTP and plain peer TCP on loopback; `api demo --tls` \
+             turns it on); JWT signing key generated for this run"
+        ),
+    }
     if !reuse {
         println!("demo: admin    admin@demo.example / {admin_password}");
         println!("demo: customer customer@demo.example / {customer_password}");
@@ -397,15 +499,18 @@ pub async fn run(listen: &str, data_dir: Option<PathBuf>) -> Result<(), String> 
             node.client_addr
         );
     }
-    println!("demo: web pages: booking on http://{listen}/, cluster (sre, admin) on http://{listen}/cluster");
+    println!("demo: web pages: booking on {scheme}://{listen}/, cluster (sre, admin) on {scheme}://{listen}/cluster");
     println!(
-        "demo: ready in {:.1} s: API on http://{listen}/api/v1/cities (Ctrl-C stops)",
+        "demo: ready in {:.1} s: API on {scheme}://{listen}/api/v1/cities (Ctrl-C stops)",
         started.elapsed().as_secs_f64()
     );
-    let served = crate::serve(listener, state, async {
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    };
+    let served = match &tls {
+        Some(tls) => crate::serve_tls(listener, tls.listener.clone(), state, shutdown).await,
+        None => crate::serve(listener, state, shutdown).await,
+    };
     println!("demo: stopping");
     cluster.stop().await;
     served.map_err(|e| e.to_string())

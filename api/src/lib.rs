@@ -18,16 +18,22 @@
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
 //! - `openapi`: the OpenAPI document, generated from `routes()`.
 //! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
+//! - `login_guard`: login brute-force throttle per account and per IP.
+//! - `audit`: the audit trail of admin actions (role changes, show cancellations).
+//! - `secrets`: JWT keys from files, directories or the environment, never arguments.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod login_guard;
 pub mod openapi;
 pub mod payment;
 pub mod problem;
 pub mod routes;
+pub mod secrets;
 pub mod views;
 pub mod web;
 
@@ -242,6 +248,27 @@ pub fn routes() -> Vec<RouteSpec> {
             false,
             get(openapi_json),
         ),
+        spec(
+            "get",
+            "/api/v1/audit",
+            "The audit trail of admin and SRE actions, newest first (admin, sre)",
+            true,
+            get(crate::audit::audit_log),
+        ),
+        spec(
+            "post",
+            "/api/v1/users/{id}/role",
+            "Change a user's role (admin; audited)",
+            true,
+            post(crate::audit::set_role),
+        ),
+        spec(
+            "post",
+            "/api/v1/shows/{id}/cancel",
+            "Cancel a show: locks released, paid bookings refunded (theater owner or admin; audited)",
+            true,
+            post(crate::audit::cancel_show),
+        ),
     ]
 }
 
@@ -309,6 +336,36 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves the api over TLS (rustls) on `listener` until `shutdown` completes. Handshakes
+/// run in their own tasks; plain text and failed handshakes never reach the router and
+/// are counted in `seat_ledger_tls_handshake_failures_total{listener="api", kind}`.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<raft_node::tls::rustls::ServerConfig>,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use raft_node::tls::{PeerAddr, TlsListener};
+    let listener = TlsListener::new(listener, tls, "api")?;
+    // The rate limiter and the login throttle read the client's address as a SocketAddr.
+    let app = router(state)
+        .layer(axum::middleware::map_request(
+            |mut request: axum::extract::Request| async move {
+                if let Some(ConnectInfo(PeerAddr(addr))) =
+                    request.extensions().get::<ConnectInfo<PeerAddr>>().copied()
+                {
+                    request.extensions_mut().insert(ConnectInfo(addr));
+                }
+                request
+            },
+        ))
+        .into_make_service_with_connect_info::<PeerAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -128,9 +128,19 @@ pub async fn signup(
 
 pub async fn login(
     State(state): State<Shared>,
+    crate::login_guard::ClientIp(ip): crate::login_guard::ClientIp,
     Body(body): Body<views::LoginBody>,
 ) -> Result<Response> {
-    let refused = || Problem::unauthorized("email or password is wrong");
+    let account = body.email.trim().to_lowercase();
+    let guard = &state.login_guard;
+    // A throttled attempt is refused before any password work.
+    guard
+        .check(&account, ip, std::time::Instant::now())
+        .map_err(crate::login_guard::throttled)?;
+    let refused = || {
+        guard.failed(&account, ip, std::time::Instant::now());
+        Problem::unauthorized("email or password is wrong")
+    };
     if body.password.len() > auth::PASSWORD_BYTES_MAX {
         return Err(refused());
     }
@@ -147,12 +157,17 @@ pub async fn login(
         | Err(Problem {
             status: StatusCode::NOT_FOUND,
             ..
-        }) => return Err(refused()),
+        }) => {
+            // As slow as a wrong password, so timing does not tell which emails exist.
+            auth::verify_password(&body.password, auth::dummy_password_hash());
+            return Err(refused());
+        }
         Err(problem) => return Err(problem),
     };
     if !auth::verify_password(&body.password, &user.password_hash) {
         return Err(refused());
     }
+    guard.succeeded(&account);
     Ok(reply(
         StatusCode::OK,
         HeaderMap::new(),
@@ -520,6 +535,14 @@ pub async fn init_booking(
 ) -> Result<Response> {
     if user != caller.id.0.to_string() {
         return Err(Problem::not_found("no such user"));
+    }
+    // The same checks a lock makes, so a quote never prices what a lock would refuse.
+    if body.seats.is_empty() {
+        return Err(Rejection::invalid("seats", "name at least one seat").into());
+    }
+    let distinct: std::collections::BTreeSet<u32> = body.seats.iter().copied().collect();
+    if distinct.len() != body.seats.len() {
+        return Err(Rejection::invalid("seats", "a seat is named twice").into());
     }
     let (shard, number) = shard_id(&state, &body.show_id, "show")?;
     let (response, meta) = state

@@ -487,6 +487,7 @@ async fn start_api(
             ..ApiLimits::default()
         },
         jwt: JwtConfig::default(),
+        tls: None,
     };
     let state = Arc::new(AppState::new(
         api_config,

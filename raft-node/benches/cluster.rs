@@ -313,6 +313,7 @@ fn node_config(file: &ClusterFile, dir: &Path, id: NodeId, timing: &RaftTiming) 
         cluster: file.clone(),
         cluster_secret: SECRET.to_vec(),
         raft: timing.clone(),
+        tls: None,
     }
 }
 

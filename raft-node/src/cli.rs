@@ -34,6 +34,17 @@ struct Args {
     /// Optional TOML with Raft timing (heartbeat_ms, election_timeout_min_ms, ...).
     #[arg(long, env = "SEAT_LEDGER_RAFT_TIMING")]
     raft_timing: Option<PathBuf>,
+    /// The cluster CA certificate (PEM). With the certificate and key files it switches
+    /// on mutual TLS for peers and clients; without them the node runs without TLS and
+    /// says so.
+    #[arg(long, env = "SEAT_LEDGER_TLS_CA_FILE", requires_all = ["tls_cert_file", "tls_key_file"])]
+    tls_ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the cluster CA.
+    #[arg(long, env = "SEAT_LEDGER_TLS_CERT_FILE", requires = "tls_ca_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "SEAT_LEDGER_TLS_KEY_FILE", requires = "tls_ca_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 /// The environment variable naming planted bugs to switch on (comma-separated; builds
@@ -53,14 +64,35 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
         &args.cluster_secret_file,
         std::env::var("SEAT_LEDGER_CLUSTER_SECRET"),
     ) {
-        (Some(path), _) => read(path, "cluster secret file")?
-            .trim()
-            .as_bytes()
-            .to_vec(),
-        (None, Ok(secret)) => secret.into_bytes(),
+        (Some(_), Ok(_)) => {
+            return Err(
+                "both SEAT_LEDGER_CLUSTER_SECRET and a cluster secret file are set; \
+                 set one of them"
+                    .into(),
+            )
+        }
+        (Some(path), Err(_)) => crate::secrets::read_file(path, "cluster secret")?,
+        (None, Ok(secret)) => secret.trim_end().as_bytes().to_vec(),
         (None, Err(_)) => {
             return Err(
                 "no cluster secret: set SEAT_LEDGER_CLUSTER_SECRET or --cluster-secret-file".into(),
+            )
+        }
+    };
+    let tls = match (&args.tls_ca_file, &args.tls_cert_file, &args.tls_key_file) {
+        (Some(ca_file), Some(cert_file), Some(key_file)) => {
+            Some(crate::tls::ClusterTls::from_files(&crate::tls::TlsFiles {
+                ca_file: ca_file.clone(),
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            })?)
+        }
+        (None, None, None) => None,
+        _ => {
+            return Err(
+                "TLS: name all of --tls-ca-file, --tls-cert-file and --tls-key-file \
+                 (or none, to run without TLS)"
+                    .into(),
             )
         }
     };
@@ -75,6 +107,7 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
         cluster,
         cluster_secret: secret,
         raft,
+        tls,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
@@ -88,6 +121,10 @@ pub fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if let Err(error) = crate::secrets::refuse_secret_arguments(std::env::args().skip(1)) {
+        eprintln!("raft-node: {error}");
+        return ExitCode::from(2);
+    }
     let args = Args::parse();
     let config = match config(&args) {
         Ok(config) => config,
@@ -127,8 +164,13 @@ async fn run(config: NodeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = if running.node.tls().is_some() {
+        "mutual TLS (cluster CA)"
+    } else {
+        "TLS OFF: plain TCP, peers authenticated by the cluster secret only"
+    };
     println!(
-        "raft-node {} ready: peers on {}, clients on {}",
+        "raft-node {} ready: peers on {}, clients on {} ({tls})",
         running.node.id(),
         running.peer_addr,
         running.client_addr

@@ -45,6 +45,8 @@ pub struct ClusterClient {
     nodes: Arc<BTreeMap<NodeId, String>>,
     /// Last known leader per shard.
     leaders: Arc<Mutex<BTreeMap<String, NodeId>>>,
+    /// `http`, or `https` with mutual TLS against the cluster CA.
+    scheme: &'static str,
 }
 
 enum Attempt<T> {
@@ -63,7 +65,33 @@ impl ClusterClient {
             http,
             nodes: Arc::new(nodes),
             leaders: Arc::default(),
+            scheme: "http",
         }
+    }
+
+    /// A client that speaks HTTPS to the nodes, trusting only the cluster CA and
+    /// presenting the certificate of `tls` (nodes with TLS refuse any other client).
+    pub fn with_tls(
+        nodes: BTreeMap<NodeId, String>,
+        tls: &crate::tls::ClusterTls,
+    ) -> Result<ClusterClient, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(256)
+            .use_preconfigured_tls((*tls.client).clone())
+            .build()
+            .map_err(|e| format!("TLS client for the nodes: {e}"))?;
+        Ok(ClusterClient {
+            http,
+            nodes: Arc::new(nodes),
+            leaders: Arc::default(),
+            scheme: "https",
+        })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
     }
 
     pub fn nodes(&self) -> &BTreeMap<NodeId, String> {
@@ -178,7 +206,7 @@ impl ClusterClient {
         body: &WriteRequest,
         deadline: Instant,
     ) -> Result<Attempt<WriteReply>, ClientError> {
-        let url = format!("http://{addr}/v1/shards/{shard}/write");
+        let url = format!("{}://{addr}/v1/shards/{shard}/write", self.scheme);
         self.post(&url, body, deadline).await
     }
 
@@ -227,7 +255,7 @@ impl ClusterClient {
             let Some(addr) = self.nodes.get(&node) else {
                 continue;
             };
-            let url = format!("http://{addr}/v1/shards/{shard}/read");
+            let url = format!("{}://{addr}/v1/shards/{shard}/read", self.scheme);
             match self.post::<_, ReadReply>(&url, request, deadline).await? {
                 Attempt::Done(reply @ ReadReply::Done { .. }) => return Ok(reply),
                 Attempt::Done(ReadReply::Unavailable { reason, .. }) => last_problem = reason,

@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// Shared by all nodes of the cluster; peers that cannot prove it are refused.
     pub cluster_secret: Vec<u8>,
     pub raft: RaftTiming,
+    /// Mutual TLS on the peer transport and the client listener (cluster CA); `None`
+    /// runs both in plain TCP (peers still prove the cluster secret).
+    pub tls: Option<crate::tls::ClusterTls>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

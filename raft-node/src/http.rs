@@ -319,12 +319,22 @@ struct AddShard {
 
 async fn add_shard(
     State(node): State<Node>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<AddShard>,
 ) -> Result<Response, ApiError> {
+    let members: Vec<NodeId> = body.members.keys().copied().collect();
     node.add_shard(&body.name, body.members).await?;
+    let audit = crate::audit::record(
+        &node,
+        &headers,
+        "add_shard",
+        format!("shard {}", body.name),
+        format!("applied: members {members:?}"),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "shard": body.name })),
+        Json(serde_json::json!({ "shard": body.name, "audit": audit })),
     )
         .into_response())
 }
@@ -348,10 +358,11 @@ struct TransferLeader {
 
 async fn transfer_leader(
     State(node): State<Node>,
-    Path(shard): Path<String>,
+    headers: axum::http::HeaderMap,
+    Path(shard_name): Path<String>,
     Json(body): Json<TransferLeader>,
 ) -> Result<Response, ApiError> {
-    let shard = leader_only(&node, &shard)?;
+    let shard = leader_only(&node, &shard_name)?;
     let voters: BTreeSet<NodeId> = shard
         .metrics()
         .membership_config
@@ -370,7 +381,15 @@ async fn transfer_leader(
         .transfer_leader(body.to)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(serde_json::json!({ "transferring_to": body.to })).into_response())
+    let audit = crate::audit::record(
+        &node,
+        &headers,
+        "transfer_leader",
+        format!("shard {shard_name}"),
+        format!("applied: from node {} to node {}", node.id(), body.to),
+    )
+    .await;
+    Ok(Json(serde_json::json!({ "transferring_to": body.to, "audit": audit })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -381,13 +400,26 @@ struct AddLearner {
 
 async fn add_learner(
     State(node): State<Node>,
-    Path(shard): Path<String>,
+    headers: axum::http::HeaderMap,
+    Path(shard_name): Path<String>,
     Json(body): Json<AddLearner>,
 ) -> Result<Response, ApiError> {
-    let shard = leader_only(&node, &shard)?;
+    let shard = leader_only(&node, &shard_name)?;
+    let detail = format!(
+        "applied: node {} at {} ({}) as learner",
+        body.node_id, body.info.client_addr, body.info.region
+    );
     let result = shard.raft.add_learner(body.node_id, body.info, true).await;
     let response = result.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(serde_json::json!({ "index": response.log_id.index })).into_response())
+    let audit = crate::audit::record(
+        &node,
+        &headers,
+        "add_learner",
+        format!("shard {shard_name}"),
+        detail,
+    )
+    .await;
+    Ok(Json(serde_json::json!({ "index": response.log_id.index, "audit": audit })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -397,7 +429,8 @@ struct ChangeMembership {
 
 async fn change_membership(
     State(node): State<Node>,
-    Path(shard): Path<String>,
+    headers: axum::http::HeaderMap,
+    Path(shard_name): Path<String>,
     Json(body): Json<ChangeMembership>,
 ) -> Result<Response, ApiError> {
     if body.voters.is_empty() {
@@ -406,10 +439,19 @@ async fn change_membership(
             "voters must name at least one node".into(),
         ));
     }
-    let shard = leader_only(&node, &shard)?;
+    let shard = leader_only(&node, &shard_name)?;
+    let detail = format!("applied: voters {:?}", body.voters);
     let result = shard.raft.change_membership(body.voters, false).await;
     let response = result.map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
-    Ok(Json(serde_json::json!({ "index": response.log_id.index })).into_response())
+    let audit = crate::audit::record(
+        &node,
+        &headers,
+        "change_membership",
+        format!("shard {shard_name}"),
+        detail,
+    )
+    .await;
+    Ok(Json(serde_json::json!({ "index": response.log_id.index, "audit": audit })).into_response())
 }
 
 async fn snapshot(

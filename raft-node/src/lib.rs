@@ -16,10 +16,15 @@
 //! - `server`: binding listeners and running a node.
 //! - `backup`: online backups of a node (log checkpoint + ledger snapshots, verified by
 //!   digest) and offline restores; used by the admin API and `bookingctl`.
+//! - `tls`: rustls configurations (mutual TLS against the cluster CA on the peer
+//!   transport and the client listener), a TLS listener for axum, dev certificates.
+//! - `secrets`: secrets from files or the environment, never from arguments.
+//! - `audit`: records the admin API's cluster operations in the `global` audit trail.
 //! - `cli`: the `raft-node` command line (also built by the Jepsen-style suite with its
 //!   test features).
 //! - `fuzzing` (feature `fuzzing` only): the decoders of peer bytes, for `fuzz/`.
 
+pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod client;
@@ -33,6 +38,8 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod protocol;
+pub mod secrets;
 pub mod server;
+pub mod tls;
 pub mod transport;
 pub mod types;

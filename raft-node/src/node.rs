@@ -123,10 +123,11 @@ impl Node {
                 ))
             })?;
         let raft_config = Arc::new(config.raft.to_openraft()?);
-        let transport = TransportConfig::new(
+        let mut transport = TransportConfig::new(
             config.cluster.cluster_id.clone(),
             config.cluster_secret.clone(),
         );
+        transport.tls = config.tls.clone();
         std::fs::create_dir_all(config.data_dir.join("shards"))
             .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let log_db = crate::log_store::open_db(config.data_dir.join("raft-log"))
@@ -160,6 +161,11 @@ impl Node {
         self.inner.id
     }
 
+    /// This node's configuration (cluster file, TLS); never prints the secret.
+    pub fn config(&self) -> &crate::config::NodeConfig {
+        &self.inner.config
+    }
+
     pub fn info(&self) -> &NodeInfo {
         &self.inner.info
     }
@@ -183,10 +189,17 @@ impl Node {
     }
 
     pub fn transport_config(&self) -> TransportConfig {
-        TransportConfig::new(
+        let mut transport = TransportConfig::new(
             self.inner.config.cluster.cluster_id.clone(),
             self.inner.config.cluster_secret.clone(),
-        )
+        );
+        transport.tls = self.inner.config.tls.clone();
+        transport
+    }
+
+    /// The TLS settings of this node, if it runs with TLS.
+    pub fn tls(&self) -> Option<&crate::tls::ClusterTls> {
+        self.inner.config.tls.as_ref()
     }
 
     pub fn shard(&self, name: &str) -> Result<Arc<Shard>, NodeError> {

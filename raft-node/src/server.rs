@@ -40,11 +40,39 @@ impl RunningNode {
         let client_server = {
             let shutdown = stopped(node.shutdown_signal());
             let router = crate::http::router(node.clone());
+            // With TLS, clients (api nodes, bookingctl) must present a certificate signed
+            // by the cluster CA, like peers.
+            let (tls, plain) = match node.tls() {
+                Some(tls) => (
+                    Some(
+                        crate::tls::TlsListener::new(client, tls.server.clone(), "node-client")
+                            .map_err(|e| NodeError::Storage(e.to_string()))?,
+                    ),
+                    None,
+                ),
+                None => {
+                    tracing::warn!(
+                        node = node.id(),
+                        "TLS is off: peers and clients connect in plain TCP"
+                    );
+                    (None, Some(client))
+                }
+            };
             tokio::spawn(async move {
-                if let Err(error) = axum::serve(client, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
+                let served = match (tls, plain) {
+                    (Some(tls), _) => {
+                        axum::serve(tls, router)
+                            .with_graceful_shutdown(shutdown)
+                            .await
+                    }
+                    (None, Some(plain)) => {
+                        axum::serve(plain, router)
+                            .with_graceful_shutdown(shutdown)
+                            .await
+                    }
+                    (None, None) => Ok(()),
+                };
+                if let Err(error) = served {
                     tracing::error!(%error, "client listener failed");
                 }
             })

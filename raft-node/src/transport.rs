@@ -73,8 +73,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -142,6 +141,9 @@ pub struct TransportConfig {
     pub reconnect_backoff_min: Duration,
     /// Cap of the doubling delay after repeated failed connection attempts.
     pub reconnect_backoff_max: Duration,
+    /// Mutual TLS against the cluster CA (both sides present CA-signed certificates);
+    /// `None` is plain TCP, still authenticated by the cluster secret.
+    pub tls: Option<crate::tls::ClusterTls>,
 }
 
 impl TransportConfig {
@@ -159,6 +161,7 @@ impl TransportConfig {
             max_in_flight_per_connection: 1024,
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
+            tls: None,
         }
     }
 
@@ -246,6 +249,7 @@ impl fmt::Debug for TransportConfig {
             )
             .field("reconnect_backoff_min", &self.reconnect_backoff_min)
             .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -344,7 +348,18 @@ impl Frame {
     }
 }
 
-type FrameReader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+/// The two halves of a peer connection: plain TCP, or a TLS session over it.
+type PeerRead = Box<dyn AsyncRead + Send + Unpin>;
+type PeerWrite = Box<dyn AsyncWrite + Send + Unpin>;
+type FrameReader = FramedRead<PeerRead, LengthDelimitedCodec>;
+
+/// Splits a stream into boxed halves.
+fn split_stream<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
+    stream: S,
+) -> (PeerRead, PeerWrite) {
+    let (read, write) = tokio::io::split(stream);
+    (Box::new(read), Box::new(write))
+}
 
 fn frame_codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -434,7 +449,7 @@ async fn read_frame(reader: &mut FrameReader) -> Result<Option<Frame>, String> {
 }
 
 /// Writes one handshake frame directly, before the writer task exists.
-async fn write_frame(writer: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), String> {
+async fn write_frame(writer: &mut PeerWrite, frame: &Frame) -> Result<(), String> {
     let body = encode_body(frame, HANDSHAKE_FRAME_BYTES_MAX).map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(body.len() + 4);
     frame_codec(HANDSHAKE_FRAME_BYTES_MAX)
@@ -443,6 +458,11 @@ async fn write_frame(writer: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), S
     writer
         .write_all(&buf)
         .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    // A TLS session may hold records back until flushed.
+    writer
+        .flush()
+        .await
         .map_err(|e| format!("write failed: {e}"))
 }
 
@@ -450,7 +470,7 @@ async fn write_frame(writer: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), S
 /// frames that are already queued into one write so that a busy connection makes few system
 /// calls.
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    mut writer: PeerWrite,
     mut queue: mpsc::Receiver<Bytes>,
     frame_bytes_max: usize,
     stop: CancellationToken,
@@ -478,7 +498,10 @@ async fn write_loop(
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            written = writer.write_all(&buf) => {
+            written = async {
+                writer.write_all(&buf).await?;
+                writer.flush().await
+            } => {
                 written.map_err(|e| format!("write failed: {e}"))?;
             }
         }
@@ -590,6 +613,8 @@ struct ServerContext {
     max_in_flight: usize,
     handler: Arc<dyn RequestHandler>,
     stats: Arc<ServerStats>,
+    /// Mutual TLS against the cluster CA, when configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves peer requests on `listener` until `shutdown` completes, then closes every
@@ -644,6 +669,7 @@ async fn serve_inner(
         max_in_flight: config.max_in_flight_per_connection,
         handler,
         stats,
+        tls: config.tls.as_ref().map(|tls| tls.acceptor()),
     });
     let connection_slots = Arc::new(Semaphore::new(config.max_connections));
     let stop = CancellationToken::new();
@@ -691,7 +717,28 @@ async fn serve_connection(
 ) {
     // Small requests and responses (votes, heartbeats) must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
-    let (read_half, mut write_half) = stream.into_split();
+    // With TLS, the peer must first present a certificate signed by the cluster CA; only
+    // then does the cluster-secret handshake run, inside the TLS session.
+    let (read_half, mut write_half) = match &context.tls {
+        Some(acceptor) => {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = tokio::time::timeout(context.handshake_timeout, acceptor.accept(stream)) => accepted,
+            };
+            match accepted {
+                Ok(Ok(tls)) => split_stream(tls),
+                Ok(Err(error)) => {
+                    crate::tls::handshake_failed("peer", peer, &error);
+                    return;
+                }
+                Err(_) => {
+                    crate::tls::refused("peer", peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => split_stream(stream),
+    };
     // Until the peer has proved the secret it may not make us buffer more than a handshake.
     let mut reader = FramedRead::new(read_half, frame_codec(HANDSHAKE_FRAME_BYTES_MAX));
     let handshake = tokio::select! {
@@ -786,7 +833,7 @@ async fn serve_connection(
 /// Server side of the handshake; returns the authenticated node id of the client.
 async fn server_handshake(
     reader: &mut FrameReader,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut PeerWrite,
     context: &ServerContext,
 ) -> Result<u64, String> {
     let server_nonce = fresh_nonce();
@@ -842,7 +889,7 @@ async fn server_handshake(
 }
 
 /// Tells the client why it is refused (best effort) and returns the reason for the log.
-async fn refuse(writer: &mut OwnedWriteHalf, reason: String) -> String {
+async fn refuse(writer: &mut PeerWrite, reason: String) -> String {
     let _ = write_frame(
         writer,
         &Frame::Refused {
@@ -1168,7 +1215,26 @@ impl PeerClient {
                 Ok(Ok(stream)) => stream,
             };
         let _ = stream.set_nodelay(true);
-        let (read_half, mut write_half) = stream.into_split();
+        let (read_half, mut write_half) = match &config.tls {
+            Some(tls) => {
+                let name = crate::tls::server_name(addr).map_err(TransportError::Unreachable)?;
+                let connect = tls.connector().connect(name, stream);
+                match tokio::time::timeout(config.handshake_timeout, connect).await {
+                    Ok(Ok(session)) => split_stream(session),
+                    Ok(Err(e)) => {
+                        return Err(TransportError::Rejected(format!(
+                            "TLS handshake with {addr} failed: {e}"
+                        )))
+                    }
+                    Err(_) => {
+                        return Err(TransportError::Unreachable(format!(
+                            "TLS handshake with {addr} timed out"
+                        )))
+                    }
+                }
+            }
+            None => split_stream(stream),
+        };
         // Until the server has proved the secret it may not make us buffer much either.
         let mut reader = FramedRead::new(read_half, frame_codec(HANDSHAKE_FRAME_BYTES_MAX));
         let handshake = self.client_handshake(&mut reader, &mut write_half, target_node);
@@ -1215,7 +1281,7 @@ impl PeerClient {
     async fn client_handshake(
         &self,
         reader: &mut FrameReader,
-        writer: &mut OwnedWriteHalf,
+        writer: &mut PeerWrite,
         target_node: u64,
     ) -> Result<(), TransportError> {
         let config = &self.inner.config;
@@ -1582,6 +1648,102 @@ mod tests {
         .await;
     }
 
+    fn tls_config(ca: &crate::tls::dev::DevCa, name: &str, secret: &[u8]) -> TransportConfig {
+        let issued = ca.issue(name, &["127.0.0.1"]).unwrap();
+        let mut config = config(secret);
+        config.tls = Some(
+            crate::tls::ClusterTls::from_pem(
+                ca.cert_pem().as_bytes(),
+                issued.cert_pem.as_bytes(),
+                issued.key_pem.as_bytes(),
+            )
+            .unwrap(),
+        );
+        config
+    }
+
+    fn tls_refusals(listener: &str) -> u64 {
+        let rendered = crate::http::prometheus().render();
+        let prefix = format!(
+            "seat_ledger_tls_handshake_failures_total{{listener=\"{listener}\",kind=\"refused\"}} "
+        );
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    }
+
+    #[tokio::test]
+    async fn transport_tls_round_trip_and_refusals() {
+        bounded(async {
+            crate::http::prometheus();
+            let ca = crate::tls::dev::DevCa::new("cluster CA").unwrap();
+            let server = TestServer::start(tls_config(&ca, "node-1", SECRET), Some(1)).await;
+            // A peer of the same CA with the secret: served, inside TLS.
+            let peer = PeerClient::new(tls_config(&ca, "node-2", SECRET), 2);
+            echo(&peer, 1, &server.addr(), "s", b"over tls").await;
+            let refused_before = tls_refusals("peer");
+
+            // A certificate from another CA is refused even with the right secret.
+            let rogue_ca = crate::tls::dev::DevCa::new("rogue CA").unwrap();
+            let rogue = PeerClient::new(tls_config(&rogue_ca, "node-3", SECRET), 3);
+            let reply = rogue
+                .call(1, &server.addr(), "s", ECHO, vec![1], CALL_TIMEOUT)
+                .await;
+            assert!(
+                matches!(reply, Err(TransportError::Rejected(_))),
+                "{reply:?}"
+            );
+
+            // The right CA but the wrong secret is refused by the secret handshake.
+            let no_secret =
+                PeerClient::new(tls_config(&ca, "node-4", b"an entirely wrong secret"), 4);
+            let reply = no_secret
+                .call(1, &server.addr(), "s", ECHO, vec![1], CALL_TIMEOUT)
+                .await;
+            assert!(
+                matches!(reply, Err(TransportError::Rejected(_))),
+                "{reply:?}"
+            );
+
+            // Plain TCP (with the secret) to a TLS peer listener is refused.
+            let plain = PeerClient::new(config(SECRET), 5);
+            let reply = plain
+                .call(1, &server.addr(), "s", ECHO, vec![1], CALL_TIMEOUT)
+                .await;
+            assert!(
+                reply.is_err(),
+                "plain text reached a TLS listener: {reply:?}"
+            );
+
+            // A TLS client must not accept a server from another CA either.
+            let rogue_server =
+                TestServer::start(tls_config(&rogue_ca, "node-9", SECRET), Some(9)).await;
+            let reply = peer
+                .call(9, &rogue_server.addr(), "s", ECHO, vec![1], CALL_TIMEOUT)
+                .await;
+            assert!(
+                matches!(reply, Err(TransportError::Rejected(_))),
+                "{reply:?}"
+            );
+
+            assert_eq!(
+                server.handler_calls(),
+                1,
+                "only the genuine peer was served"
+            );
+            assert!(
+                tls_refusals("peer") >= refused_before + 2,
+                "refused handshakes are counted"
+            );
+            echo(&peer, 1, &server.addr(), "s", b"still serving").await;
+            rogue_server.stop().await;
+            server.stop().await;
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn transport_client_refuses_server_without_the_secret() {
         bounded(async {
@@ -1590,7 +1752,7 @@ mod tests {
             let addr = listener.local_addr().unwrap().to_string();
             let fake = tokio::spawn(async move {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (read_half, mut write_half) = stream.into_split();
+                let (read_half, mut write_half) = split_stream(stream);
                 let mut reader = FramedRead::new(read_half, frame_codec(HANDSHAKE_FRAME_BYTES_MAX));
                 let challenge = Frame::Challenge { nonce: [3; 32] };
                 write_frame(&mut write_half, &challenge).await.unwrap();

@@ -104,6 +104,13 @@ pub enum CommandKind {
         new_hash: String,
         expires_at: Millis,
     },
+    /// `global` shard: appends an entry to the audit trail (`audit.rs`).
+    RecordAudit {
+        actor: String,
+        action: String,
+        target: String,
+        detail: String,
+    },
 }
 
 impl CommandKind {
@@ -123,6 +130,7 @@ impl CommandKind {
             CommandKind::SetRole { .. } => "set_role",
             CommandKind::IssueRefreshToken { .. } => "issue_refresh_token",
             CommandKind::RotateRefreshToken { .. } => "rotate_refresh_token",
+            CommandKind::RecordAudit { .. } => "record_audit",
         }
     }
 }

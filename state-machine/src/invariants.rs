@@ -117,6 +117,7 @@ impl Ledger {
         if state.requests.len() > self.limits.request_ids_max as usize {
             return Err("request table is over its bound".into());
         }
+        self.check_audit()?;
         Ok(())
     }
 }

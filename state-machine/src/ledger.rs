@@ -43,6 +43,8 @@ pub struct State {
     pub users: BTreeMap<UserId, User>,
     /// Refresh tokens by hash (`global` shard only).
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
+    /// The audit trail by entry id (`global` shard only; `audit.rs`).
+    pub audit: BTreeMap<LogIndex, crate::audit::AuditEntry>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -82,6 +84,7 @@ pub struct Changes {
     pub requests: BTreeSet<RequestId>,
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
+    pub audit: BTreeSet<LogIndex>,
 }
 
 /// What one applied command produced.
@@ -355,6 +358,12 @@ impl Ledger {
                 new_hash,
                 expires_at,
             } => self.rotate_refresh_token(old_hash, new_hash, *expires_at),
+            CommandKind::RecordAudit {
+                actor,
+                action,
+                target,
+                detail,
+            } => self.record_audit(index, actor, action, target, detail),
         }
     }
 
@@ -1185,6 +1194,12 @@ impl Ledger {
         }
     }
 
+    pub(crate) fn touch_audit(&mut self, id: LogIndex) {
+        self.touch(|c| {
+            c.audit.insert(id);
+        });
+    }
+
     fn touch(&mut self, record: impl FnOnce(&mut Changes)) {
         if let Some(changes) = self.changes.as_mut() {
             record(changes);
@@ -1237,6 +1252,15 @@ impl Ledger {
         if value.chars().any(char::is_control) {
             return Err(invalid(field, "must not contain control characters"));
         }
+        // Right-to-left scripts are welcome; the invisible controls that reorder what
+        // follows them (and can make a name or title display as something else) are not.
+        if value.chars().any(is_bidi_control) {
+            return Err(invalid(
+                field,
+                "must not contain bidirectional control characters (U+202A-U+202E, \
+                 U+2066-U+2069)",
+            ));
+        }
         self.check_limit(
             LimitName::TextLength,
             self.limits.text_length_max.into(),
@@ -1255,6 +1279,11 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Unicode's explicit bidirectional embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn invalid(field: &'static str, reason: &'static str) -> Rejection {

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - `accounts`: users, roles and refresh tokens (the `global` shard).
+//! - `audit`: the audit trail of admin and SRE actions (the `global` shard).
 //! - `ids`: identifier newtypes (`ShowId`, `SeatId`, `LockId`, `BookingId`, ...).
 //! - `limits`: every bound the ledger enforces, validated as one value.
 //! - `model`: theaters, screens, seat layouts, shows, seat states, bookings.
@@ -25,6 +26,7 @@
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
 
 pub mod accounts;
+pub mod audit;
 pub mod codec;
 pub mod command;
 pub mod event;
@@ -45,6 +47,7 @@ pub mod testkit;
 mod tests;
 
 pub use accounts::{RefreshToken, Role, User};
+pub use audit::AuditEntry;
 pub use command::{Command, CommandKind};
 pub use event::{Event, EventRecord};
 pub use ids::*;

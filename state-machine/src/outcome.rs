@@ -81,6 +81,10 @@ pub enum Applied {
         user: UserId,
         family: u64,
     },
+    /// An audit entry was recorded under this id (its log index).
+    AuditRecorded {
+        entry: u64,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each

@@ -72,6 +72,11 @@ pub enum Query {
     Request {
         request_id: RequestId,
     },
+    /// `global` shard: the audit trail, newest first; `before` is the cursor.
+    AuditLog {
+        before: Option<u64>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +142,11 @@ pub enum QueryResponse {
     User(User),
     /// The outcome recorded for a request id; `None` when unknown or forgotten.
     Request(Option<Outcome>),
+    /// A page of the audit trail, newest first, and the cursor of the next page.
+    AuditLog {
+        items: Vec<crate::audit::AuditEntry>,
+        next: Option<u64>,
+    },
 }
 
 impl Ledger {
@@ -211,6 +221,7 @@ impl Ledger {
                     .get(request_id)
                     .map(|record| record.outcome.clone()),
             )),
+            Query::AuditLog { before, limit } => self.audit_log(*before, *limit),
         }
     }
 

@@ -9,7 +9,8 @@
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
 //! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
-//! available), `B|booking`, `R|request id`, `E|log index|seq` (events).
+//! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
+//! `K|token hash`, `A|audit entry id`.
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -34,6 +35,7 @@ const REQUEST: u8 = b'R';
 const EVENT: u8 = b'E';
 const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
+const AUDIT: u8 = b'A';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,6 +187,9 @@ impl LedgerStore {
             let value = state.refresh_tokens.get(&hash);
             put_or_delete(batch, key(REFRESH_TOKEN, hash.as_bytes()), value);
         }
+        for id in changes.audit {
+            put_or_delete(batch, key(AUDIT, &id.to_be_bytes()), state.audit.get(&id));
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -284,6 +289,9 @@ impl LedgerStore {
         }
         for (hash, token) in &state.refresh_tokens {
             batch.put(key(REFRESH_TOKEN, hash.as_bytes()), codec::encode(token));
+        }
+        for (id, entry) in &state.audit {
+            batch.put(key(AUDIT, &id.to_be_bytes()), codec::encode(entry));
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -432,6 +440,15 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
                 detail: e.to_string(),
             })?;
             state.refresh_tokens.insert(hash, token);
+            Ok(())
+        },
+    )?;
+    scan(
+        db,
+        AUDIT,
+        "audit entry",
+        |id, entry: crate::audit::AuditEntry| {
+            state.audit.insert(be_u64("audit id", id)?, entry);
             Ok(())
         },
     )?;

@@ -706,3 +706,21 @@ fn snapshot_with_a_record_under_another_key_is_refused() {
         Ok(_) => panic!("a snapshot with a misfiled booking was accepted"),
     }
 }
+
+#[test]
+fn text_refuses_controls_and_bidi_overrides_but_keeps_any_script() {
+    let mut f = Fixture::new();
+    let start = f.now + 20 * HOUR_MS;
+    for bad in ["A\u{0}B", "evil\u{202E}gnp.exe", "x\u{2066}y", "tab\there"] {
+        let rejection = f.rejected(publish_show(f.theater, 0, start, bad));
+        assert!(rejection.is_invalid("title"), "{bad:?}: {rejection}");
+    }
+    // Right-to-left letters, emoji and combining marks are ordinary text.
+    for (n, good) in ["שלום עולם", "مرحبا", "🎬🍿 Premiere", "Ame\u{301}lie"]
+        .iter()
+        .enumerate()
+    {
+        let at = start + n as u64 * 4 * HOUR_MS;
+        f.ok(publish_show(f.theater, 0, at, good));
+    }
+}

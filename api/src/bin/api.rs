@@ -2,7 +2,6 @@
 //! three-node cluster with sample cities, shows and seats on 127.0.0.1:8080.
 
 use api::app::AppState;
-use api::auth::Keys;
 use api::config::ApiConfig;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,34 +30,12 @@ enum Mode {
         /// Keep the cluster's data here (default: a temporary directory, removed on exit).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Run with TLS everywhere: a development CA made for this run, mutual TLS
+        /// between the nodes and from the api to them, HTTPS on the listener (the CA
+        /// certificate is written next to the data, for curl --cacert).
+        #[arg(long)]
+        tls: bool,
     },
-}
-
-fn keys(config: &ApiConfig) -> Result<Keys, String> {
-    let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
-    let private = config
-        .jwt
-        .signing_key_file
-        .as_deref()
-        .map(read)
-        .transpose()?;
-    let public = config
-        .jwt
-        .verifying_key_files
-        .iter()
-        .map(|(kid, path)| read(path).map(|pem| (kid.clone(), pem)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut keys = Keys::from_pem(
-        &config.jwt.signing_kid,
-        private.as_deref(),
-        &public,
-        config.jwt.issuer.clone(),
-        config.jwt.audience.clone(),
-    )
-    .map_err(|e| e.to_string())?;
-    keys.access_ttl_s = config.jwt.access_ttl_s;
-    keys.refresh_ttl_s = config.jwt.refresh_ttl_s;
-    Ok(keys)
 }
 
 async fn serve(path: PathBuf) -> Result<(), String> {
@@ -66,7 +43,21 @@ async fn serve(path: PathBuf) -> Result<(), String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config: ApiConfig =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let keys = keys(&config)?;
+    let keys = api::secrets::jwt_keys(&config.jwt, &raft_node::secrets::process_env)?;
+    let listener_tls = match config.tls.as_ref().and_then(|tls| tls.listener.as_ref()) {
+        Some(files) => {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read the TLS {what} {}: {e}", path.display()))
+            };
+            Some(raft_node::tls::public_server_config(
+                &read(&files.cert_file, "certificate")?,
+                &read(&files.key_file, "key")?,
+            )?)
+        }
+        None => None,
+    };
+    let cluster_tls = config.tls.as_ref().is_some_and(|tls| tls.cluster.is_some());
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -75,14 +66,21 @@ async fn serve(path: PathBuf) -> Result<(), String> {
         keys,
         Arc::new(api::payment::SandboxGateway),
     )?);
-    println!(
-        "api listening on {}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    api::serve(listener, state, async {
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    match &listener_tls {
+        Some(_) => println!("api listening on https://{local}"),
+        None => println!("api listening on http://{local} (TLS OFF on the public listener)"),
+    }
+    if !cluster_tls {
+        println!("api: TLS OFF to the raft-nodes (plain HTTP client protocol)");
+    }
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    };
+    match listener_tls {
+        Some(tls) => api::serve_tls(listener, tls, state, shutdown).await,
+        None => api::serve(listener, state, shutdown).await,
+    }
     .map_err(|e| e.to_string())
 }
 
@@ -94,9 +92,17 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .init();
+    if let Err(error) = raft_node::secrets::refuse_secret_arguments(std::env::args().skip(1)) {
+        eprintln!("api: {error}");
+        return ExitCode::from(2);
+    }
     let result = match Args::parse().command {
         Mode::Serve { config } => serve(config).await,
-        Mode::Demo { listen, data_dir } => api::demo::run(&listen, data_dir).await,
+        Mode::Demo {
+            listen,
+            data_dir,
+            tls,
+        } => api::demo::run(&listen, data_dir, tls).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

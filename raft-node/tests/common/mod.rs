@@ -98,6 +98,7 @@ impl TestCluster {
             cluster: self.file.clone(),
             cluster_secret: SECRET.to_vec(),
             raft: timing(),
+            tls: None,
         }
     }
 

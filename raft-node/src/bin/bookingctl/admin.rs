@@ -9,6 +9,12 @@ use std::time::Duration;
 
 pub struct Admin {
     http: reqwest::Client,
+    /// Mutual TLS to the nodes (when they run with TLS).
+    pub tls: Option<raft_node::tls::ClusterTls>,
+    scheme: &'static str,
+    /// Who runs this, for the audit trail of cluster operations (`--operator`, else
+    /// `$USER`).
+    pub operator: String,
     pub nodes: BTreeMap<NodeId, String>,
     pub timeout: Duration,
 }
@@ -65,13 +71,22 @@ impl Admin {
     pub async fn connect(
         list: Vec<(Option<NodeId>, String)>,
         timeout: Duration,
+        tls: Option<raft_node::tls::ClusterTls>,
     ) -> Result<Admin, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1).min(timeout))
+        let mut http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(1).min(timeout));
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls((*tls.client).clone());
+        }
+        let http = http
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut admin = Admin {
             http,
+            tls,
+            scheme,
+            operator: std::env::var("USER").unwrap_or_else(|_| "unnamed".into()),
             nodes: BTreeMap::new(),
             timeout,
         };
@@ -115,14 +130,18 @@ impl Admin {
     }
 
     pub fn client(&self) -> ClusterClient {
-        ClusterClient::new(self.nodes.clone())
+        match &self.tls {
+            Some(tls) => ClusterClient::with_tls(self.nodes.clone(), tls)
+                .unwrap_or_else(|_| ClusterClient::new(BTreeMap::new())),
+            None => ClusterClient::new(self.nodes.clone()),
+        }
     }
 
     async fn status_at(&self, addr: &str, digest: bool) -> Result<NodeStatus, String> {
         let url = if digest {
-            format!("http://{addr}/admin/status?digest=true")
+            format!("{}://{addr}/admin/status?digest=true", self.scheme)
         } else {
-            format!("http://{addr}/admin/status")
+            format!("{}://{addr}/admin/status", self.scheme)
         };
         let response = self
             .http
@@ -180,7 +199,8 @@ impl Admin {
         let addr = self.addr(node)?;
         let response = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
+            .header(raft_node::audit::OPERATOR_HEADER, &self.operator)
             .json(body)
             .timeout(timeout)
             .send()

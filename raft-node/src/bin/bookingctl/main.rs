@@ -36,6 +36,19 @@ struct Cli {
     /// How long one admin request may take, in seconds.
     #[arg(long, default_value_t = 5, global = true)]
     timeout_s: u64,
+    /// The cluster CA certificate (PEM), for nodes that run with TLS; with the two
+    /// options below bookingctl talks mutual TLS to them.
+    #[arg(long, env = "SEAT_LEDGER_TLS_CA_FILE", global = true)]
+    tls_ca_file: Option<PathBuf>,
+    /// bookingctl's certificate (PEM), signed by the cluster CA.
+    #[arg(long, env = "SEAT_LEDGER_TLS_CERT_FILE", global = true)]
+    tls_cert_file: Option<PathBuf>,
+    /// bookingctl's private key (PEM).
+    #[arg(long, env = "SEAT_LEDGER_TLS_KEY_FILE", global = true)]
+    tls_key_file: Option<PathBuf>,
+    /// Your name in the audit trail of cluster operations (default: $USER).
+    #[arg(long, env = "BOOKINGCTL_OPERATOR", global = true)]
+    operator: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -233,7 +246,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         return ops::restore(from, data_dir.as_deref(), *verify_only);
     }
     let timeout = Duration::from_secs(cli.timeout_s.max(1));
-    let admin = Admin::connect(parse_nodes(&cli)?, timeout).await?;
+    let tls = match (&cli.tls_ca_file, &cli.tls_cert_file, &cli.tls_key_file) {
+        (Some(ca_file), Some(cert_file), Some(key_file)) => Some(
+            raft_node::tls::ClusterTls::from_files(&raft_node::tls::TlsFiles {
+                ca_file: ca_file.clone(),
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            })?,
+        ),
+        (None, None, None) => None,
+        _ => {
+            return Err(
+                "TLS: give all of --tls-ca-file, --tls-cert-file and --tls-key-file, \
+                 or none"
+                    .into(),
+            )
+        }
+    };
+    let mut admin = Admin::connect(parse_nodes(&cli)?, timeout, tls).await?;
+    if let Some(operator) = &cli.operator {
+        admin.operator = operator.clone();
+    }
     match cli.command {
         Command::Status {
             shard,

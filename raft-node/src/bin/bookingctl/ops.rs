@@ -213,7 +213,12 @@ pub async fn member_add(
     if !admin.nodes.contains_key(&node) {
         nodes.push((Some(node), client_addr.clone()));
     }
-    let with_new = Admin::connect(nodes, admin.timeout).await?;
+    let with_new = Admin::connect(nodes, admin.timeout, admin.tls.clone())
+        .await
+        .map(|mut with_new| {
+            with_new.operator = admin.operator.clone();
+            with_new
+        })?;
     with_new
         .post(
             node,

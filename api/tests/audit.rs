@@ -1,0 +1,488 @@
+//! The audit trail on a real cluster: role changes and show cancellations through the
+//! api, and a leader transfer through a node's admin API, are recorded in the `global`
+//! shard with who, when and what, and read back by admin and sre only.
+
+use api::app::AppState;
+use api::auth::Keys;
+use api::demo::DemoCluster;
+use raft_node::config::RaftTiming;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use state_machine::{Role, UserId};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    cluster: DemoCluster,
+    base: String,
+    keys: Keys,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let timing = RaftTiming {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            ..RaftTiming::default()
+        };
+        let cluster = DemoCluster::start(None, timing).await.expect("cluster");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
+        let mut config = cluster.api_config(&addr);
+        config.limits.requests_per_second = 1_000;
+        config.limits.burst = 1_000;
+        let state = Arc::new(
+            AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway)).unwrap(),
+        );
+        let server = tokio::spawn(async move {
+            api::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
+        });
+        Harness {
+            cluster,
+            base: format!("http://{addr}"),
+            keys,
+            http: reqwest::Client::new(),
+            server,
+        }
+    }
+
+    fn token(&self, user: u64, role: Role) -> String {
+        self.keys
+            .issue_access(UserId(user), role, api::auth::now_s())
+            .unwrap()
+    }
+
+    /// A real account with `role` (made in the `global` shard, as the demo's bootstrap
+    /// admin is) and an access token from logging in.
+    async fn account(&self, name: &str, phone: &str, role: Role) -> (u64, String) {
+        let email = format!("{name}@test.example");
+        let password = format!("{name}'s long password");
+        let id = api::demo::create_account(&self.cluster.client(), &email, phone, &password, role)
+            .await
+            .unwrap();
+        let (status, login) = self
+            .call(
+                "POST",
+                "/api/v1/login",
+                "",
+                Some(json!({"email": email, "password": password})),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        (id.0, login["access_token"].as_str().unwrap().to_owned())
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "POST" => self.http.post(url),
+            _ => self.http.get(url),
+        }
+        .bearer_auth(token);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn trail(&self, token: &str) -> Vec<Value> {
+        let (status, page) = self
+            .call("GET", "/api/v1/audit?limit=100", token, None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["items"].as_array().unwrap().clone()
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.cluster.stop().await;
+    }
+}
+
+fn summary(entries: &[Value]) -> Vec<(String, String, String, String)> {
+    entries
+        .iter()
+        .map(|e| {
+            let detail = e["detail"].as_str().unwrap();
+            let phase = detail.split(':').next().unwrap().to_owned();
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+                phase,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
+    let h = Harness::start().await;
+    let (admin_id, admin) = h.account("admin", "+919833333301", Role::Admin).await;
+    let admin_actor = format!("user:{admin_id} (admin)");
+    let (status, signup) = h
+        .call(
+            "POST",
+            "/api/v1/signup",
+            "",
+            Some(json!({"email": "ops@test.example", "phone": "+919822222222", "password": "an sre to be, long", "name": "Ops"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{signup}");
+    let user = signup["user"]["id"].as_u64().unwrap();
+    let customer = signup["access_token"].as_str().unwrap().to_owned();
+    let role_path = format!("/api/v1/users/{user}/role");
+
+    // Only admins change roles; only admin and sre read the trail. Refusals record nothing.
+    let (status, _) = h
+        .call(
+            "POST",
+            &role_path,
+            &customer,
+            Some(json!({"role": "admin"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = h.call("GET", "/api/v1/audit", &customer, None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = h
+        .call(
+            "POST",
+            &role_path,
+            &admin,
+            Some(json!({"role": "root"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(h.trail(&admin).await.is_empty());
+
+    // A role change: recorded as requested, then applied; a retry records nothing new.
+    let before_ms = api::auth::now_s() * 1_000;
+    for _ in 0..2 {
+        let (status, changed) = h
+            .call(
+                "POST",
+                &role_path,
+                &admin,
+                Some(json!({"role": "sre"})),
+                Some("promote-1"),
+            )
+            .await;
+        assert_eq!(
+            (status, changed["role"].clone()),
+            (StatusCode::OK, json!("sre"))
+        );
+    }
+    let trail = h.trail(&admin).await;
+    let target = format!("user:{user}");
+    assert_eq!(
+        summary(&trail),
+        vec![
+            (
+                admin_actor.clone(),
+                "set_role".into(),
+                target.clone(),
+                "applied".into()
+            ),
+            (
+                admin_actor.clone(),
+                "set_role".into(),
+                target.clone(),
+                "requested".into()
+            ),
+        ]
+    );
+    assert_eq!(trail[0]["detail"], json!("applied: role=sre"));
+    let at = api::views::parse_rfc3339(trail[0]["at"].as_str().unwrap()).unwrap();
+    assert!(
+        at + 5_000 >= before_ms && at <= api::auth::now_s() * 1_000 + 5_000,
+        "{at}"
+    );
+    assert!(trail[0]["id"].as_u64() > trail[1]["id"].as_u64());
+
+    // The new sre logs in again and reads the trail.
+    let (status, login) = h
+        .call(
+            "POST",
+            "/api/v1/login",
+            "",
+            Some(json!({"email": "ops@test.example", "password": "an sre to be, long"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let sre = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(h.trail(&sre).await.len(), 2);
+
+    // A role change of an unknown user is refused and recorded as rejected.
+    let (status, _) = h
+        .call(
+            "POST",
+            "/api/v1/users/424242/role",
+            &admin,
+            Some(json!({"role": "sre"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let trail = h.trail(&admin).await;
+    assert_eq!(trail.len(), 4);
+    assert!(
+        trail[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected:"),
+        "{}",
+        trail[0]
+    );
+
+    // A show cancellation by its theater's owner: a paid booking is refunded, a lock
+    // released; another owner cannot cancel it (404) and nothing is recorded for that.
+    let (owner_id, owner) = h
+        .account("owner", "+919833333302", Role::TheaterOwner)
+        .await;
+    let (_, other_owner) = h
+        .account("other", "+919833333303", Role::TheaterOwner)
+        .await;
+    let owner_actor = format!("user:{owner_id} (theater_owner)");
+    let (_, theater) = h
+        .call(
+            "POST",
+            "/api/v1/theaters",
+            &owner,
+            Some(
+                json!({"city": "delhi", "name": "Audit Hall", "lat": 1.0, "long": 1.0,
+                "screens": [{"name": "One", "rows": [{"label": "A", "seats": 6}]}]}),
+            ),
+            None,
+        )
+        .await;
+    let start_s = api::auth::now_s() + 86_400 * 2;
+    let (status, show) = h
+        .call(
+            "POST",
+            "/api/v1/shows",
+            &owner,
+            Some(
+                json!({"theater_id": theater["id"], "title": "Cancelled Premiere",
+                "start_time": api::views::rfc3339(start_s * 1_000),
+                "end_time": api::views::rfc3339((start_s + 7_200) * 1_000),
+                "prices": {"normal_minor": 500, "premium_minor": 500, "vip_minor": 500}}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{show}");
+    let show_id = show["id"].as_str().unwrap().to_owned();
+    let fan = h.token(900_300, Role::Customer);
+    let (_, paid) = h
+        .call(
+            "POST",
+            &format!("/api/v1/shows/{show_id}/seats/lock"),
+            &fan,
+            Some(json!({"seats": [0, 1]})),
+            None,
+        )
+        .await;
+    let booking = paid["booking_id"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/api/v1/bookings/{booking}/payment"),
+            &fan,
+            Some(json!({"method": "sandbox-approve"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/api/v1/shows/{show_id}/seats/lock"),
+            &fan,
+            Some(json!({"seats": [4]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let cancel_path = format!("/api/v1/shows/{show_id}/cancel");
+    let (status, _) = h.call("POST", &cancel_path, &other_owner, None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h.call("POST", &cancel_path, &fan, None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(h.trail(&admin).await.len(), 4);
+    let (status, cancelled) = h.call("POST", &cancel_path, &owner, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(
+        (
+            cancelled["locks_released"].clone(),
+            cancelled["bookings_cancelled"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let (_, refunded) = h
+        .call(
+            "GET",
+            &format!("/api/v1/bookings/{booking}"),
+            &fan,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            refunded["status"].clone(),
+            refunded["refund_due_minor"].clone()
+        ),
+        (json!("cancelled"), json!(1_000))
+    );
+    let trail = h.trail(&admin).await;
+    assert_eq!(
+        summary(&trail[..2]),
+        vec![
+            (
+                owner_actor.clone(),
+                "cancel_show".into(),
+                format!("show:{show_id}"),
+                "applied".into()
+            ),
+            (
+                owner_actor.clone(),
+                "cancel_show".into(),
+                format!("show:{show_id}"),
+                "requested".into()
+            ),
+        ]
+    );
+    assert!(trail[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("1 paid bookings cancelled"));
+
+    // A demoted admin's older token (it still says admin) no longer changes roles, and a
+    // token of a user the ledger does not know is refused.
+    let (demoted_id, demoted) = h.account("demoted", "+919833333304", Role::Admin).await;
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/api/v1/users/{demoted_id}/role"),
+            &admin,
+            Some(json!({"role": "customer"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = h.trail(&admin).await.len();
+    let (status, problem) = h
+        .call(
+            "POST",
+            &role_path,
+            &demoted,
+            Some(json!({"role": "admin"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, _) = h.call("GET", "/api/v1/audit", &demoted, None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let ghost = h.token(777_777, Role::Admin);
+    let (status, _) = h
+        .call(
+            "POST",
+            &role_path,
+            &ghost,
+            Some(json!({"role": "admin"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.trail(&admin).await.len(),
+        entries,
+        "refusals record nothing"
+    );
+
+    // A leader transfer through a node's admin API (what bookingctl does) is recorded
+    // by the node, with the operator's name.
+    let (leader, follower) = {
+        let leader = h
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.node.shard("mumbai").is_ok_and(|s| s.raft.is_leader()))
+            .expect("mumbai has a leader");
+        let follower = h
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.node.id() != leader.node.id())
+            .unwrap();
+        (leader.client_addr, follower.node.id())
+    };
+    let response = h
+        .http
+        .post(format!(
+            "http://{leader}/admin/shards/mumbai/transfer-leader"
+        ))
+        .header(raft_node::audit::OPERATOR_HEADER, "alice")
+        .json(&json!({ "to": follower }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let recorded = loop {
+        let trail = h.trail(&admin).await;
+        if let Some(entry) = trail
+            .iter()
+            .find(|e| e["action"] == json!("transfer_leader"))
+        {
+            break entry.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "transfer never recorded: {trail:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        recorded["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator:alice via node"),
+        "{recorded}"
+    );
+    assert_eq!(recorded["target"], json!("shard mumbai"));
+    assert!(recorded["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("to node {follower}")));
+    h.stop().await;
+}
