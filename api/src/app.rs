@@ -32,6 +32,9 @@ pub struct AppState {
     admin_http: reqwest::Client,
     /// The leaders seen at the previous gathering, to list leader changes.
     leader_watch: std::sync::Mutex<crate::cluster::LeaderWatch>,
+    /// The event stream's shared state (open-stream cap) and the read models built
+    /// from the stream.
+    pub events: crate::events::EventsHub,
 }
 
 pub type Shared = Arc<AppState>;
@@ -125,8 +128,14 @@ impl AppState {
                 .build()
                 .map_err(|e| format!("admin HTTP client: {e}"))?,
             leader_watch: Default::default(),
+            events: Default::default(),
             config,
         })
+    }
+
+    /// Node ids in read order: this api's region first.
+    pub fn read_preference(&self) -> &[u64] {
+        &self.read_preference
     }
 
     /// The HTTP client for the nodes' admin API.

@@ -17,15 +17,20 @@
 //! - `demo`: an embedded three-node cluster with sample data.
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
 //! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
+//! - `support`: customer support tickets (global shard).
+//! - `events`: the ledger's event stream (SSE and paged JSON) with resume and access
+//!   filtering.
 
 pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod payment;
 pub mod problem;
 pub mod routes;
+pub mod support;
 pub mod views;
 pub mod web;
 
@@ -211,6 +216,50 @@ pub fn routes() -> Vec<RouteSpec> {
             "Shards, leaders, members by region, lag and leader changes (sre, admin)",
             true,
             get(crate::cluster::cluster_status),
+        ),
+        spec(
+            "get",
+            "/api/v1/events",
+            "A city's domain events in log order (?city=&from_index=&cursor=&show=&limit=): \
+             JSON page, or Server-Sent Events with Accept: text/event-stream (resume with \
+             Last-Event-ID); 410 with oldest_index when behind the retention window",
+            true,
+            get(crate::events::events),
+        ),
+        spec(
+            "post",
+            "/api/v1/support/tickets",
+            "Open a support ticket about one of your bookings {booking_id, subject, message}",
+            true,
+            post(crate::support::open),
+        ),
+        spec(
+            "get",
+            "/api/v1/support/tickets",
+            "Your tickets, or every ticket for support and admin (?status=&cursor=&limit=)",
+            true,
+            get(crate::support::list),
+        ),
+        spec(
+            "get",
+            "/api/v1/support/tickets/{ticketId}",
+            "A ticket with its messages (its customer, support, admin)",
+            true,
+            get(crate::support::get),
+        ),
+        spec(
+            "post",
+            "/api/v1/support/tickets/{ticketId}/messages",
+            "Write on a ticket {message} (its customer, support, admin)",
+            true,
+            post(crate::support::post_message),
+        ),
+        spec(
+            "post",
+            "/api/v1/support/tickets/{ticketId}/status",
+            "Set a ticket's status {status} (support, admin; the customer may close)",
+            true,
+            post(crate::support::set_status),
         ),
         spec(
             "get",

@@ -104,6 +104,26 @@ pub enum CommandKind {
         new_hash: String,
         expires_at: Millis,
     },
+    /// `global` shard: a customer opens a support ticket about one of their bookings
+    /// (the api checked the booking is theirs).
+    OpenTicket {
+        customer: UserId,
+        booking: String,
+        subject: String,
+        body: String,
+    },
+    /// `global` shard: a message on a ticket from its customer or an agent.
+    PostTicketMessage {
+        ticket: crate::support::TicketId,
+        actor: crate::support::Actor,
+        body: String,
+    },
+    /// `global` shard: an agent sets a ticket's status, or its customer closes it.
+    SetTicketStatus {
+        ticket: crate::support::TicketId,
+        actor: crate::support::Actor,
+        status: crate::support::TicketStatus,
+    },
 }
 
 impl CommandKind {
@@ -123,6 +143,9 @@ impl CommandKind {
             CommandKind::SetRole { .. } => "set_role",
             CommandKind::IssueRefreshToken { .. } => "issue_refresh_token",
             CommandKind::RotateRefreshToken { .. } => "rotate_refresh_token",
+            CommandKind::OpenTicket { .. } => "open_ticket",
+            CommandKind::PostTicketMessage { .. } => "post_ticket_message",
+            CommandKind::SetTicketStatus { .. } => "set_ticket_status",
         }
     }
 }

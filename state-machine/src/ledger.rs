@@ -43,6 +43,8 @@ pub struct State {
     pub users: BTreeMap<UserId, User>,
     /// Refresh tokens by hash (`global` shard only).
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
+    /// Support tickets (`global` shard only).
+    pub tickets: BTreeMap<crate::support::TicketId, crate::support::Ticket>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -68,6 +70,8 @@ pub(crate) struct Indexes {
     pub token_families: BTreeSet<(u64, String)>,
     /// Refresh tokens by expiry, to forget expired ones.
     pub token_expiry: BTreeSet<(Millis, String)>,
+    /// Tickets per customer, for "my tickets" and the open-ticket cap.
+    pub customer_tickets: BTreeSet<(UserId, crate::support::TicketId)>,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -82,6 +86,7 @@ pub struct Changes {
     pub requests: BTreeSet<RequestId>,
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
+    pub tickets: BTreeSet<crate::support::TicketId>,
 }
 
 /// What one applied command produced.
@@ -203,6 +208,11 @@ impl Ledger {
             indexes
                 .token_expiry
                 .insert((token.expires_at, hash.clone()));
+        }
+        for ticket in self.state.tickets.values() {
+            indexes
+                .customer_tickets
+                .insert((ticket.customer, ticket.id));
         }
         self.indexes = indexes;
     }
@@ -355,6 +365,29 @@ impl Ledger {
                 new_hash,
                 expires_at,
             } => self.rotate_refresh_token(old_hash, new_hash, *expires_at),
+            CommandKind::OpenTicket {
+                customer,
+                booking,
+                subject,
+                body,
+            } => self.open_ticket(
+                crate::support::TicketId(index),
+                *customer,
+                booking,
+                subject,
+                body,
+                events,
+            ),
+            CommandKind::PostTicketMessage {
+                ticket,
+                actor,
+                body,
+            } => self.post_ticket_message(*ticket, *actor, body, events),
+            CommandKind::SetTicketStatus {
+                ticket,
+                actor,
+                status,
+            } => self.set_ticket_status(*ticket, *actor, *status, events),
         }
     }
 

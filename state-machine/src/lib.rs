@@ -20,6 +20,7 @@
 //! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
 //! - `store`: the RocksDB image, atomic batches, reopen.
 //! - `snapshot`: the framed, checksummed snapshot format.
+//! - `support`: customer support tickets (the `global` shard).
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
 //! - `planted` (feature `planted-bugs` only): switchable faults for the Jepsen-style suite.
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
@@ -39,6 +40,7 @@ pub mod planted;
 pub mod query;
 pub mod snapshot;
 pub mod store;
+pub mod support;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 #[cfg(test)]
@@ -54,3 +56,4 @@ pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
 pub use store::{Durability, LedgerStore, StoreError};
+pub use support::{Actor, Ticket, TicketId, TicketMessage, TicketStatus};

@@ -72,6 +72,18 @@ pub enum Query {
     Request {
         request_id: RequestId,
     },
+    /// `global` shard: one support ticket.
+    Ticket {
+        ticket: crate::support::TicketId,
+    },
+    /// `global` shard: tickets newest first, of one customer or (`None`) all, in one
+    /// status or any; `before` is the cursor.
+    Tickets {
+        customer: Option<UserId>,
+        status: Option<crate::support::TicketStatus>,
+        before: Option<crate::support::TicketId>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +149,11 @@ pub enum QueryResponse {
     User(User),
     /// The outcome recorded for a request id; `None` when unknown or forgotten.
     Request(Option<Outcome>),
+    Ticket(crate::support::Ticket),
+    Tickets {
+        items: Vec<crate::support::Ticket>,
+        next: Option<crate::support::TicketId>,
+    },
 }
 
 impl Ledger {
@@ -211,6 +228,23 @@ impl Ledger {
                     .get(request_id)
                     .map(|record| record.outcome.clone()),
             )),
+            Query::Ticket { ticket } => self
+                .state
+                .tickets
+                .get(ticket)
+                .cloned()
+                .map(QueryResponse::Ticket)
+                .ok_or(Rejection::UnknownTicket { ticket: *ticket }),
+            Query::Tickets {
+                customer,
+                status,
+                before,
+                limit,
+            } => {
+                let limit = self.check_page(*limit)?;
+                let (items, next) = self.tickets(*customer, *status, *before, limit);
+                Ok(QueryResponse::Tickets { items, next })
+            }
         }
     }
 
