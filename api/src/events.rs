@@ -54,12 +54,15 @@ const OWNER_CACHE_MAX: usize = 4_096;
 pub struct EventsHub {
     /// Caps open SSE streams: each holds a connection and polls a replica.
     streams: Arc<Semaphore>,
+    /// Search index, trending and user activity, built from the stream.
+    pub models: crate::readmodel::ReadModels,
 }
 
 impl Default for EventsHub {
     fn default() -> Self {
         EventsHub {
             streams: Arc::new(Semaphore::new(STREAMS_MAX)),
+            models: Default::default(),
         }
     }
 }

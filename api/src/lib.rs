@@ -18,6 +18,8 @@
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
 //! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
 //! - `support`: customer support tickets (global shard).
+//! - `search`: the typo-tolerant show search index; `readmodel`: search, trending and
+//!   user activity kept current from the event stream; `home`: feeds and carousels.
 //! - `events`: the ledger's event stream (SSE and paged JSON) with resume and access
 //!   filtering.
 
@@ -27,9 +29,12 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod home;
 pub mod payment;
 pub mod problem;
+pub mod readmodel;
 pub mod routes;
+pub mod search;
 pub mod support;
 pub mod views;
 pub mod web;
@@ -136,7 +141,7 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(
             "get",
             "/api/v1/shows",
-            "Shows by ?location=&date=&search=",
+            "Shows by ?location=&date=&search= (search: ranked, typo-tolerant, accent-insensitive)",
             false,
             get(shows),
         ),
@@ -260,6 +265,21 @@ pub fn routes() -> Vec<RouteSpec> {
             "Set a ticket's status {status} (support, admin; the customer may close)",
             true,
             post(crate::support::set_status),
+        ),
+        spec(
+            "get",
+            "/api/v1/home/feeds",
+            "Trending shows of ?city= (recent confirmed bookings), and for a signed-in \
+             caller their recent cities and genres; with the read model's staleness",
+            false,
+            get(crate::home::feeds),
+        ),
+        spec(
+            "get",
+            "/api/v1/home/carousels",
+            "Upcoming shows of ?city=, and by genre; with the read model's staleness",
+            false,
+            get(crate::home::carousels),
         ),
         spec(
             "get",
