@@ -20,6 +20,8 @@
 //! - `support`: customer support tickets (global shard).
 //! - `search`: the typo-tolerant show search index; `readmodel`: search, trending and
 //!   user activity kept current from the event stream; `home`: feeds and carousels.
+//! - `notify`: the notifications worker (signed webhooks, SMTP email) with a durable
+//!   cursor in the ledger.
 //! - `events`: the ledger's event stream (SSE and paged JSON) with resume and access
 //!   filtering.
 
@@ -30,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod home;
+pub mod notify;
 pub mod payment;
 pub mod problem;
 pub mod readmodel;

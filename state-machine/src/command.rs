@@ -124,6 +124,15 @@ pub enum CommandKind {
         actor: crate::support::Actor,
         status: crate::support::TicketStatus,
     },
+    /// `global` shard: a stream consumer (e.g. the notifications worker) records how
+    /// far it has processed `stream`; never backwards.
+    AdvanceCursor {
+        consumer: String,
+        stream: String,
+        index: u64,
+        seq: u32,
+        replay_from: u64,
+    },
 }
 
 impl CommandKind {
@@ -146,6 +155,7 @@ impl CommandKind {
             CommandKind::OpenTicket { .. } => "open_ticket",
             CommandKind::PostTicketMessage { .. } => "post_ticket_message",
             CommandKind::SetTicketStatus { .. } => "set_ticket_status",
+            CommandKind::AdvanceCursor { .. } => "advance_cursor",
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct State {
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
     /// Support tickets (`global` shard only).
     pub tickets: BTreeMap<crate::support::TicketId, crate::support::Ticket>,
+    /// Event-stream consumers' positions (`global` shard only).
+    pub cursors: BTreeMap<crate::cursors::CursorKey, crate::cursors::ConsumerCursor>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -87,6 +89,7 @@ pub struct Changes {
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
     pub tickets: BTreeSet<crate::support::TicketId>,
+    pub cursors: BTreeSet<crate::cursors::CursorKey>,
 }
 
 /// What one applied command produced.
@@ -388,6 +391,22 @@ impl Ledger {
                 actor,
                 status,
             } => self.set_ticket_status(*ticket, *actor, *status, events),
+            CommandKind::AdvanceCursor {
+                consumer,
+                stream,
+                index,
+                seq,
+                replay_from,
+            } => self.advance_cursor(
+                consumer,
+                stream,
+                crate::cursors::ConsumerCursor {
+                    index: *index,
+                    seq: *seq,
+                    replay_from: *replay_from,
+                    updated_at: 0,
+                },
+            ),
         }
     }
 

@@ -21,6 +21,7 @@
 //! - `store`: the RocksDB image, atomic batches, reopen.
 //! - `snapshot`: the framed, checksummed snapshot format.
 //! - `support`: customer support tickets (the `global` shard).
+//! - `cursors`: durable positions of event-stream consumers (the `global` shard).
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
 //! - `planted` (feature `planted-bugs` only): switchable faults for the Jepsen-style suite.
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
@@ -28,6 +29,7 @@
 pub mod accounts;
 pub mod codec;
 pub mod command;
+pub mod cursors;
 pub mod event;
 pub mod ids;
 mod invariants;

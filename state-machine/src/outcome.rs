@@ -88,6 +88,10 @@ pub enum Applied {
         ticket: crate::support::TicketId,
         status: crate::support::TicketStatus,
     },
+    CursorAdvanced {
+        index: u64,
+        seq: u32,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each

@@ -84,6 +84,11 @@ pub enum Query {
         before: Option<crate::support::TicketId>,
         limit: u32,
     },
+    /// `global` shard: a stream consumer's durable position, if it has one.
+    ConsumerCursor {
+        consumer: String,
+        stream: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +159,7 @@ pub enum QueryResponse {
         items: Vec<crate::support::Ticket>,
         next: Option<crate::support::TicketId>,
     },
+    ConsumerCursor(Option<crate::cursors::ConsumerCursor>),
 }
 
 impl Ledger {
@@ -245,6 +251,12 @@ impl Ledger {
                 let (items, next) = self.tickets(*customer, *status, *before, limit);
                 Ok(QueryResponse::Tickets { items, next })
             }
+            Query::ConsumerCursor { consumer, stream } => Ok(QueryResponse::ConsumerCursor(
+                self.state
+                    .cursors
+                    .get(&(consumer.clone(), stream.clone()))
+                    .copied(),
+            )),
         }
     }
 

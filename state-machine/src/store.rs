@@ -9,7 +9,7 @@
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
 //! `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`, `S|show`, `X|show|seat`
-//! (only seats that are not available), `B|booking`, `R|request id`, `Q|ticket`,
+//! (only seats that are not available), `B|booking`, `R|request id`, `Q|ticket`, `W|consumer cursor`,
 //! `E|log index|seq` (events).
 
 use crate::accounts::{RefreshToken, User};
@@ -38,6 +38,7 @@ const EVENT: u8 = b'E';
 const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
 const TICKET: u8 = b'Q';
+const CURSOR: u8 = b'W';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -211,6 +212,10 @@ impl LedgerStore {
                 state.tickets.get(&id),
             );
         }
+        for cursor_key in changes.cursors {
+            let value = state.cursors.get(&cursor_key);
+            put_or_delete(batch, key(CURSOR, &codec::encode(&cursor_key)), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -347,6 +352,12 @@ impl LedgerStore {
         }
         for (id, ticket) in &state.tickets {
             batch.put(key(TICKET, &id.0.to_be_bytes()), codec::encode(ticket));
+        }
+        for (cursor_key, cursor) in &state.cursors {
+            batch.put(
+                key(CURSOR, &codec::encode(cursor_key)),
+                codec::encode(cursor),
+            );
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -510,6 +521,11 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             Ok(())
         },
     )?;
+    scan(db, CURSOR, "consumer cursor", |raw, cursor| {
+        let cursor_key: crate::cursors::CursorKey = decode_value("cursor key", raw)?;
+        state.cursors.insert(cursor_key, cursor);
+        Ok(())
+    })?;
     Ok((state, marker))
 }
 
