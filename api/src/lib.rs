@@ -20,6 +20,7 @@
 //! - `support`: customer support tickets (global shard).
 //! - `search`: the typo-tolerant show search index; `readmodel`: search, trending and
 //!   user activity kept current from the event stream; `home`: feeds and carousels.
+//! - `export`: events of a time range as CSV (`api export-events`).
 //! - `notify`: the notifications worker (signed webhooks, SMTP email) with a durable
 //!   cursor in the ledger.
 //! - `events`: the ledger's event stream (SSE and paged JSON) with resume and access
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod export;
 pub mod home;
 pub mod notify;
 pub mod payment;
