@@ -326,3 +326,70 @@ fn a_well_framed_snapshot_that_breaks_invariants_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn tickets_and_consumer_cursors_survive_reopen_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let at = |at_ms: u64, kind: CommandKind| Command {
+        request_id: None,
+        at_ms,
+        kind,
+    };
+    let commands = vec![
+        (
+            1,
+            at(
+                10,
+                CommandKind::OpenTicket {
+                    customer: UserId(5),
+                    booking: "mumbai-1".into(),
+                    subject: "Refund".into(),
+                    body: "Where is it?".into(),
+                },
+            ),
+        ),
+        (
+            2,
+            at(
+                11,
+                CommandKind::PostTicketMessage {
+                    ticket: TicketId(1),
+                    actor: Actor {
+                        user: UserId(9),
+                        agent: true,
+                    },
+                    body: "On its way".into(),
+                },
+            ),
+        ),
+        (
+            3,
+            at(
+                12,
+                CommandKind::AdvanceCursor {
+                    consumer: "notifications".into(),
+                    stream: "mumbai".into(),
+                    index: 7,
+                    seq: 1,
+                    replay_from: 3,
+                },
+            ),
+        ),
+    ];
+    let results = store.apply_batch(&commands, b"m").unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_applied()));
+    let digest = store.ledger().digest();
+    let snapshot = store.export_snapshot().unwrap();
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.ledger().digest(), digest);
+    assert_eq!(reopened.ledger().state().tickets[&TicketId(1)].messages.len(), 2);
+    assert_eq!(reopened.ledger().state().cursors.len(), 1);
+    let other = tempfile::tempdir().unwrap();
+    let mut installed = open(other.path());
+    installed.install_snapshot(&snapshot).unwrap();
+    assert_eq!(installed.ledger().digest(), digest);
+    drop(installed);
+    assert_eq!(open(other.path()).ledger().digest(), digest);
+}
