@@ -169,10 +169,9 @@ impl Reader {
         };
         let show = match &params.show {
             Some(id) => {
-                let (show_shard, number) = parse_ext_id(id)
+                let (_, number) = parse_ext_id(id)
                     .filter(|(s, _)| *s == shard)
                     .ok_or_else(|| Problem::invalid("show", "a show id of this city"))?;
-                debug_assert_eq!(show_shard, shard);
                 Some(ShowId(number))
             }
             None => None,
@@ -206,7 +205,15 @@ impl Reader {
         if from.is_some() && start.index < reply.kept_from {
             return Err(behind_window(start, &reply));
         }
-        let mut next = start;
+        // Without a start the consumer begins at the window's edge, so the cursor it
+        // gets back is never behind the window even when no event was returned.
+        let mut next = match from {
+            Some(start) => start,
+            None => start.max(Position {
+                index: reply.kept_from,
+                seq: 0,
+            }),
+        };
         let mut items = Vec::new();
         for record in &reply.events {
             next = Position::after(record.index, record.seq);

@@ -194,12 +194,12 @@ impl SearchIndex {
         let chars = query.chars().count();
         // Prefix matches: "aveng" -> avengers. Bounded so "a" cannot visit everything.
         if chars >= 3 || is_last {
-            let mut visited = 0;
-            for (word, _) in self.postings.range(query.to_owned()..) {
-                if !word.starts_with(query) || visited >= 64 {
-                    break;
-                }
-                visited += 1;
+            let prefixed = self
+                .postings
+                .range(query.to_owned()..)
+                .take_while(|(word, _)| word.starts_with(query))
+                .take(64);
+            for (word, _) in prefixed {
                 if word != query {
                     offer(word, 0.7);
                 }

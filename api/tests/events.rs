@@ -107,6 +107,14 @@ async fn sse_resumes_after_disconnect_without_gap_or_duplicate() {
             drop(state);
         })
     };
+    // Read while the writer writes.
+    for _ in 0..5 {
+        let message = second
+            .next(Duration::from_secs(10))
+            .await
+            .expect("an event");
+        seen.push(message.id.unwrap());
+    }
     writer.await.unwrap();
     let truth = all_ids(&h, &admin, 100).await;
     let last = truth.last().unwrap().clone();
@@ -125,6 +133,17 @@ async fn sse_resumes_after_disconnect_without_gap_or_duplicate() {
     // Paged JSON with small pages gives the same sequence.
     assert_eq!(all_ids(&h, &admin, 7).await, truth);
     assert_eq!(all_ids(&h, &admin, 1).await, truth);
+    // The stream outlives the api's request timeout (6 s here) and delivers what
+    // happens next.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let (late, _) = h.lock(1_300, &show, &[190]).await;
+    let message = second
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a late event");
+    assert_eq!(message.data["type"], "seats_locked");
+    assert_eq!(message.data["booking_id"], late.as_str());
+    assert!(index_of(message.id.as_deref().unwrap()) > index_of(&last));
     h.stop().await;
 }
 

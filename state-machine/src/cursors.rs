@@ -70,6 +70,23 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Cursors are bounded in number and never replay past their own position.
+    pub(crate) fn check_cursor_invariants(&self) -> Result<(), String> {
+        if self.state.cursors.len() > CURSORS_MAX {
+            return Err("consumer cursor table is over its bound".into());
+        }
+        for ((consumer, stream), cursor) in &self.state.cursors {
+            if cursor.replay_from > cursor.index {
+                return Err(format!(
+                    "cursor {consumer}/{stream} replays past its position"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -384,7 +384,12 @@ fn tickets_and_consumer_cursors_survive_reopen_and_snapshot() {
     drop(store);
     let reopened = open(dir.path());
     assert_eq!(reopened.ledger().digest(), digest);
-    assert_eq!(reopened.ledger().state().tickets[&TicketId(1)].messages.len(), 2);
+    assert_eq!(
+        reopened.ledger().state().tickets[&TicketId(1)]
+            .messages
+            .len(),
+        2
+    );
     assert_eq!(reopened.ledger().state().cursors.len(), 1);
     let other = tempfile::tempdir().unwrap();
     let mut installed = open(other.path());
