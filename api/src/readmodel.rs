@@ -444,24 +444,20 @@ async fn load(state: &Shared, model: &CityModel) -> Result<(), Problem> {
     let mut after = None;
     let mut loaded_at = u64::MAX;
     for _ in 0..BOOTSTRAP_SHOWS_MAX / 100 {
-        let query = Query::CityShows {
-            city: model.city.clone(),
-            from_ms: 0,
-            to_ms: u64::MAX,
-            text: None,
-            after,
-            limit: 100,
-        };
+        let query = Query::ShowsById { after, limit: 100 };
         let (response, meta) = state
             .read(&model.shard, query, Consistency::Stale, None)
             .await?;
-        let QueryResponse::Shows { items, next } = response else {
+        let QueryResponse::ShowPage { items, next } = response else {
             return Err(Problem::unavailable(
                 "unexpected answer while loading shows",
             ));
         };
         loaded_at = loaded_at.min(meta.index);
         for view in items {
+            if view.show.status != ShowStatus::Published {
+                continue;
+            }
             search.upsert(
                 (model.shard.clone(), view.show.id.0),
                 Doc {

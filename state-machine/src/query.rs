@@ -89,6 +89,12 @@ pub enum Query {
         consumer: String,
         stream: String,
     },
+    /// Every show of the shard (any status) by id after `after`: read models load a
+    /// whole city with it in pages that cost their own size, not the city's.
+    ShowsById {
+        after: Option<ShowId>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +166,10 @@ pub enum QueryResponse {
         next: Option<crate::support::TicketId>,
     },
     ConsumerCursor(Option<crate::cursors::ConsumerCursor>),
+    ShowPage {
+        items: Vec<ShowView>,
+        next: Option<ShowId>,
+    },
 }
 
 impl Ledger {
@@ -257,6 +267,24 @@ impl Ledger {
                     .get(&(consumer.clone(), stream.clone()))
                     .copied(),
             )),
+            Query::ShowsById { after, limit } => {
+                let limit = self.check_page(*limit)?;
+                let low = after.map_or(ShowId(0), |id| ShowId(id.0.saturating_add(1)));
+                let mut items = self
+                    .state
+                    .shows
+                    .range(low..)
+                    .take(limit + 1)
+                    .map(|(id, _)| self.show_view(*id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next = if items.len() > limit {
+                    items.truncate(limit);
+                    items.last().map(|view| view.show.id)
+                } else {
+                    None
+                };
+                Ok(QueryResponse::ShowPage { items, next })
+            }
         }
     }
 

@@ -682,3 +682,45 @@ fn a_show_longer_than_the_limit_is_refused() {
         "{r:?}"
     );
 }
+
+#[test]
+fn shows_page_by_id_whatever_their_status() {
+    let mut f = Fixture::new();
+    let start = f.now + 20 * HOUR_MS;
+    for hour in 0..4 {
+        f.ok(publish_show(
+            f.theater,
+            0,
+            start + hour * 4 * HOUR_MS,
+            "Jawan",
+        ));
+    }
+    f.ok(CommandKind::CancelShow { show: f.show });
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = f
+            .ledger
+            .query(&Query::ShowsById { after, limit: 2 })
+            .unwrap();
+        let QueryResponse::ShowPage { items, next } = page else {
+            panic!("{page:?}")
+        };
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|view| view.show.id));
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    let all: Vec<ShowId> = f.ledger.state().shows.keys().copied().collect();
+    assert_eq!(seen, all);
+    assert_eq!(all.len(), 5);
+    assert!(f
+        .ledger
+        .query(&Query::ShowsById {
+            after: None,
+            limit: 1_000
+        })
+        .is_err());
+}
