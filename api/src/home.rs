@@ -1,5 +1,5 @@
-//! The home feed and carousels (`GET /api/v1/home/feeds`, `GET /api/v1/home/carousels`),
-//! served from the read models that `readmodel` builds from the event stream: trending
+//! The home feed and carousels (`GET /api/v1/home/feeds`, `GET /api/v1/home/carousels`)
+//! and ranked search answers (`GET /api/v1/shows?search=`), served from the read models that `readmodel` builds from the event stream: trending
 //! shows per city (seats confirmed in the last `TRENDING_WINDOW_MS`), upcoming shows,
 //! and, for a signed-in caller, their recent cities and genres with shows of those
 //! genres. Every answer reports its staleness.
@@ -7,7 +7,7 @@
 use crate::app::{AuthUser, Params, Shared};
 use crate::problem::Problem;
 use crate::readmodel::{now_ms, CityModel, TRENDING_WINDOW_MS};
-use crate::search::Doc;
+use crate::search::{Doc, QUERY_BYTES_MAX};
 use crate::views::{ext_id, rfc3339};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -157,4 +157,74 @@ pub async fn carousels(
         "staleness": model.staleness(),
     }))
     .into_response())
+}
+
+/// `GET /api/v1/shows?search=`: ranked hits from the city's read model, each shown
+/// with its current seat counts. With `consistency=session|linearizable` the model
+/// first catches up with the caller's writes. The cursor is the offset `r<n>`.
+pub async fn ranked_shows(
+    state: &crate::app::Shared,
+    city: &str,
+    shard: &str,
+    text: &str,
+    (from_ms, to_ms): (u64, u64),
+    params: &crate::routes::ReadParams,
+    headers: &axum::http::HeaderMap,
+) -> Result<axum::response::Response, crate::problem::Problem> {
+    use crate::problem::Problem;
+    use axum::response::IntoResponse;
+    use raft_node::protocol::Consistency;
+    use state_machine::{Query, QueryResponse, ShowId};
+    let started = std::time::Instant::now();
+    if text.len() > QUERY_BYTES_MAX {
+        return Err(Problem::invalid(
+            "search",
+            format!("at most {QUERY_BYTES_MAX} bytes"),
+        ));
+    }
+    let limit = match params.limit.unwrap_or(20) {
+        0 => return Err(Problem::invalid("limit", "at least 1")),
+        n if n > 100 => return Err(Problem::invalid("limit", "at most 100")),
+        n => n as usize,
+    };
+    let offset = match &params.cursor {
+        Some(cursor) => cursor
+            .strip_prefix('r')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Problem::invalid("cursor", "use next_cursor of the previous page"))?,
+        None => 0,
+    };
+    let (level, min) =
+        crate::app::consistency(params.consistency.as_deref(), headers, Consistency::Stale)?;
+    let model = state.events.models.city(state, city).await?;
+    if level != Consistency::Stale {
+        // The replica's applied index at this consistency is what the model must reach.
+        let (_, meta) = state.read(shard, Query::Clock, level, min).await?;
+        let deadline = std::time::Instant::now() + state.timeout();
+        model.wait_for(meta.index, deadline).await?;
+    }
+    let (hits, total) =
+        model.with_search(|index| index.search_page(city, text, from_ms, to_ms, offset, limit))?;
+    let page: Vec<u64> = hits.iter().map(|hit| hit.key.1).collect();
+    let reads = page.iter().map(|number| {
+        let query = Query::Show {
+            show: ShowId(*number),
+        };
+        state.read(shard, query, Consistency::Stale, None)
+    });
+    let mut items = Vec::with_capacity(page.len());
+    for answer in futures_util::future::join_all(reads).await {
+        match answer {
+            Ok((QueryResponse::Show(view), _)) => items.push(crate::views::show(shard, &view)),
+            Ok(_) => {}
+            Err(problem) if problem.status == axum::http::StatusCode::NOT_FOUND => {}
+            Err(problem) => return Err(problem),
+        }
+    }
+    let next = (offset + limit < total).then(|| format!("r{}", offset + limit));
+    let mut body = crate::views::page(items, next);
+    body["total"] = serde_json::json!(total);
+    body["staleness"] = serde_json::json!(model.staleness());
+    metrics::histogram!("seat_ledger_api_search_seconds").record(started.elapsed().as_secs_f64());
+    Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
 }

@@ -435,7 +435,7 @@ pub async fn shows(
     };
     if let Some(text) = params.search.as_deref().filter(|t| !t.trim().is_empty()) {
         let range = (from_ms, to_ms);
-        return crate::search::ranked_shows(&state, &city, &shard, text, range, &params, &headers)
+        return crate::home::ranked_shows(&state, &city, &shard, text, range, &params, &headers)
             .await;
     }
     let after = match &params.cursor {

@@ -67,12 +67,18 @@ pub struct Doc {
 /// A document's key: `(shard, show number)`.
 pub type DocKey = (String, u64);
 
+/// A document's dense slot number, so that scoring touches arrays, not hash maps.
+type Slot = u32;
+
 /// The search index of any number of shows.
 #[derive(Default)]
 pub struct SearchIndex {
-    docs: HashMap<DocKey, Doc>,
-    /// word -> documents containing it, with the fields it occurs in.
-    postings: BTreeMap<String, HashMap<DocKey, u8>>,
+    /// Documents by slot; `None` for a free slot.
+    slots: Vec<Option<(DocKey, Doc)>>,
+    by_key: HashMap<DocKey, Slot>,
+    free: Vec<Slot>,
+    /// word -> slots of the documents containing it, with the fields it occurs in.
+    postings: BTreeMap<String, HashMap<Slot, u8>>,
     /// deletion variant -> vocabulary words that produce it (the word itself included).
     deletions: HashMap<String, BTreeSet<String>>,
 }
@@ -88,23 +94,24 @@ pub struct Hit {
 
 impl SearchIndex {
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.by_key.is_empty()
     }
 
     pub fn contains(&self, key: &DocKey) -> bool {
-        self.docs.contains_key(key)
+        self.by_key.contains_key(key)
     }
 
     pub fn doc(&self, key: &DocKey) -> Option<&Doc> {
-        self.docs.get(key)
+        let slot = *self.by_key.get(key)?;
+        self.slots[slot as usize].as_ref().map(|(_, doc)| doc)
     }
 
     pub fn docs(&self) -> impl Iterator<Item = (&DocKey, &Doc)> {
-        self.docs.iter()
+        self.slots.iter().flatten().map(|(key, doc)| (key, doc))
     }
 
     /// Adds or replaces a show.
@@ -120,29 +127,38 @@ impl SearchIndex {
                 *fields.entry(word).or_default() |= field;
             }
         }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as Slot
+            }
+        };
         for (word, mask) in fields {
             if !self.postings.contains_key(&word) {
                 self.add_word(&word);
             }
-            self.postings
-                .entry(word)
-                .or_default()
-                .insert(key.clone(), mask);
+            self.postings.entry(word).or_default().insert(slot, mask);
         }
-        self.docs.insert(key, doc);
+        self.by_key.insert(key.clone(), slot);
+        self.slots[slot as usize] = Some((key, doc));
     }
 
     /// Removes a show (cancelled); its words stay in the vocabulary while other shows
     /// use them.
     pub fn remove(&mut self, key: &DocKey) {
-        let Some(doc) = self.docs.remove(key) else {
+        let Some(slot) = self.by_key.remove(key) else {
             return;
         };
+        let Some((_, doc)) = self.slots[slot as usize].take() else {
+            return;
+        };
+        self.free.push(slot);
         for text in [&doc.title, &doc.theater, &doc.genre] {
             for word in tokens(text) {
                 let now_unused = match self.postings.get_mut(&word) {
                     Some(postings) => {
-                        postings.remove(key);
+                        postings.remove(&slot);
                         postings.is_empty()
                     }
                     None => false,
@@ -223,49 +239,97 @@ impl SearchIndex {
         found
     }
 
-    /// Shows of `city` starting in `[from_ms, to_ms)` that match `query`, best first.
+    /// Every show of `city` starting in `[from_ms, to_ms)` that matches `query`, best
+    /// first.
     pub fn search(&self, city: &str, query: &str, from_ms: u64, to_ms: u64) -> Vec<Hit> {
+        self.search_page(city, query, from_ms, to_ms, 0, usize::MAX)
+            .0
+    }
+
+    /// One page of `search` (`offset`, `limit`) and the number of hits in all. Only
+    /// the hits up to the page's end are sorted.
+    pub fn search_page(
+        &self,
+        city: &str,
+        query: &str,
+        from_ms: u64,
+        to_ms: u64,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<Hit>, usize) {
         let mut words = tokens(&query[..floor_char_boundary(query, QUERY_BYTES_MAX)]);
         words.truncate(QUERY_WORDS_MAX);
-        let mut scores: HashMap<&DocKey, (usize, f64)> = HashMap::new();
+        // Dense per-query arrays: matched words and summed score per slot, and each
+        // word's best score per slot; `touched` lists the slots that have any.
+        let mut matched: Vec<u8> = vec![0; self.slots.len()];
+        let mut total: Vec<f64> = vec![0.0; self.slots.len()];
+        let mut best: Vec<f64> = vec![0.0; self.slots.len()];
+        let mut touched: Vec<Slot> = Vec::new();
         let last = words.len().saturating_sub(1);
         for (position, word) in words.iter().enumerate() {
-            let mut best: HashMap<&DocKey, f64> = HashMap::new();
+            let mut word_slots: Vec<Slot> = Vec::new();
             for (candidate, weight) in self.expand(word, position == last) {
-                for (key, mask) in &self.postings[&candidate] {
-                    let field_weight = field_weight(*mask);
-                    let score = weight * field_weight;
-                    let entry = best.entry(key).or_insert(0.0);
+                for (slot, mask) in &self.postings[&candidate] {
+                    let score = weight * field_weight(*mask);
+                    let entry = &mut best[*slot as usize];
+                    if *entry == 0.0 {
+                        word_slots.push(*slot);
+                    }
                     *entry = entry.max(score);
                 }
             }
-            for (key, score) in best {
-                let entry = scores.entry(key).or_insert((0, 0.0));
-                entry.0 += 1;
-                entry.1 += score;
+            for slot in word_slots {
+                let at = slot as usize;
+                if matched[at] == 0 {
+                    touched.push(slot);
+                }
+                matched[at] += 1;
+                total[at] += best[at];
+                best[at] = 0.0;
             }
         }
-        let mut hits: Vec<Hit> = scores
+        let mut hits: Vec<(Slot, u8, f64, u64)> = touched
             .into_iter()
-            .filter_map(|(key, (words_matched, score))| {
-                let doc = &self.docs[key];
+            .filter_map(|slot| {
+                let (_, doc) = self.slots[slot as usize].as_ref()?;
                 let in_range = doc.city == city && (from_ms..to_ms).contains(&doc.start_ms);
-                in_range.then(|| Hit {
-                    key: key.clone(),
-                    words_matched,
-                    score,
-                    start_ms: doc.start_ms,
+                in_range.then(|| {
+                    let at = slot as usize;
+                    (slot, matched[at], total[at], doc.start_ms)
                 })
             })
             .collect();
-        hits.sort_by(|a, b| {
-            b.words_matched
-                .cmp(&a.words_matched)
-                .then(b.score.total_cmp(&a.score))
-                .then(a.start_ms.cmp(&b.start_ms))
-                .then(a.key.cmp(&b.key))
-        });
-        hits
+        let count = hits.len();
+        let order = |a: &(Slot, u8, f64, u64), b: &(Slot, u8, f64, u64)| {
+            b.1.cmp(&a.1)
+                .then(b.2.total_cmp(&a.2))
+                .then(a.3.cmp(&b.3))
+                .then_with(|| self.key_of(a.0).cmp(self.key_of(b.0)))
+        };
+        let end = offset.saturating_add(limit).min(count);
+        if end < count && end > 0 {
+            hits.select_nth_unstable_by(end - 1, order);
+            hits.truncate(end);
+        }
+        hits.sort_by(order);
+        let page = hits
+            .into_iter()
+            .skip(offset)
+            .map(|(slot, words_matched, score, start_ms)| Hit {
+                key: self.key_of(slot).clone(),
+                words_matched: words_matched.into(),
+                score,
+                start_ms,
+            })
+            .collect();
+        (page, count)
+    }
+
+    fn key_of(&self, slot: Slot) -> &DocKey {
+        const NONE: &DocKey = &(String::new(), 0);
+        self.slots[slot as usize]
+            .as_ref()
+            .map_or(NONE, |(key, _)| key)
     }
 }
 
@@ -312,81 +376,6 @@ fn deletion_variants(word: &str, edits: usize) -> BTreeSet<String> {
         frontier = next;
     }
     all
-}
-
-/// `GET /api/v1/shows?search=`: ranked hits from the city's read model, each shown
-/// with its current seat counts. With `consistency=session|linearizable` the model
-/// first catches up with the caller's writes. The cursor is the offset `r<n>`.
-pub async fn ranked_shows(
-    state: &crate::app::Shared,
-    city: &str,
-    shard: &str,
-    text: &str,
-    (from_ms, to_ms): (u64, u64),
-    params: &crate::routes::ReadParams,
-    headers: &axum::http::HeaderMap,
-) -> Result<axum::response::Response, crate::problem::Problem> {
-    use crate::problem::Problem;
-    use axum::response::IntoResponse;
-    use raft_node::protocol::Consistency;
-    use state_machine::{Query, QueryResponse, ShowId};
-    let started = std::time::Instant::now();
-    if text.len() > QUERY_BYTES_MAX {
-        return Err(Problem::invalid(
-            "search",
-            format!("at most {QUERY_BYTES_MAX} bytes"),
-        ));
-    }
-    let limit = match params.limit.unwrap_or(20) {
-        0 => return Err(Problem::invalid("limit", "at least 1")),
-        n if n > 100 => return Err(Problem::invalid("limit", "at most 100")),
-        n => n as usize,
-    };
-    let offset = match &params.cursor {
-        Some(cursor) => cursor
-            .strip_prefix('r')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| Problem::invalid("cursor", "use next_cursor of the previous page"))?,
-        None => 0,
-    };
-    let (level, min) =
-        crate::app::consistency(params.consistency.as_deref(), headers, Consistency::Stale)?;
-    let model = state.events.models.city(state, city).await?;
-    if level != Consistency::Stale {
-        // The replica's applied index at this consistency is what the model must reach.
-        let (_, meta) = state.read(shard, Query::Clock, level, min).await?;
-        let deadline = std::time::Instant::now() + state.timeout();
-        model.wait_for(meta.index, deadline).await?;
-    }
-    let hits = model.with_search(|index| index.search(city, text, from_ms, to_ms))?;
-    let total = hits.len();
-    let page: Vec<u64> = hits
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|hit| hit.key.1)
-        .collect();
-    let reads = page.iter().map(|number| {
-        let query = Query::Show {
-            show: ShowId(*number),
-        };
-        state.read(shard, query, Consistency::Stale, None)
-    });
-    let mut items = Vec::with_capacity(page.len());
-    for answer in futures_util::future::join_all(reads).await {
-        match answer {
-            Ok((QueryResponse::Show(view), _)) => items.push(crate::views::show(shard, &view)),
-            Ok(_) => {}
-            Err(problem) if problem.status == axum::http::StatusCode::NOT_FOUND => {}
-            Err(problem) => return Err(problem),
-        }
-    }
-    let next = (offset + limit < total).then(|| format!("r{}", offset + limit));
-    let mut body = crate::views::page(items, next);
-    body["total"] = serde_json::json!(total);
-    body["staleness"] = serde_json::json!(model.staleness());
-    metrics::histogram!("seat_ledger_api_search_seconds").record(started.elapsed().as_secs_f64());
-    Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
 }
 
 #[cfg(test)]
@@ -464,6 +453,30 @@ mod tests {
         // The word "endgame" left the vocabulary with its only show.
         assert!(titles(&index, "endgame").is_empty());
         assert!(titles(&index, "endgam").is_empty());
+    }
+
+    #[test]
+    fn pages_are_slices_of_the_full_ranking() {
+        let mut index = index();
+        // Slots are reused after a removal; rankings must not depend on slot order.
+        index.remove(&("mumbai".into(), 1));
+        index.upsert(
+            ("mumbai".into(), 9),
+            doc("Avatar 2", "PVR Juhu", "sci-fi", 5),
+        );
+        for query in ["avengers", "pvr juhu", "action", "av", "a", "zzz"] {
+            let full = index.search("mumbai", query, 0, u64::MAX);
+            for size in [1, 2, 3] {
+                let mut paged = Vec::new();
+                for offset in (0..full.len() + size).step_by(size) {
+                    let (page, total) =
+                        index.search_page("mumbai", query, 0, u64::MAX, offset, size);
+                    assert_eq!(total, full.len(), "{query}");
+                    paged.extend(page);
+                }
+                assert_eq!(paged, full, "{query} in pages of {size}");
+            }
+        }
     }
 
     #[test]
