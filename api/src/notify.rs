@@ -473,11 +473,48 @@ impl Worker {
             seq: next.seq,
             replay_from,
         };
-        let request = format!("notify:{}:{shard}:{}", self.config.consumer, next.cursor());
+        let request = format!(
+            "notify:{}:{shard}:{}:{replay_from}",
+            self.config.consumer,
+            next.cursor()
+        );
         let global = self.state.config.global_shard.clone();
-        self.state.write(&global, &request, command).await?;
-        self.positions.insert(shard.to_owned(), next);
-        Ok(true)
+        match self.state.write(&global, &request, command).await {
+            Ok(_) => {
+                self.positions.insert(shard.to_owned(), next);
+                Ok(true)
+            }
+            // Another worker of the same consumer is further on: follow it rather than
+            // delivering this stretch again and again.
+            Err(problem) if problem.extra.get("field").is_some_and(|f| f == "index") => {
+                tracing::warn!(shard, "notifications: another worker moved the cursor on");
+                self.jump_to_ledger_cursor(shard).await?;
+                Ok(true)
+            }
+            Err(problem) => Err(problem),
+        }
+    }
+
+    async fn jump_to_ledger_cursor(&mut self, shard: &str) -> Result<(), Problem> {
+        let global = self.state.config.global_shard.clone();
+        let query = Query::ConsumerCursor {
+            consumer: self.config.consumer.clone(),
+            stream: shard.to_owned(),
+        };
+        let (response, _) = self
+            .state
+            .read(&global, query, Consistency::Linearizable, None)
+            .await?;
+        if let QueryResponse::ConsumerCursor(Some(cursor)) = response {
+            self.positions.insert(
+                shard.to_owned(),
+                Position {
+                    index: cursor.index,
+                    seq: cursor.seq,
+                },
+            );
+        }
+        Ok(())
     }
 
     async fn reminders(&mut self) -> bool {

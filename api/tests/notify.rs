@@ -378,3 +378,48 @@ async fn failing_webhooks_are_retried_then_dead_lettered_and_the_worker_moves_on
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_of_one_consumer_do_not_loop_on_each_others_cursor() {
+    let h = Harness::start().await;
+    let receiver = Arc::new(Receiver::default());
+    let url = webhook_server(receiver.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let show = h.show(4, 10).await;
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(
+                Worker::new(h.state.clone(), config("notify-pair", &url, None, &dead))
+                    .unwrap()
+                    .run(std::future::pending()),
+            )
+        })
+        .collect();
+    for (user, seat) in [(9_101u64, 0u32), (9_102, 1), (9_103, 2)] {
+        let (booking, _) = h.lock(user, &show, &[seat]).await;
+        h.pay(user, &booking).await;
+    }
+    let ids = || {
+        receiver
+            .deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.id.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    wait_until("three confirmations", || ids().len() == 3).await;
+    // Both workers may deliver the same notification (same id), but neither keeps
+    // delivering once the cursor is past it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let settled = receiver.deliveries.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.deliveries.lock().unwrap().len(), settled);
+    assert!(settled <= 6, "{settled} deliveries of 3 notifications");
+    assert_eq!(ids().len(), 3);
+    for worker in workers {
+        worker.abort();
+    }
+    h.stop().await;
+}
