@@ -34,6 +34,9 @@ pub struct AppState {
     leader_watch: std::sync::Mutex<crate::cluster::LeaderWatch>,
     /// Failed logins per account and per IP (brute-force throttle).
     pub login_guard: crate::login_guard::LoginGuard,
+    /// The event stream's shared state (open-stream cap) and the read models built
+    /// from the stream.
+    pub events: crate::events::EventsHub,
 }
 
 pub type Shared = Arc<AppState>;
@@ -156,8 +159,14 @@ impl AppState {
             login_guard: crate::login_guard::LoginGuard::new(
                 crate::login_guard::Throttle::from_limits(&config.limits),
             ),
+            events: Default::default(),
             config,
         })
+    }
+
+    /// Node ids in read order: this api's region first.
+    pub fn read_preference(&self) -> &[u64] {
+        &self.read_preference
     }
 
     /// The HTTP client for the nodes' admin API.

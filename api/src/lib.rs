@@ -21,6 +21,14 @@
 //! - `login_guard`: login brute-force throttle per account and per IP.
 //! - `audit`: the audit trail of admin actions (role changes, show cancellations).
 //! - `secrets`: JWT keys from files, directories or the environment, never arguments.
+//! - `support`: customer support tickets (global shard).
+//! - `search`: the typo-tolerant show search index; `readmodel`: search, trending and
+//!   user activity kept current from the event stream; `home`: feeds and carousels.
+//! - `export`: events of a time range as CSV (`api export-events`).
+//! - `notify`: the notifications worker (signed webhooks, SMTP email) with a durable
+//!   cursor in the ledger.
+//! - `events`: the ledger's event stream (SSE and paged JSON) with resume and access
+//!   filtering.
 
 pub mod app;
 pub mod audit;
@@ -28,12 +36,19 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod events;
+pub mod export;
+pub mod home;
 pub mod login_guard;
+pub mod notify;
 pub mod openapi;
 pub mod payment;
 pub mod problem;
+pub mod readmodel;
 pub mod routes;
+pub mod search;
 pub mod secrets;
+pub mod support;
 pub mod views;
 pub mod web;
 
@@ -139,7 +154,7 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(
             "get",
             "/api/v1/shows",
-            "Shows by ?location=&date=&search=",
+            "Shows by ?location=&date=&search= (search: ranked, typo-tolerant, accent-insensitive)",
             false,
             get(shows),
         ),
@@ -219,6 +234,65 @@ pub fn routes() -> Vec<RouteSpec> {
             "Shards, leaders, members by region, lag and leader changes (sre, admin)",
             true,
             get(crate::cluster::cluster_status),
+        ),
+        spec(
+            "get",
+            "/api/v1/events",
+            "A city's domain events in log order (?city=&from_index=&cursor=&show=&limit=): \
+             JSON page, or Server-Sent Events with Accept: text/event-stream (resume with \
+             Last-Event-ID); 410 with oldest_index when behind the retention window",
+            true,
+            get(crate::events::events),
+        ),
+        spec(
+            "post",
+            "/api/v1/support/tickets",
+            "Open a support ticket about one of your bookings {booking_id, subject, message}",
+            true,
+            post(crate::support::open),
+        ),
+        spec(
+            "get",
+            "/api/v1/support/tickets",
+            "Your tickets, or every ticket for support and admin (?status=&cursor=&limit=)",
+            true,
+            get(crate::support::list),
+        ),
+        spec(
+            "get",
+            "/api/v1/support/tickets/{ticketId}",
+            "A ticket with its messages (its customer, support, admin)",
+            true,
+            get(crate::support::get),
+        ),
+        spec(
+            "post",
+            "/api/v1/support/tickets/{ticketId}/messages",
+            "Write on a ticket {message} (its customer, support, admin)",
+            true,
+            post(crate::support::post_message),
+        ),
+        spec(
+            "post",
+            "/api/v1/support/tickets/{ticketId}/status",
+            "Set a ticket's status {status} (support, admin; the customer may close)",
+            true,
+            post(crate::support::set_status),
+        ),
+        spec(
+            "get",
+            "/api/v1/home/feeds",
+            "Trending shows of ?city= (recent confirmed bookings), and for a signed-in \
+             caller their recent cities and genres; with the read model's staleness",
+            false,
+            get(crate::home::feeds),
+        ),
+        spec(
+            "get",
+            "/api/v1/home/carousels",
+            "Upcoming shows of ?city=, and by genre; with the read model's staleness",
+            false,
+            get(crate::home::carousels),
         ),
         spec(
             "get",

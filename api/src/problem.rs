@@ -133,6 +133,8 @@ impl From<Rejection> for Problem {
             Rejection::RefreshTokenInvalid => {
                 (S::UNAUTHORIZED, "unauthorized", "Authentication required")
             }
+            Rejection::UnknownTicket { .. } => (S::NOT_FOUND, "not-found", "Not found"),
+            Rejection::TicketClosed { .. } => (S::CONFLICT, "ticket-closed", "Ticket closed"),
         };
         let mut problem = Problem::new(status, kind, title, detail);
         match rejection {

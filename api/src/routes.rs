@@ -448,6 +448,11 @@ pub async fn shows(
         }
         None => (0, u64::MAX),
     };
+    if let Some(text) = params.search.as_deref().filter(|t| !t.trim().is_empty()) {
+        let range = (from_ms, to_ms);
+        return crate::home::ranked_shows(&state, &city, &shard, text, range, &params, &headers)
+            .await;
+    }
     let after = match &params.cursor {
         Some(cursor) => {
             let parsed = cursor

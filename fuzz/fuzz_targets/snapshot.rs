@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             marker: decoded.marker.clone(),
             state: decoded.ledger.state().clone(),
             events: decoded.events.clone(),
+            events_kept_from: decoded.events_kept_from,
         });
         let twice = snapshot::decode(&again, &limits).expect("a re-encoded snapshot decodes");
         assert_eq!(twice.ledger.digest(), decoded.ledger.digest());

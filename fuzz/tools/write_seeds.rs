@@ -185,6 +185,7 @@ fn write_all_seeds() {
         marker: index.to_le_bytes().to_vec(),
         state: ledger.state().clone(),
         events: vec![],
+        events_kept_from: 0,
     };
     let mut seed = vec![0u8];
     seed.extend_from_slice(&state_machine::codec::encode(&body));

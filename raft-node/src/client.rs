@@ -6,7 +6,7 @@
 //! It never changes a write's request id between attempts, which makes every retry
 //! safe: the ledger returns the first outcome of a request id again.
 
-use crate::protocol::{LeaderHint, ReadReply, ReadRequest, WriteReply, WriteRequest};
+use crate::protocol::{EventsReply, LeaderHint, ReadReply, ReadRequest, WriteReply, WriteRequest};
 use crate::types::NodeId;
 use state_machine::{CommandKind, Outcome};
 use std::collections::BTreeMap;
@@ -260,6 +260,56 @@ impl ClusterClient {
                 Attempt::Done(reply @ ReadReply::Done { .. }) => return Ok(reply),
                 Attempt::Done(ReadReply::Unavailable { reason, .. }) => last_problem = reason,
                 Attempt::Retry(problem) => last_problem = format!("node {node}: {problem}"),
+            }
+            if attempt % order.len() == order.len() - 1 {
+                Self::backoff(attempt / order.len(), deadline).await;
+            }
+        }
+        Err(ClientError::Unknown { last_problem })
+    }
+
+    /// A page of `shard`'s events from position `(from, from_seq)` on, read from the
+    /// first replica of `prefer` (then the others) that answers within `timeout`. Any
+    /// replica will do: each serves a prefix of the same stream.
+    pub async fn events(
+        &self,
+        shard: &str,
+        from: u64,
+        from_seq: u32,
+        limit: usize,
+        prefer: &[NodeId],
+        timeout: Duration,
+    ) -> Result<EventsReply, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut order: Vec<NodeId> = prefer.to_vec();
+        order.extend(self.nodes.keys().filter(|id| !prefer.contains(id)));
+        let mut last_problem = String::from("no node answered");
+        for attempt in 0.. {
+            if Instant::now() >= deadline || order.is_empty() {
+                break;
+            }
+            let node = order[attempt % order.len()];
+            let Some(addr) = self.nodes.get(&node) else {
+                continue;
+            };
+            let url = format!(
+                "http://{addr}/v1/shards/{shard}/events?from={from}&seq={from_seq}&limit={limit}"
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.http.get(&url).timeout(left).send().await {
+                Ok(response) if response.status().is_client_error() => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    return Err(ClientError::Refused(format!("{status}: {text}")));
+                }
+                Ok(response) if response.status().is_success() => {
+                    match response.json::<EventsReply>().await {
+                        Ok(reply) => return Ok(reply),
+                        Err(error) => last_problem = format!("node {node}: {error}"),
+                    }
+                }
+                Ok(response) => last_problem = format!("node {node}: HTTP {}", response.status()),
+                Err(error) => last_problem = format!("node {node}: {error}"),
             }
             if attempt % order.len() == order.len() - 1 {
                 Self::backoff(attempt / order.len(), deadline).await;

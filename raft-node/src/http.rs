@@ -153,6 +153,9 @@ async fn read(
 struct EventsParams {
     #[serde(default)]
     from: u64,
+    /// Position within the entry `from` (a consumer that saw `(i, s)` asks `i`, `s+1`).
+    #[serde(default)]
+    seq: u32,
     limit: Option<usize>,
 }
 
@@ -162,7 +165,7 @@ async fn events(
     Query(params): Query<EventsParams>,
 ) -> Result<Response, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, EVENTS_PAGE_MAX);
-    Ok(Json(node.events(&shard, params.from, limit)?).into_response())
+    Ok(Json(node.events(&shard, params.from, params.seq, limit)?).into_response())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -473,10 +473,13 @@ impl Node {
         answer
     }
 
+    /// Events of `shard` from position `(from, from_seq)` on, as far as this replica
+    /// has applied them, with the edge of its retention window.
     pub fn events(
         &self,
         shard_name: &str,
         from: u64,
+        from_seq: u32,
         limit: usize,
     ) -> Result<crate::protocol::EventsReply, NodeError> {
         let shard = self.shard(shard_name)?;
@@ -485,7 +488,7 @@ impl Node {
             .read()
             .map_err(|_| NodeError::Storage("poisoned".into()))?;
         let events = store
-            .events_from(from, limit)
+            .events_from_position(from, from_seq, limit)
             .map_err(|e| NodeError::Storage(e.to_string()))?;
         let oldest_index = store
             .oldest_event_index()
@@ -493,6 +496,9 @@ impl Node {
         Ok(crate::protocol::EventsReply {
             events,
             oldest_index,
+            kept_from: store.events_kept_from(),
+            node: self.inner.id,
+            applied_index: shard.applied_index(),
         })
     }
 

@@ -87,10 +87,19 @@ pub enum ReadReply {
     },
 }
 
-/// `GET /v1/shards/{shard}/events?from=&limit=`
+/// `GET /v1/shards/{shard}/events?from=&seq=&limit=`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventsReply {
     pub events: Vec<state_machine::EventRecord>,
     /// The oldest index still kept; a consumer behind it has missed events.
     pub oldest_index: Option<u64>,
+    /// Every event at or after this index is kept: a consumer asking for an older
+    /// position has missed events dropped by the retention window.
+    #[serde(default)]
+    pub kept_from: u64,
+    /// The replica that answered and how far it had applied (the stream's head there).
+    #[serde(default)]
+    pub node: NodeId,
+    #[serde(default)]
+    pub applied_index: u64,
 }

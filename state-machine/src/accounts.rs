@@ -15,6 +15,8 @@ pub enum Role {
     TheaterOwner,
     Admin,
     Sre,
+    /// Support agents: answer customers' tickets.
+    Support,
 }
 
 impl Role {
@@ -24,13 +26,20 @@ impl Role {
             Role::TheaterOwner => "theater_owner",
             Role::Admin => "admin",
             Role::Sre => "sre",
+            Role::Support => "support",
         }
     }
 
     pub fn parse(text: &str) -> Option<Role> {
-        [Role::Customer, Role::TheaterOwner, Role::Admin, Role::Sre]
-            .into_iter()
-            .find(|role| role.as_str() == text)
+        [
+            Role::Customer,
+            Role::TheaterOwner,
+            Role::Admin,
+            Role::Sre,
+            Role::Support,
+        ]
+        .into_iter()
+        .find(|role| role.as_str() == text)
     }
 }
 

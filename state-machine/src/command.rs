@@ -111,6 +111,35 @@ pub enum CommandKind {
         target: String,
         detail: String,
     },
+    /// `global` shard: a customer opens a support ticket about one of their bookings
+    /// (the api checked the booking is theirs).
+    OpenTicket {
+        customer: UserId,
+        booking: String,
+        subject: String,
+        body: String,
+    },
+    /// `global` shard: a message on a ticket from its customer or an agent.
+    PostTicketMessage {
+        ticket: crate::support::TicketId,
+        actor: crate::support::Actor,
+        body: String,
+    },
+    /// `global` shard: an agent sets a ticket's status, or its customer closes it.
+    SetTicketStatus {
+        ticket: crate::support::TicketId,
+        actor: crate::support::Actor,
+        status: crate::support::TicketStatus,
+    },
+    /// `global` shard: a stream consumer (e.g. the notifications worker) records how
+    /// far it has processed `stream`; never backwards.
+    AdvanceCursor {
+        consumer: String,
+        stream: String,
+        index: u64,
+        seq: u32,
+        replay_from: u64,
+    },
 }
 
 impl CommandKind {
@@ -131,6 +160,10 @@ impl CommandKind {
             CommandKind::IssueRefreshToken { .. } => "issue_refresh_token",
             CommandKind::RotateRefreshToken { .. } => "rotate_refresh_token",
             CommandKind::RecordAudit { .. } => "record_audit",
+            CommandKind::OpenTicket { .. } => "open_ticket",
+            CommandKind::PostTicketMessage { .. } => "post_ticket_message",
+            CommandKind::SetTicketStatus { .. } => "set_ticket_status",
+            CommandKind::AdvanceCursor { .. } => "advance_cursor",
         }
     }
 }

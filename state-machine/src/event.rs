@@ -61,6 +61,19 @@ pub enum Event {
         seats: Vec<SeatId>,
         refund_due_minor: u64,
     },
+    TicketOpened {
+        ticket: crate::support::TicketId,
+        customer: UserId,
+    },
+    TicketMessagePosted {
+        ticket: crate::support::TicketId,
+        author: UserId,
+        from_agent: bool,
+    },
+    TicketStatusChanged {
+        ticket: crate::support::TicketId,
+        status: crate::support::TicketStatus,
+    },
 }
 
 /// An event with its address in the shard's stream.

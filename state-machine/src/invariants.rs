@@ -14,7 +14,9 @@ impl Ledger {
     /// - every seat of a pending booking is `Locked` by it, of a confirmed one `Booked`
     ///   by it, and no seat points at an ended booking;
     /// - a user holds at most the per-show cap of seats;
-    /// - the derived indexes agree with the state.
+    /// - the derived indexes agree with the state;
+    /// - support tickets start with their customer's message and stay within their
+    ///   bounds; consumer cursors never replay past their own position.
     pub fn check_invariants(&self) -> Result<(), String> {
         let state = &self.state;
         check_keys("theater", state.theaters.iter().map(|(k, v)| (k, &v.id)))?;
@@ -118,6 +120,8 @@ impl Ledger {
             return Err("request table is over its bound".into());
         }
         self.check_audit()?;
+        self.check_ticket_invariants()?;
+        self.check_cursor_invariants()?;
         Ok(())
     }
 }

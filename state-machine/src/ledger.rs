@@ -45,6 +45,10 @@ pub struct State {
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
     /// The audit trail by entry id (`global` shard only; `audit.rs`).
     pub audit: BTreeMap<LogIndex, crate::audit::AuditEntry>,
+    /// Support tickets (`global` shard only).
+    pub tickets: BTreeMap<crate::support::TicketId, crate::support::Ticket>,
+    /// Event-stream consumers' positions (`global` shard only).
+    pub cursors: BTreeMap<crate::cursors::CursorKey, crate::cursors::ConsumerCursor>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -70,6 +74,8 @@ pub(crate) struct Indexes {
     pub token_families: BTreeSet<(u64, String)>,
     /// Refresh tokens by expiry, to forget expired ones.
     pub token_expiry: BTreeSet<(Millis, String)>,
+    /// Tickets per customer, for "my tickets" and the open-ticket cap.
+    pub customer_tickets: BTreeSet<(UserId, crate::support::TicketId)>,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -85,6 +91,8 @@ pub struct Changes {
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
     pub audit: BTreeSet<LogIndex>,
+    pub tickets: BTreeSet<crate::support::TicketId>,
+    pub cursors: BTreeSet<crate::cursors::CursorKey>,
 }
 
 /// What one applied command produced.
@@ -206,6 +214,11 @@ impl Ledger {
             indexes
                 .token_expiry
                 .insert((token.expires_at, hash.clone()));
+        }
+        for ticket in self.state.tickets.values() {
+            indexes
+                .customer_tickets
+                .insert((ticket.customer, ticket.id));
         }
         self.indexes = indexes;
     }
@@ -364,6 +377,45 @@ impl Ledger {
                 target,
                 detail,
             } => self.record_audit(index, actor, action, target, detail),
+            CommandKind::OpenTicket {
+                customer,
+                booking,
+                subject,
+                body,
+            } => self.open_ticket(
+                crate::support::TicketId(index),
+                *customer,
+                booking,
+                subject,
+                body,
+                events,
+            ),
+            CommandKind::PostTicketMessage {
+                ticket,
+                actor,
+                body,
+            } => self.post_ticket_message(*ticket, *actor, body, events),
+            CommandKind::SetTicketStatus {
+                ticket,
+                actor,
+                status,
+            } => self.set_ticket_status(*ticket, *actor, *status, events),
+            CommandKind::AdvanceCursor {
+                consumer,
+                stream,
+                index,
+                seq,
+                replay_from,
+            } => self.advance_cursor(
+                consumer,
+                stream,
+                crate::cursors::ConsumerCursor {
+                    index: *index,
+                    seq: *seq,
+                    replay_from: *replay_from,
+                    updated_at: 0,
+                },
+            ),
         }
     }
 

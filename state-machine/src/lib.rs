@@ -21,6 +21,8 @@
 //! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
 //! - `store`: the RocksDB image, atomic batches, reopen.
 //! - `snapshot`: the framed, checksummed snapshot format.
+//! - `support`: customer support tickets (the `global` shard).
+//! - `cursors`: durable positions of event-stream consumers (the `global` shard).
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
 //! - `planted` (feature `planted-bugs` only): switchable faults for the Jepsen-style suite.
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
@@ -29,6 +31,7 @@ pub mod accounts;
 pub mod audit;
 pub mod codec;
 pub mod command;
+pub mod cursors;
 pub mod event;
 pub mod ids;
 mod invariants;
@@ -41,6 +44,7 @@ pub mod planted;
 pub mod query;
 pub mod snapshot;
 pub mod store;
+pub mod support;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 #[cfg(test)]
@@ -57,3 +61,4 @@ pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
 pub use store::{Durability, LedgerStore, StoreError};
+pub use support::{Actor, Ticket, TicketId, TicketMessage, TicketStatus};

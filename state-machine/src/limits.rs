@@ -22,6 +22,9 @@ pub enum LimitName {
     PageSize,
     ShowDuration,
     ExpireBatch,
+    TicketMessages,
+    TicketMessageBytes,
+    OpenTicketsPerCustomer,
 }
 
 impl fmt::Display for LimitName {
@@ -39,6 +42,9 @@ impl fmt::Display for LimitName {
             LimitName::PageSize => "page_size_max",
             LimitName::ShowDuration => "show_duration_ms_max",
             LimitName::ExpireBatch => "expire_batch_max",
+            LimitName::TicketMessages => "ticket_messages_max",
+            LimitName::TicketMessageBytes => "ticket_message_bytes_max",
+            LimitName::OpenTicketsPerCustomer => "open_tickets_per_customer_max",
         };
         f.write_str(name)
     }
@@ -82,6 +88,12 @@ pub struct Limits {
     pub request_id_retention_ms: u64,
     /// Log indexes of history kept readable in the event stream.
     pub event_retention_indexes: u64,
+    /// Messages one support ticket holds; a longer conversation needs a new ticket.
+    pub ticket_messages_max: u32,
+    /// Longest support message, in bytes.
+    pub ticket_message_bytes_max: u32,
+    /// Tickets one customer may have that are not closed.
+    pub open_tickets_per_customer_max: u32,
 }
 
 impl Default for Limits {
@@ -104,6 +116,9 @@ impl Default for Limits {
             request_ids_max: 1_000_000,
             request_id_retention_ms: 24 * 60 * MINUTE_MS,
             event_retention_indexes: 1_000_000,
+            ticket_messages_max: 200,
+            ticket_message_bytes_max: 4_000,
+            open_tickets_per_customer_max: 20,
         }
     }
 }
@@ -120,7 +135,7 @@ impl Limits {
     /// Refuses limits that are zero where zero would block every request, or that
     /// contradict each other.
     pub fn validate(&self) -> Result<(), InvalidLimits> {
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 15] = [
             ("seats_per_lock_max", self.seats_per_lock_max.into()),
             ("lock_ttl_ms_min", self.lock_ttl_ms_min),
             (
@@ -139,6 +154,15 @@ impl Limits {
             ("expire_batch_max", self.expire_batch_max.into()),
             ("request_ids_max", self.request_ids_max.into()),
             ("event_retention_indexes", self.event_retention_indexes),
+            ("ticket_messages_max", self.ticket_messages_max.into()),
+            (
+                "ticket_message_bytes_max",
+                self.ticket_message_bytes_max.into(),
+            ),
+            (
+                "open_tickets_per_customer_max",
+                self.open_tickets_per_customer_max.into(),
+            ),
         ];
         for (field, value) in positive {
             if value == 0 {

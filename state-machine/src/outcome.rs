@@ -85,6 +85,17 @@ pub enum Applied {
     AuditRecorded {
         entry: u64,
     },
+    TicketOpened {
+        ticket: crate::support::TicketId,
+    },
+    TicketUpdated {
+        ticket: crate::support::TicketId,
+        status: crate::support::TicketStatus,
+    },
+    CursorAdvanced {
+        index: u64,
+        seq: u32,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each
@@ -157,6 +168,14 @@ pub enum Rejection {
     },
     /// The refresh token is unknown, expired or revoked.
     RefreshTokenInvalid,
+    /// No such ticket, or it belongs to another customer.
+    UnknownTicket {
+        ticket: crate::support::TicketId,
+    },
+    /// The ticket is closed and takes no more messages or status changes.
+    TicketClosed {
+        ticket: crate::support::TicketId,
+    },
 }
 
 impl Rejection {
@@ -221,6 +240,10 @@ impl fmt::Display for Rejection {
             }
             Rejection::RequestIdReused => {
                 f.write_str("this request id was used for a different request; use a new one")
+            }
+            Rejection::UnknownTicket { ticket } => write!(f, "unknown ticket {ticket}"),
+            Rejection::TicketClosed { ticket } => {
+                write!(f, "ticket {ticket} is closed; open a new ticket")
             }
         }
     }

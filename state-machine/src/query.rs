@@ -77,6 +77,29 @@ pub enum Query {
         before: Option<u64>,
         limit: u32,
     },
+    /// `global` shard: one support ticket.
+    Ticket {
+        ticket: crate::support::TicketId,
+    },
+    /// `global` shard: tickets newest first, of one customer or (`None`) all, in one
+    /// status or any; `before` is the cursor.
+    Tickets {
+        customer: Option<UserId>,
+        status: Option<crate::support::TicketStatus>,
+        before: Option<crate::support::TicketId>,
+        limit: u32,
+    },
+    /// `global` shard: a stream consumer's durable position, if it has one.
+    ConsumerCursor {
+        consumer: String,
+        stream: String,
+    },
+    /// Every show of the shard (any status) by id after `after`: read models load a
+    /// whole city with it in pages that cost their own size, not the city's.
+    ShowsById {
+        after: Option<ShowId>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +169,16 @@ pub enum QueryResponse {
     AuditLog {
         items: Vec<crate::audit::AuditEntry>,
         next: Option<u64>,
+    },
+    Ticket(crate::support::Ticket),
+    Tickets {
+        items: Vec<crate::support::Ticket>,
+        next: Option<crate::support::TicketId>,
+    },
+    ConsumerCursor(Option<crate::cursors::ConsumerCursor>),
+    ShowPage {
+        items: Vec<ShowView>,
+        next: Option<ShowId>,
     },
 }
 
@@ -222,6 +255,47 @@ impl Ledger {
                     .map(|record| record.outcome.clone()),
             )),
             Query::AuditLog { before, limit } => self.audit_log(*before, *limit),
+            Query::Ticket { ticket } => self
+                .state
+                .tickets
+                .get(ticket)
+                .cloned()
+                .map(QueryResponse::Ticket)
+                .ok_or(Rejection::UnknownTicket { ticket: *ticket }),
+            Query::Tickets {
+                customer,
+                status,
+                before,
+                limit,
+            } => {
+                let limit = self.check_page(*limit)?;
+                let (items, next) = self.tickets(*customer, *status, *before, limit);
+                Ok(QueryResponse::Tickets { items, next })
+            }
+            Query::ConsumerCursor { consumer, stream } => Ok(QueryResponse::ConsumerCursor(
+                self.state
+                    .cursors
+                    .get(&(consumer.clone(), stream.clone()))
+                    .copied(),
+            )),
+            Query::ShowsById { after, limit } => {
+                let limit = self.check_page(*limit)?;
+                let low = after.map_or(ShowId(0), |id| ShowId(id.0.saturating_add(1)));
+                let mut items = self
+                    .state
+                    .shows
+                    .range(low..)
+                    .take(limit + 1)
+                    .map(|(id, _)| self.show_view(*id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next = if items.len() > limit {
+                    items.truncate(limit);
+                    items.last().map(|view| view.show.id)
+                } else {
+                    None
+                };
+                Ok(QueryResponse::ShowPage { items, next })
+            }
         }
     }
 

@@ -13,7 +13,8 @@ use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"SEATSNAP";
-const VERSION: u32 = 1;
+/// Version 2 added `events_kept_from`.
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 8 + 4 + 8;
 const CHECKSUM_BYTES: usize = 32;
 
@@ -23,6 +24,9 @@ pub struct SnapshotBody {
     pub marker: Vec<u8>,
     pub state: State,
     pub events: Vec<EventRecord>,
+    /// Every event at or after this log index is in `events`; older ones were dropped
+    /// by the retention window (consumers behind it are told so).
+    pub events_kept_from: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,7 +35,7 @@ pub enum SnapshotError {
     Truncated(usize),
     #[error("not a seat-ledger snapshot (bad magic bytes)")]
     BadMagic,
-    #[error("snapshot version {0} is not supported (this build reads version 1)")]
+    #[error("snapshot version {0} is not supported (this build reads version 2)")]
     BadVersion(u32),
     #[error("snapshot length field says {declared} bytes but {actual} follow")]
     BadLength { declared: u64, actual: usize },
@@ -63,6 +67,7 @@ pub fn frame_payload(payload: &[u8]) -> Vec<u8> {
 pub struct Decoded {
     pub marker: Vec<u8>,
     pub events: Vec<EventRecord>,
+    pub events_kept_from: u64,
     pub ledger: Ledger,
 }
 
@@ -93,6 +98,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
         marker,
         state,
         events,
+        events_kept_from,
     } = body;
     let ledger = Ledger::from_state(limits.clone(), state);
     ledger
@@ -101,6 +107,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
     Ok(Decoded {
         marker,
         events,
+        events_kept_from,
         ledger,
     })
 }

@@ -8,9 +8,10 @@
 //! replica must stop rather than acknowledge what it did not persist.
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
-//! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
-//! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
-//! `K|token hash`, `A|audit entry id`.
+//! `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`, `S|show`, `X|show|seat`
+//! (only seats that are not available), `B|booking`, `R|request id`, `E|log index|seq`
+//! (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
+//! `W|consumer cursor`.
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -27,6 +28,8 @@ use std::path::Path;
 
 const CLOCK_KEY: &[u8] = b"M:clock";
 const MARKER_KEY: &[u8] = b"M:marker";
+/// The first log index whose events are all still kept (see `events_kept_from`).
+const EVENTS_KEPT_FROM_KEY: &[u8] = b"M:events_kept_from";
 const THEATER: u8 = b'T';
 const SHOW: u8 = b'S';
 const SEAT: u8 = b'X';
@@ -36,6 +39,8 @@ const EVENT: u8 = b'E';
 const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
 const AUDIT: u8 = b'A';
+const TICKET: u8 = b'Q';
+const CURSOR: u8 = b'W';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +71,10 @@ pub struct LedgerStore {
     durability: Durability,
     /// Highest log index applied; bounds which events are kept.
     last_index: LogIndex,
+    /// Every event at or after this log index is kept; older ones may have been dropped
+    /// by the retention window. Persisted, because after a restart `last_index` only
+    /// knows the last event, not how far the window had already moved.
+    events_kept_from: LogIndex,
     poisoned: bool,
 }
 
@@ -89,12 +98,17 @@ impl LedgerStore {
             })?;
         ledger.track_changes();
         let last_index = last_event_index(&db)?.unwrap_or(0);
+        let events_kept_from = match db.get(EVENTS_KEPT_FROM_KEY)? {
+            Some(bytes) => be_u64("events kept from", &bytes)?,
+            None => 0,
+        };
         Ok(LedgerStore {
             db,
             ledger,
             marker,
             durability,
             last_index,
+            events_kept_from,
             poisoned: false,
         })
     }
@@ -140,12 +154,18 @@ impl LedgerStore {
         }
         self.write_changes(&mut batch);
         let retention = self.ledger.limits().event_retention_indexes;
-        if self.last_index > retention {
-            batch.delete_range(event_key(0, 0), event_key(self.last_index - retention, 0));
+        let kept_from = self
+            .last_index
+            .saturating_sub(retention)
+            .max(self.events_kept_from);
+        if kept_from > self.events_kept_from {
+            batch.delete_range(event_key(0, 0), event_key(kept_from, 0));
+            batch.put(EVENTS_KEPT_FROM_KEY, kept_from.to_be_bytes());
         }
         batch.put(MARKER_KEY, marker);
         self.write(batch)?;
         self.marker = marker.to_vec();
+        self.events_kept_from = kept_from;
         Ok(results)
     }
 
@@ -189,6 +209,17 @@ impl LedgerStore {
         }
         for id in changes.audit {
             put_or_delete(batch, key(AUDIT, &id.to_be_bytes()), state.audit.get(&id));
+        }
+        for id in changes.tickets {
+            put_or_delete(
+                batch,
+                key(TICKET, &id.0.to_be_bytes()),
+                state.tickets.get(&id),
+            );
+        }
+        for cursor_key in changes.cursors {
+            let value = state.cursors.get(&cursor_key);
+            put_or_delete(batch, key(CURSOR, &codec::encode(&cursor_key)), value);
         }
         for id in changes.requests {
             put_or_delete(
@@ -235,6 +266,39 @@ impl LedgerStore {
         Ok(events)
     }
 
+    /// Events from position `(from_index, from_seq)` on (inclusive), at most `limit`,
+    /// in log order: a consumer that saw `(i, s)` resumes at `(i, s + 1)` even when one
+    /// log entry produced more events than a page holds.
+    pub fn events_from_position(
+        &self,
+        from_index: LogIndex,
+        from_seq: u32,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let start = event_key(from_index, from_seq);
+        let mut events = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
+            if events.len() >= limit {
+                break;
+            }
+            let (key, value) = item?;
+            if key.first() != Some(&EVENT) {
+                break;
+            }
+            events.push(decode_value::<EventRecord>("event", &value)?);
+        }
+        Ok(events)
+    }
+
+    /// Every event at or after this index is still kept; a consumer that needs an
+    /// older position has missed events (the retention window moved past it).
+    pub fn events_kept_from(&self) -> LogIndex {
+        self.events_kept_from
+    }
+
     /// The oldest event still kept, if any.
     pub fn oldest_event_index(&self) -> Result<Option<LogIndex>, StoreError> {
         Ok(self.events_from(0, 1)?.first().map(|event| event.index))
@@ -247,6 +311,7 @@ impl LedgerStore {
             marker: self.marker.clone(),
             state: self.ledger.state().clone(),
             events,
+            events_kept_from: self.events_kept_from,
         };
         Ok(snapshot::encode(&body))
     }
@@ -293,16 +358,27 @@ impl LedgerStore {
         for (id, entry) in &state.audit {
             batch.put(key(AUDIT, &id.to_be_bytes()), codec::encode(entry));
         }
+        for (id, ticket) in &state.tickets {
+            batch.put(key(TICKET, &id.0.to_be_bytes()), codec::encode(ticket));
+        }
+        for (cursor_key, cursor) in &state.cursors {
+            batch.put(
+                key(CURSOR, &codec::encode(cursor_key)),
+                codec::encode(cursor),
+            );
+        }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
         }
         batch.put(MARKER_KEY, &decoded.marker);
+        batch.put(EVENTS_KEPT_FROM_KEY, decoded.events_kept_from.to_be_bytes());
         self.write(batch)?;
         self.sync_to_disk()?;
         self.ledger = decoded.ledger;
         self.ledger.track_changes();
         self.marker = decoded.marker;
         self.last_index = decoded.events.last().map_or(0, |event| event.index);
+        self.events_kept_from = decoded.events_kept_from;
         Ok(())
     }
 }
@@ -452,6 +528,21 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             Ok(())
         },
     )?;
+    scan(
+        db,
+        TICKET,
+        "ticket",
+        |id, ticket: crate::support::Ticket| {
+            let id = crate::support::TicketId(be_u64("ticket id", id)?);
+            state.tickets.insert(id, ticket);
+            Ok(())
+        },
+    )?;
+    scan(db, CURSOR, "consumer cursor", |raw, cursor| {
+        let cursor_key: crate::cursors::CursorKey = decode_value("cursor key", raw)?;
+        state.cursors.insert(cursor_key, cursor);
+        Ok(())
+    })?;
     Ok((state, marker))
 }
 

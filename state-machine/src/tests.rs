@@ -697,6 +697,7 @@ fn snapshot_with_a_record_under_another_key_is_refused() {
         marker: vec![],
         state,
         events: vec![],
+        events_kept_from: 0,
     });
     match crate::snapshot::decode(&bytes, &Limits::default()) {
         Err(crate::snapshot::SnapshotError::Inconsistent(why)) => {
@@ -723,4 +724,45 @@ fn text_refuses_controls_and_bidi_overrides_but_keeps_any_script() {
         let at = start + n as u64 * 4 * HOUR_MS;
         f.ok(publish_show(f.theater, 0, at, good));
     }
+}
+#[test]
+fn shows_page_by_id_whatever_their_status() {
+    let mut f = Fixture::new();
+    let start = f.now + 20 * HOUR_MS;
+    for hour in 0..4 {
+        f.ok(publish_show(
+            f.theater,
+            0,
+            start + hour * 4 * HOUR_MS,
+            "Jawan",
+        ));
+    }
+    f.ok(CommandKind::CancelShow { show: f.show });
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = f
+            .ledger
+            .query(&Query::ShowsById { after, limit: 2 })
+            .unwrap();
+        let QueryResponse::ShowPage { items, next } = page else {
+            panic!("{page:?}")
+        };
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|view| view.show.id));
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    let all: Vec<ShowId> = f.ledger.state().shows.keys().copied().collect();
+    assert_eq!(seen, all);
+    assert_eq!(all.len(), 5);
+    assert!(f
+        .ledger
+        .query(&Query::ShowsById {
+            after: None,
+            limit: 1_000
+        })
+        .is_err());
 }

@@ -200,7 +200,7 @@ fn events_beyond_the_retention_window_are_dropped() {
         event_retention_indexes: 50,
         ..Limits::default()
     };
-    let mut store = LedgerStore::open(dir.path(), limits, Durability::Buffered).unwrap();
+    let mut store = LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
     let log = command_log(11, 300);
     for chunk in log.chunks(10) {
         store.apply_batch(chunk, b"m").unwrap();
@@ -209,6 +209,49 @@ fn events_beyond_the_retention_window_are_dropped() {
     assert!(
         oldest >= log.last().unwrap().0 - 50,
         "oldest kept event {oldest}"
+    );
+    // The window's edge is exact and survives a reopen and a snapshot install, so a
+    // consumer behind it is always told, even when the last entries carried no events.
+    let kept_from = store.events_kept_from();
+    assert_eq!(kept_from, log.last().unwrap().0 - 50);
+    assert!(oldest >= kept_from);
+    let snapshot = store.export_snapshot().unwrap();
+    drop(store);
+    let reopened = LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
+    assert_eq!(reopened.events_kept_from(), kept_from);
+    let other = tempfile::tempdir().unwrap();
+    let mut installed = LedgerStore::open(other.path(), limits, Durability::Buffered).unwrap();
+    assert_eq!(installed.events_kept_from(), 0);
+    installed.install_snapshot(&snapshot).unwrap();
+    assert_eq!(installed.events_kept_from(), kept_from);
+    assert_eq!(
+        installed.events_from(0, usize::MAX).unwrap(),
+        reopened.events_from(0, usize::MAX).unwrap()
+    );
+}
+
+#[test]
+fn events_resume_inside_one_log_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    store.apply_batch(&command_log(7, 200), b"m").unwrap();
+    let all = store.events_from(0, usize::MAX).unwrap();
+    // Reading one event at a time from the position after the last one seen visits
+    // every event exactly once, including entries with several events.
+    let mut seen = Vec::new();
+    let (mut index, mut seq) = (0, 0);
+    for _ in 0..all.len() + 1 {
+        let page = store.events_from_position(index, seq, 1).unwrap();
+        let Some(event) = page.into_iter().next() else {
+            break;
+        };
+        (index, seq) = (event.index, event.seq + 1);
+        seen.push(event);
+    }
+    assert_eq!(seen, all);
+    assert!(
+        all.windows(2).any(|w| w[0].index == w[1].index),
+        "the log should have an entry with several events"
     );
 }
 
@@ -270,6 +313,7 @@ fn a_well_framed_snapshot_that_breaks_invariants_is_refused() {
         marker: vec![],
         state,
         events: vec![],
+        events_kept_from: 0,
     });
     let error = state_machine::snapshot::decode(&bytes, &Limits::default())
         .err()
@@ -281,4 +325,76 @@ fn a_well_framed_snapshot_that_breaks_invariants_is_refused() {
         ),
         "{error}"
     );
+}
+
+#[test]
+fn tickets_and_consumer_cursors_survive_reopen_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let at = |at_ms: u64, kind: CommandKind| Command {
+        request_id: None,
+        at_ms,
+        kind,
+    };
+    let commands = vec![
+        (
+            1,
+            at(
+                10,
+                CommandKind::OpenTicket {
+                    customer: UserId(5),
+                    booking: "mumbai-1".into(),
+                    subject: "Refund".into(),
+                    body: "Where is it?".into(),
+                },
+            ),
+        ),
+        (
+            2,
+            at(
+                11,
+                CommandKind::PostTicketMessage {
+                    ticket: TicketId(1),
+                    actor: Actor {
+                        user: UserId(9),
+                        agent: true,
+                    },
+                    body: "On its way".into(),
+                },
+            ),
+        ),
+        (
+            3,
+            at(
+                12,
+                CommandKind::AdvanceCursor {
+                    consumer: "notifications".into(),
+                    stream: "mumbai".into(),
+                    index: 7,
+                    seq: 1,
+                    replay_from: 3,
+                },
+            ),
+        ),
+    ];
+    let results = store.apply_batch(&commands, b"m").unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_applied()));
+    let digest = store.ledger().digest();
+    let snapshot = store.export_snapshot().unwrap();
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.ledger().digest(), digest);
+    assert_eq!(
+        reopened.ledger().state().tickets[&TicketId(1)]
+            .messages
+            .len(),
+        2
+    );
+    assert_eq!(reopened.ledger().state().cursors.len(), 1);
+    let other = tempfile::tempdir().unwrap();
+    let mut installed = open(other.path());
+    installed.install_snapshot(&snapshot).unwrap();
+    assert_eq!(installed.ledger().digest(), digest);
+    drop(installed);
+    assert_eq!(open(other.path()).ledger().digest(), digest);
 }

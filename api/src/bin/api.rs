@@ -23,6 +23,33 @@ enum Mode {
         #[arg(long, env = "SEAT_LEDGER_API_CONFIG")]
         config: PathBuf,
     },
+    /// Run the notifications worker: follow the city shards' event streams and deliver
+    /// to the configured webhook and SMTP server, resuming from its cursor in the ledger.
+    Notify {
+        /// The api configuration (TOML): where the nodes are, which cities.
+        #[arg(long, env = "SEAT_LEDGER_API_CONFIG")]
+        config: PathBuf,
+        /// The worker's configuration (TOML): consumer, webhook, smtp, retries.
+        #[arg(long)]
+        notify: PathBuf,
+    },
+    /// Write a city's events whose shard time is in [from, to) as CSV.
+    ExportEvents {
+        #[arg(long, env = "SEAT_LEDGER_API_CONFIG")]
+        config: PathBuf,
+        /// A city id, or the global shard's name.
+        #[arg(long)]
+        city: String,
+        /// RFC 3339 start (inclusive), e.g. 2026-11-24T00:00:00Z.
+        #[arg(long)]
+        from: String,
+        /// RFC 3339 end (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Output file; `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
     /// Start an embedded 3-node cluster with sample data and serve the API.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -36,6 +63,78 @@ enum Mode {
         #[arg(long)]
         tls: bool,
     },
+}
+
+fn read_config(path: &PathBuf) -> Result<ApiConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Cluster access for the worker and the export: they issue no tokens, so the JWT keys
+/// are throwaway ones.
+fn client_state(config: ApiConfig) -> Result<api::app::Shared, String> {
+    let (keys, _, _) = api::auth::Keys::generate(&config.jwt.issuer, &config.jwt.audience)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(AppState::new(
+        config,
+        keys,
+        Arc::new(api::payment::SandboxGateway),
+    )?))
+}
+
+async fn notify(config: PathBuf, notify: PathBuf) -> Result<(), String> {
+    let state = client_state(read_config(&config)?)?;
+    let text = std::fs::read_to_string(&notify)
+        .map_err(|e| format!("cannot read {}: {e}", notify.display()))?;
+    let worker_config: api::notify::NotifyConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", notify.display()))?;
+    let worker = api::notify::Worker::new(state, worker_config)?;
+    println!("notifications worker started");
+    worker
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+async fn export_events(
+    config: PathBuf,
+    city: String,
+    from: String,
+    to: String,
+    out: PathBuf,
+) -> Result<(), String> {
+    let config = read_config(&config)?;
+    let shard = if city == config.global_shard {
+        city.clone()
+    } else {
+        config
+            .city(&city)
+            .map(|c| c.shard.clone())
+            .ok_or_else(|| format!("unknown city {city:?}"))?
+    };
+    let from_ms = api::views::parse_rfc3339(&from).ok_or("--from: an RFC 3339 time")?;
+    let to_ms = api::views::parse_rfc3339(&to).ok_or("--to: an RFC 3339 time")?;
+    let state = client_state(config)?;
+    let writer: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?,
+        ))
+    };
+    let summary = api::export::export_csv(&state, &shard, from_ms, to_ms, writer)
+        .await
+        .map_err(|problem| problem.detail)?;
+    eprintln!("exported {} events of {shard}", summary.rows);
+    if summary.truncated_by_retention {
+        eprintln!(
+            "warning: events before index {} are no longer kept; the range may miss older events",
+            summary.kept_from
+        );
+    }
+    Ok(())
 }
 
 async fn serve(path: PathBuf) -> Result<(), String> {
@@ -103,6 +202,17 @@ async fn main() -> ExitCode {
             data_dir,
             tls,
         } => api::demo::run(&listen, data_dir, tls).await,
+        Mode::Notify {
+            config,
+            notify: path,
+        } => notify(config, path).await,
+        Mode::ExportEvents {
+            config,
+            city,
+            from,
+            to,
+            out,
+        } => export_events(config, city, from, to, out).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
