@@ -5,6 +5,7 @@ use crate::accounts::Role;
 use crate::ids::UserId;
 use crate::ids::{BookingId, LockId, Millis, RequestId, ScreenIndex, SeatId, ShowId, TheaterId};
 use crate::model::{Prices, Screen};
+use crate::payments::GatewayStatus;
 use serde::{Deserialize, Serialize};
 
 /// One write to the ledger, as it travels in the replicated log.
@@ -104,6 +105,34 @@ pub enum CommandKind {
         new_hash: String,
         expires_at: Millis,
     },
+    /// Booking saga, step 1: records the intent to pay the user's live lock, before the
+    /// gateway is asked, so any api node can resume the saga. `discount_minor` comes
+    /// from a coupon reserved in the `global` shard.
+    StartPayment {
+        booking: BookingId,
+        user: UserId,
+        method: String,
+        discount_minor: u64,
+        coupon: Option<String>,
+    },
+    /// Booking saga: what the gateway reports about the booking's payment (its answer,
+    /// a verified webhook, a poll). Reports not newer than `version` change nothing.
+    RecordGatewayState {
+        booking: BookingId,
+        gateway_ref: String,
+        payment_url: String,
+        status: GatewayStatus,
+        version: u64,
+        amount_minor: u64,
+        reason: Option<String>,
+    },
+    /// Rates a confirmed booking whose show has ended, once.
+    RateBooking {
+        booking: BookingId,
+        user: UserId,
+        stars: u8,
+        message: String,
+    },
 }
 
 impl CommandKind {
@@ -123,6 +152,9 @@ impl CommandKind {
             CommandKind::SetRole { .. } => "set_role",
             CommandKind::IssueRefreshToken { .. } => "issue_refresh_token",
             CommandKind::RotateRefreshToken { .. } => "rotate_refresh_token",
+            CommandKind::StartPayment { .. } => "start_payment",
+            CommandKind::RecordGatewayState { .. } => "record_gateway_state",
+            CommandKind::RateBooking { .. } => "rate",
         }
     }
 }

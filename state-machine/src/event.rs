@@ -61,6 +61,26 @@ pub enum Event {
         seats: Vec<SeatId>,
         refund_due_minor: u64,
     },
+    PaymentStarted {
+        show: ShowId,
+        booking: BookingId,
+        user: UserId,
+        amount_minor: u64,
+    },
+    /// The booking's payment moved to `status` (captured, failed, refund due, ...).
+    PaymentChanged {
+        show: ShowId,
+        booking: BookingId,
+        user: UserId,
+        status: crate::payments::PaymentStatus,
+        refund_minor: u64,
+    },
+    BookingRated {
+        show: ShowId,
+        theater: TheaterId,
+        booking: BookingId,
+        stars: u8,
+    },
 }
 
 /// An event with its address in the shard's stream.

@@ -112,6 +112,7 @@ impl Ledger {
         if state.requests.len() > self.limits.request_ids_max as usize {
             return Err("request table is over its bound".into());
         }
+        self.check_payment_invariants()?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use crate::ids::{TheaterId, UserId};
 use crate::limits::{LimitName, Limits};
 use crate::model::{Booking, BookingStatus, Prices, Screen, SeatState, Show, ShowStatus, Theater};
 use crate::outcome::{Applied, Outcome, Rejection};
+use crate::payments::{GatewayReport, Payment, Rating};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +44,10 @@ pub struct State {
     pub users: BTreeMap<UserId, User>,
     /// Refresh tokens by hash (`global` shard only).
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
+    /// The payment of each booking that has one (the booking saga's record).
+    pub payments: BTreeMap<BookingId, Payment>,
+    /// Ratings by the booking they rate.
+    pub ratings: BTreeMap<BookingId, Rating>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -68,6 +73,8 @@ pub(crate) struct Indexes {
     pub token_families: BTreeSet<(u64, String)>,
     /// Refresh tokens by expiry, to forget expired ones.
     pub token_expiry: BTreeSet<(Millis, String)>,
+    /// Open payments and rating summaries (`payments`).
+    pub payments: crate::payments::PaymentIndexes,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -82,6 +89,8 @@ pub struct Changes {
     pub requests: BTreeSet<RequestId>,
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
+    pub payments: BTreeSet<BookingId>,
+    pub ratings: BTreeSet<BookingId>,
 }
 
 /// What one applied command produced.
@@ -204,6 +213,7 @@ impl Ledger {
                 .token_expiry
                 .insert((token.expires_at, hash.clone()));
         }
+        indexes.payments = crate::payments::PaymentIndexes::rebuild(&self.state);
         self.indexes = indexes;
     }
 
@@ -355,6 +365,46 @@ impl Ledger {
                 new_hash,
                 expires_at,
             } => self.rotate_refresh_token(old_hash, new_hash, *expires_at),
+            CommandKind::StartPayment {
+                booking,
+                user,
+                method,
+                discount_minor,
+                coupon,
+            } => self.start_payment(
+                *booking,
+                *user,
+                method,
+                *discount_minor,
+                coupon.as_deref(),
+                events,
+            ),
+            CommandKind::RecordGatewayState {
+                booking,
+                gateway_ref,
+                payment_url,
+                status,
+                version,
+                amount_minor,
+                reason,
+            } => self.record_gateway_state(
+                GatewayReport {
+                    booking: *booking,
+                    gateway_ref,
+                    payment_url,
+                    status: *status,
+                    version: *version,
+                    amount_minor: *amount_minor,
+                    reason: reason.as_deref(),
+                },
+                events,
+            ),
+            CommandKind::RateBooking {
+                booking,
+                user,
+                stars,
+                message,
+            } => self.rate_booking(*booking, *user, *stars, message, events),
         }
     }
 
@@ -530,10 +580,10 @@ impl Ledger {
         let (mut locks_released, mut bookings_cancelled) = (0, 0);
         for booking in holders {
             if self.state.bookings[&booking].status == BookingStatus::Confirmed {
-                self.end_booking(booking, BookingStatus::Cancelled, events);
+                self.end_booking(booking, BookingStatus::Cancelled, true, events);
                 bookings_cancelled += 1;
             } else {
-                self.end_booking(booking, BookingStatus::Released, events);
+                self.end_booking(booking, BookingStatus::Released, true, events);
                 locks_released += 1;
             }
         }
@@ -628,7 +678,7 @@ impl Ledger {
         }
         // Nothing can fail from here on.
         for stale in stale_locks {
-            self.end_booking(BookingId::of_lock(stale), BookingStatus::Expired, events);
+            self.end_booking(BookingId::of_lock(stale), BookingStatus::Expired, true, events);
         }
         let show = &self.state.shows[&show_id];
         let screen = &self.state.theaters[&show.theater].screens[usize::from(show.screen.0)];
@@ -713,7 +763,7 @@ impl Ledger {
         events: &mut Vec<Event>,
     ) -> Result<Applied, Rejection> {
         self.live_lock(lock, user)?;
-        self.end_booking(BookingId::of_lock(lock), BookingStatus::Released, events);
+        self.end_booking(BookingId::of_lock(lock), BookingStatus::Released, true, events);
         Ok(Applied::LockReleased { lock })
     }
 
@@ -725,6 +775,13 @@ impl Ledger {
         events: &mut Vec<Event>,
     ) -> Result<Applied, Rejection> {
         self.check_text("payment_ref", payment_ref, false)?;
+        if let Some(payment) = self.state.payments.get(&BookingId::of_lock(lock)) {
+            // The saga owns this booking: only its gateway reports may confirm it.
+            return Err(Rejection::PaymentExists {
+                booking: BookingId::of_lock(lock),
+                status: payment.status,
+            });
+        }
         let booking = match self.live_lock(lock, user) {
             #[cfg(feature = "planted-bugs")]
             Err(Rejection::LockExpired { .. })
@@ -781,7 +838,7 @@ impl Ledger {
             .map(|(_, lock)| *lock)
             .collect();
         for lock in &due {
-            self.end_booking(BookingId::of_lock(*lock), BookingStatus::Expired, events);
+            self.end_booking(BookingId::of_lock(*lock), BookingStatus::Expired, true, events);
         }
         Ok(Applied::LocksExpired { locks: due })
     }
@@ -802,9 +859,12 @@ impl Ledger {
         if booking.user != user {
             return Err(Rejection::NotOwner);
         }
+        let show = &self.state.shows[&booking.show];
+        let cutoff_ms = self.limits.cancel_refund_cutoff_ms;
+        let refund_full =
+            crate::payments::refund_in_full(self.state.clock, show.start_ms, cutoff_ms);
         match booking.status {
             BookingStatus::Confirmed => {
-                let show = &self.state.shows[&booking.show];
                 if self.state.clock >= show.start_ms {
                     return Err(Rejection::ShowStarted {
                         show: show.id,
@@ -822,7 +882,8 @@ impl Ledger {
                 })
             }
         }
-        let refund_due_minor = self.end_booking(booking_id, BookingStatus::Cancelled, events);
+        let refund_due_minor =
+            self.end_booking(booking_id, BookingStatus::Cancelled, refund_full, events);
         Ok(Applied::BookingCancelled {
             booking: booking_id,
             refund_due_minor,
@@ -1034,7 +1095,7 @@ impl Ledger {
             })
     }
 
-    fn live_lock(&self, lock: LockId, user: UserId) -> Result<&Booking, Rejection> {
+    pub(crate) fn live_lock(&self, lock: LockId, user: UserId) -> Result<&Booking, Rejection> {
         let booking = self
             .state
             .bookings
@@ -1057,11 +1118,13 @@ impl Ledger {
     }
 
     /// Ends a pending or confirmed booking with `status`, freeing its seats. Returns the
-    /// refund now due (the price of a paid booking that is cancelled).
-    fn end_booking(
+    /// refund now due (the price of a paid booking that is cancelled, when
+    /// `refund_full`; nothing after the refund cut-off).
+    pub(crate) fn end_booking(
         &mut self,
         booking_id: BookingId,
         status: BookingStatus,
+        refund_full: bool,
         events: &mut Vec<Event>,
     ) -> u64 {
         let booking = &self.state.bookings[&booking_id];
@@ -1072,7 +1135,7 @@ impl Ledger {
                 .lock_expiry
                 .remove(&(booking.expires_at, booking_id.lock()));
         }
-        let refund_due_minor = if was_paid {
+        let refund_due_minor = if was_paid && refund_full {
             booking.total_price_minor
         } else {
             0
@@ -1106,6 +1169,9 @@ impl Ledger {
                 refund_due_minor,
             },
         });
+        if was_paid {
+            self.payment_after_cancel(booking_id, refund_due_minor);
+        }
         refund_due_minor
     }
 
@@ -1122,7 +1188,7 @@ impl Ledger {
             .sum()
     }
 
-    fn set_seats(&mut self, show: ShowId, seats: &[SeatId], state: SeatState) {
+    pub(crate) fn set_seats(&mut self, show: ShowId, seats: &[SeatId], state: SeatState) {
         if let Some(states) = self.state.seats.get_mut(&show) {
             for seat in seats {
                 states[seat.0 as usize] = state;
@@ -1139,7 +1205,7 @@ impl Ledger {
         });
     }
 
-    fn update_booking(&mut self, id: BookingId, change: impl FnOnce(&mut Booking)) {
+    pub(crate) fn update_booking(&mut self, id: BookingId, change: impl FnOnce(&mut Booking)) {
         if let Some(booking) = self.state.bookings.get_mut(&id) {
             change(booking);
         }
@@ -1185,7 +1251,7 @@ impl Ledger {
         }
     }
 
-    fn touch(&mut self, record: impl FnOnce(&mut Changes)) {
+    pub(crate) fn touch(&mut self, record: impl FnOnce(&mut Changes)) {
         if let Some(changes) = self.changes.as_mut() {
             record(changes);
         }

@@ -16,6 +16,8 @@
 //! - `outcome`: `Applied` results and typed `Rejection`s.
 //! - `event`: domain events, addressed by log index.
 //! - `ledger`: the state and `apply`.
+//! - `payments`: the booking saga's payment record (start, gateway reports, refunds,
+//!   the cancellation refund cut-off) and ratings.
 //! - `query`: read-only questions (seat map, shows, bookings, theaters).
 //! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
 //! - `store`: the RocksDB image, atomic batches, reopen.
@@ -34,6 +36,7 @@ pub mod ledger;
 pub mod limits;
 pub mod model;
 pub mod outcome;
+pub mod payments;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod query;
@@ -52,5 +55,6 @@ pub use ledger::{ApplyResult, Ledger, State};
 pub use limits::{LimitName, Limits};
 pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
+pub use payments::{GatewayStatus, Payment, PaymentStatus, Rating, RatingSummary};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
 pub use store::{Durability, LedgerStore, StoreError};

@@ -82,6 +82,9 @@ pub struct Limits {
     pub request_id_retention_ms: u64,
     /// Log indexes of history kept readable in the event stream.
     pub event_retention_indexes: u64,
+    /// A paid booking cancelled at least this long before its show is refunded in
+    /// full; cancelled later (but before the start), nothing is refunded.
+    pub cancel_refund_cutoff_ms: u64,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             request_ids_max: 1_000_000,
             request_id_retention_ms: 24 * 60 * MINUTE_MS,
             event_retention_indexes: 1_000_000,
+            cancel_refund_cutoff_ms: 2 * 60 * MINUTE_MS,
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::accounts::Role;
 use crate::ids::{BookingId, LockId, Millis, SeatId, ShowId, TheaterId, UserId};
 use crate::limits::LimitName;
 use crate::model::BookingStatus;
+use crate::payments::PaymentStatus;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -81,6 +82,20 @@ pub enum Applied {
         user: UserId,
         family: u64,
     },
+    /// The payment intent is recorded; the gateway is asked next.
+    PaymentStarted {
+        booking: BookingId,
+        amount_minor: u64,
+    },
+    /// A gateway report was applied; `changed` is false for a stale or repeated one.
+    PaymentRecorded {
+        booking: BookingId,
+        status: PaymentStatus,
+        changed: bool,
+    },
+    BookingRated {
+        booking: BookingId,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each
@@ -153,6 +168,23 @@ pub enum Rejection {
     },
     /// The refresh token is unknown, expired or revoked.
     RefreshTokenInvalid,
+    /// The booking already has a payment (one per booking; a declined one released
+    /// the lock).
+    PaymentExists {
+        booking: BookingId,
+        status: PaymentStatus,
+    },
+    /// The booking has no payment to report on.
+    NoPayment {
+        booking: BookingId,
+    },
+    /// Only a confirmed booking whose show has ended may be rated.
+    NotAttended {
+        booking: BookingId,
+    },
+    AlreadyRated {
+        booking: BookingId,
+    },
 }
 
 impl Rejection {
@@ -218,6 +250,17 @@ impl fmt::Display for Rejection {
             Rejection::RequestIdReused => {
                 f.write_str("this request id was used for a different request; use a new one")
             }
+            Rejection::PaymentExists { booking, status } => write!(
+                f,
+                "booking {booking} already has a payment ({}); follow its status",
+                status.as_str()
+            ),
+            Rejection::NoPayment { booking } => write!(f, "booking {booking} has no payment"),
+            Rejection::NotAttended { booking } => write!(
+                f,
+                "booking {booking} is not a confirmed booking of a show that has ended"
+            ),
+            Rejection::AlreadyRated { booking } => write!(f, "booking {booking} is rated already"),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::ledger::Ledger;
 use crate::limits::LimitName;
 use crate::model::{Booking, Category, SeatState, Show, Theater};
 use crate::outcome::{Outcome, Rejection};
+use crate::payments::{Payment, RatingSummary};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,22 @@ pub enum Query {
     /// changed) get the first answer again.
     Request {
         request_id: RequestId,
+    },
+    /// A booking with its payment, if it has one.
+    Payment {
+        booking: BookingId,
+    },
+    /// Payments the saga has not finished (creating, pending, refund due), by booking
+    /// id after `after`: the reconciliation poller's work list.
+    OpenPayments {
+        after: Option<BookingId>,
+        limit: u32,
+    },
+    ShowRating {
+        show: ShowId,
+    },
+    TheaterRating {
+        theater: TheaterId,
     },
 }
 
@@ -137,6 +154,15 @@ pub enum QueryResponse {
     User(User),
     /// The outcome recorded for a request id; `None` when unknown or forgotten.
     Request(Option<Outcome>),
+    Payment {
+        booking: Booking,
+        payment: Option<Payment>,
+    },
+    Payments {
+        items: Vec<(Booking, Payment)>,
+        next: Option<BookingId>,
+    },
+    Rating(RatingSummary),
 }
 
 impl Ledger {
@@ -211,6 +237,32 @@ impl Ledger {
                     .get(request_id)
                     .map(|record| record.outcome.clone()),
             )),
+            Query::Payment { booking } => {
+                let found = self
+                    .state
+                    .bookings
+                    .get(booking)
+                    .ok_or(Rejection::UnknownBooking { booking: *booking })?;
+                Ok(QueryResponse::Payment {
+                    booking: found.clone(),
+                    payment: self.state.payments.get(booking).cloned(),
+                })
+            }
+            Query::OpenPayments { after, limit } => {
+                let limit = self.check_page(*limit)?;
+                let (items, next) = self.open_payments(*after, limit);
+                Ok(QueryResponse::Payments { items, next })
+            }
+            Query::ShowRating { show } => {
+                self.show(*show)?;
+                Ok(QueryResponse::Rating(self.show_rating(*show)))
+            }
+            Query::TheaterRating { theater } => {
+                if !self.state.theaters.contains_key(theater) {
+                    return Err(Rejection::UnknownTheater { theater: *theater });
+                }
+                Ok(QueryResponse::Rating(self.theater_rating(*theater)))
+            }
         }
     }
 

@@ -9,7 +9,8 @@
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
 //! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
-//! available), `B|booking`, `R|request id`, `E|log index|seq` (events).
+//! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
+//! `K|token hash`, `P|booking` (payments), `V|booking` (ratings).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -19,6 +20,7 @@ use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
+use crate::payments::{Payment, Rating};
 use crate::snapshot::{self, SnapshotBody, SnapshotError};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
@@ -34,6 +36,8 @@ const REQUEST: u8 = b'R';
 const EVENT: u8 = b'E';
 const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
+const PAYMENT: u8 = b'P';
+const RATING: u8 = b'V';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -185,6 +189,14 @@ impl LedgerStore {
             let value = state.refresh_tokens.get(&hash);
             put_or_delete(batch, key(REFRESH_TOKEN, hash.as_bytes()), value);
         }
+        for id in changes.payments {
+            let value = state.payments.get(&id);
+            put_or_delete(batch, key(PAYMENT, &id.0.to_be_bytes()), value);
+        }
+        for id in changes.ratings {
+            let value = state.ratings.get(&id);
+            put_or_delete(batch, key(RATING, &id.0.to_be_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -284,6 +296,12 @@ impl LedgerStore {
         }
         for (hash, token) in &state.refresh_tokens {
             batch.put(key(REFRESH_TOKEN, hash.as_bytes()), codec::encode(token));
+        }
+        for (id, payment) in &state.payments {
+            batch.put(key(PAYMENT, &id.0.to_be_bytes()), codec::encode(payment));
+        }
+        for (id, rating) in &state.ratings {
+            batch.put(key(RATING, &id.0.to_be_bytes()), codec::encode(rating));
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -435,6 +453,18 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             Ok(())
         },
     )?;
+    scan(db, PAYMENT, "payment", |id, payment: Payment| {
+        state
+            .payments
+            .insert(BookingId(be_u64("payment id", id)?), payment);
+        Ok(())
+    })?;
+    scan(db, RATING, "rating", |id, rating: Rating| {
+        state
+            .ratings
+            .insert(BookingId(be_u64("rating id", id)?), rating);
+        Ok(())
+    })?;
     Ok((state, marker))
 }
 
