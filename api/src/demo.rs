@@ -178,6 +178,7 @@ impl DemoCluster {
             global_shard: "global".into(),
             limits: ApiLimits::default(),
             jwt: JwtConfig::default(),
+            payment: crate::config::PaymentConfig::default(),
         }
     }
 
@@ -383,7 +384,7 @@ pub async fn run(listen: &str, data_dir: Option<PathBuf>) -> Result<(), String> 
     let state = Arc::new(AppState::new(
         cluster.api_config(listen),
         keys,
-        Arc::new(crate::payment::SandboxGateway),
+        Arc::new(crate::payment::SandboxGateway::start().await?),
     )?);
     println!("demo: TLS is off (loopback only); JWT signing key generated for this run");
     if !reuse {

@@ -13,7 +13,8 @@
 //! - `views`: the JSON shapes of the contract, external ids, times.
 //! - `routes`: the handlers; `ROUTES` in this file lists them for the router and the
 //!   OpenAPI document alike.
-//! - `payment`: the payment gateway trait and the sandbox gateway.
+//! - `payment`: the payment gateway trait, its HTTP client and the in-process sandbox.
+//! - `saga`: the booking saga's driver (payment steps, reconciliation poller).
 //! - `demo`: an embedded three-node cluster with sample data.
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
 //! - `web`: the browser pages (seat map booking, cluster), embedded in the binary.
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod payment;
 pub mod problem;
 pub mod routes;
+pub mod saga;
 pub mod views;
 pub mod web;
 
@@ -213,6 +215,34 @@ pub fn routes() -> Vec<RouteSpec> {
             get(crate::cluster::cluster_status),
         ),
         spec(
+            "post",
+            "/api/v1/payments/webhook",
+            "Payment gateway webhook (HMAC-signed, timestamped; no bearer token)",
+            false,
+            post(payment_webhook),
+        ),
+        spec(
+            "post",
+            "/api/v1/rating",
+            "Rate a confirmed booking of a show that has ended",
+            true,
+            post(rate),
+        ),
+        spec(
+            "get",
+            "/api/v1/shows/{id}/rating",
+            "Average rating of a show",
+            false,
+            get(show_rating),
+        ),
+        spec(
+            "get",
+            "/api/v1/theaters/{theaterId}/rating",
+            "Average rating of a theater",
+            false,
+            get(theater_rating),
+        ),
+        spec(
             "get",
             "/health/live",
             "Liveness",
@@ -347,6 +377,8 @@ pub async fn serve(
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The reconciliation poller lives exactly as long as this server.
+    let _reconciler = saga::spawn_reconciler(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -133,6 +133,18 @@ impl From<Rejection> for Problem {
             Rejection::RefreshTokenInvalid => {
                 (S::UNAUTHORIZED, "unauthorized", "Authentication required")
             }
+            Rejection::PaymentExists { .. } => (
+                S::CONFLICT,
+                "payment-exists",
+                "This booking already has a payment",
+            ),
+            Rejection::NoPayment { .. } => (S::NOT_FOUND, "not-found", "Not found"),
+            Rejection::NotAttended { .. } => (
+                S::CONFLICT,
+                "not-attended",
+                "Only a confirmed booking of a show that has ended can be rated",
+            ),
+            Rejection::AlreadyRated { .. } => (S::CONFLICT, "already-rated", "Already rated"),
         };
         let mut problem = Problem::new(status, kind, title, detail);
         match rejection {

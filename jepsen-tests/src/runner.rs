@@ -332,8 +332,13 @@ async fn run_on(
         Keys::generate("seat-ledger", "seat-ledger-clients").map_err(|e| e.to_string())?;
     let mut apis = Vec::new();
     let mut servers = Vec::new();
+    // One gateway for every api node, as one provider serves a whole deployment: any
+    // api node may resume a payment another one started.
+    let gateway: Arc<dyn api::payment::PaymentGateway> =
+        Arc::new(api::payment::SandboxGateway::start().await?);
     for entry in cluster.entries() {
-        let (api, server, stop) = start_api(cluster, &entry.region, &keys, config).await?;
+        let (api, server, stop) =
+            start_api(cluster, &entry.region, &keys, config, gateway.clone()).await?;
         apis.push(api);
         servers.push((server, stop));
     }
@@ -454,6 +459,7 @@ async fn start_api(
     region: &str,
     keys: &Keys,
     config: &RunConfig,
+    gateway: Arc<dyn api::payment::PaymentGateway>,
 ) -> Result<(Api, Server, tokio::sync::oneshot::Sender<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -487,12 +493,9 @@ async fn start_api(
             ..ApiLimits::default()
         },
         jwt: JwtConfig::default(),
+        payment: api::config::PaymentConfig::default(),
     };
-    let state = Arc::new(AppState::new(
-        api_config,
-        keys.clone(),
-        Arc::new(api::payment::SandboxGateway),
-    )?);
+    let state = Arc::new(AppState::new(api_config, keys.clone(), gateway)?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
         let _ = stopped.await;

@@ -678,7 +678,12 @@ impl Ledger {
         }
         // Nothing can fail from here on.
         for stale in stale_locks {
-            self.end_booking(BookingId::of_lock(stale), BookingStatus::Expired, true, events);
+            self.end_booking(
+                BookingId::of_lock(stale),
+                BookingStatus::Expired,
+                true,
+                events,
+            );
         }
         let show = &self.state.shows[&show_id];
         let screen = &self.state.theaters[&show.theater].screens[usize::from(show.screen.0)];
@@ -763,7 +768,12 @@ impl Ledger {
         events: &mut Vec<Event>,
     ) -> Result<Applied, Rejection> {
         self.live_lock(lock, user)?;
-        self.end_booking(BookingId::of_lock(lock), BookingStatus::Released, true, events);
+        self.end_booking(
+            BookingId::of_lock(lock),
+            BookingStatus::Released,
+            true,
+            events,
+        );
         Ok(Applied::LockReleased { lock })
     }
 
@@ -838,7 +848,12 @@ impl Ledger {
             .map(|(_, lock)| *lock)
             .collect();
         for lock in &due {
-            self.end_booking(BookingId::of_lock(*lock), BookingStatus::Expired, true, events);
+            self.end_booking(
+                BookingId::of_lock(*lock),
+                BookingStatus::Expired,
+                true,
+                events,
+            );
         }
         Ok(Applied::LocksExpired { locks: due })
     }

@@ -316,6 +316,7 @@ impl Ledger {
         let booking = &self.state.bookings[&booking_id];
         let (show, user, amount) = (booking.show, booking.user, report.amount_minor);
         let pending = booking.status == BookingStatus::PendingPayment;
+        let lock_live = booking.is_live_lock(clock);
         match (before, after) {
             (PaymentStatus::Creating | PaymentStatus::Pending, PaymentStatus::Captured) => {
                 self.confirm_paid(booking_id, report.gateway_ref, events);
@@ -330,8 +331,15 @@ impl Ledger {
                 });
             }
             (_, PaymentStatus::Failed) if before != PaymentStatus::Failed => {
+                // Declined inside the lock: released at once. Cancelled because the
+                // lock ran out: expired (the sweep may not have come by yet).
                 if pending {
-                    self.end_booking(booking_id, BookingStatus::Released, true, events);
+                    let ended = if lock_live {
+                        BookingStatus::Released
+                    } else {
+                        BookingStatus::Expired
+                    };
+                    self.end_booking(booking_id, ended, true, events);
                 }
             }
             _ => {}
@@ -691,11 +699,18 @@ mod tests {
                 show: ShowId(0),
                 show_start: 0,
             };
-            saga.ok(create_theater("mumbai", UserId(9), vec![screen("A", 4, 10)]));
+            saga.ok(create_theater(
+                "mumbai",
+                UserId(9),
+                vec![screen("A", 4, 10)],
+            ));
             saga.show_start = saga.now + show_in_ms;
-            let Applied::ShowPublished { show } =
-                saga.ok(publish_show(crate::ids::TheaterId(1), 0, saga.show_start, "X"))
-            else {
+            let Applied::ShowPublished { show } = saga.ok(publish_show(
+                crate::ids::TheaterId(1),
+                0,
+                saga.show_start,
+                "X",
+            )) else {
                 panic!("no show")
             };
             saga.show = show;
@@ -866,7 +881,10 @@ mod tests {
         assert_eq!(s.booking_status(booking), BookingStatus::Expired);
         s.ok(report(booking, GatewayStatus::Canceled, 2, amount));
         let payment = s.payment(booking);
-        assert_eq!((payment.status, payment.refund_minor), (PaymentStatus::Failed, 0));
+        assert_eq!(
+            (payment.status, payment.refund_minor),
+            (PaymentStatus::Failed, 0)
+        );
         assert_eq!(s.booking_status(booking), BookingStatus::Expired);
     }
 
@@ -924,7 +942,9 @@ mod tests {
             *user = BOB;
         }
         assert_eq!(s.rejected(bob), Rejection::NotOwner);
-        assert!(s.rejected(start(booking, 20_000)).is_invalid("discount_minor"));
+        assert!(s
+            .rejected(start(booking, 20_000))
+            .is_invalid("discount_minor"));
         s.ok(start(booking, 5_000));
         assert_eq!(s.payment(booking).amount_minor, 15_000);
         let mut late = Saga::new(10 * HOUR_MS);

@@ -61,6 +61,35 @@ fn keys(config: &ApiConfig) -> Result<Keys, String> {
     Ok(keys)
 }
 
+/// The configured gateway, or a sandbox inside this process when none is configured.
+async fn payment_gateway(
+    config: &ApiConfig,
+) -> Result<Arc<dyn api::payment::PaymentGateway>, String> {
+    let payment = &config.payment;
+    if payment.gateway_url.is_empty() {
+        eprintln!(
+            "api: no payment.gateway_url configured; using a sandbox gateway in this process"
+        );
+        return Ok(Arc::new(api::payment::SandboxGateway::start().await?));
+    }
+    let read = |what: &str, path: &Option<String>| -> Result<String, String> {
+        let path = path.as_deref().ok_or(format!(
+            "payment.{what} must name a file when gateway_url is set"
+        ))?;
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
+    let api_key = read("api_key_file", &payment.api_key_file)?;
+    let secret = read("webhook_secret_file", &payment.webhook_secret_file)?;
+    Ok(Arc::new(api::payment::HttpGateway::new(
+        &payment.gateway_url,
+        &api_key,
+        secret.as_bytes(),
+        payment.webhook_tolerance_ms,
+    )?))
+}
+
 async fn serve(path: PathBuf) -> Result<(), String> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -70,11 +99,8 @@ async fn serve(path: PathBuf) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let state = Arc::new(AppState::new(
-        config,
-        keys,
-        Arc::new(api::payment::SandboxGateway),
-    )?);
+    let gateway = payment_gateway(&config).await?;
+    let state = Arc::new(AppState::new(config, keys, gateway)?);
     println!(
         "api listening on {}",
         listener.local_addr().map_err(|e| e.to_string())?
