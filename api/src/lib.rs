@@ -14,6 +14,7 @@
 //! - `routes`: the handlers; `ROUTES` in this file lists them for the router and the
 //!   OpenAPI document alike.
 //! - `payment`: the payment gateway trait, its HTTP client and the in-process sandbox.
+//! - `coupons`: coupon endpoints and the cross-shard reserve / confirm / give-back saga.
 //! - `saga`: the booking saga's driver (payment steps, reconciliation poller).
 //! - `demo`: an embedded three-node cluster with sample data.
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod coupons;
 pub mod demo;
 pub mod payment;
 pub mod problem;
@@ -241,6 +243,20 @@ pub fn routes() -> Vec<RouteSpec> {
             "Average rating of a theater",
             false,
             get(theater_rating),
+        ),
+        spec(
+            "post",
+            "/api/v1/coupons",
+            "Create a coupon (admin)",
+            true,
+            post(crate::coupons::create_coupon),
+        ),
+        spec(
+            "get",
+            "/api/v1/coupons/{code}",
+            "A coupon and its remaining uses",
+            true,
+            get(crate::coupons::get_coupon),
         ),
         spec(
             "get",

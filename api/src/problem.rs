@@ -145,6 +145,12 @@ impl From<Rejection> for Problem {
                 "Only a confirmed booking of a show that has ended can be rated",
             ),
             Rejection::AlreadyRated { .. } => (S::CONFLICT, "already-rated", "Already rated"),
+            Rejection::CouponExists => (S::CONFLICT, "coupon-exists", "Coupon exists"),
+            Rejection::CouponUnavailable { .. } => (
+                S::CONFLICT,
+                "coupon-unavailable",
+                "The coupon cannot be used",
+            ),
         };
         let mut problem = Problem::new(status, kind, title, detail);
         match rejection {

@@ -557,15 +557,25 @@ pub async fn init_booking(
         .iter()
         .map(|s| map.seats[*s as usize].price_minor)
         .sum();
+    let (discount_minor, coupon_problem) = match body.promocode.as_deref() {
+        Some(code) => match crate::coupons::quote(&state, code, price).await {
+            Ok(discount) => (discount, None),
+            Err(problem) => (0, Some(problem.detail)),
+        },
+        None => (0, None),
+    };
     let suggested = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     Ok(read_reply(
         &meta,
         json!({
             "request_id": suggested,
-            "estimated_price_minor": price,
+            "estimated_price_minor": price - discount_minor.min(price),
+            "price_before_discount_minor": price,
+            "discount_minor": discount_minor,
             "currency": map.currency,
             "status": "available",
-            "promocode": body.promocode.map(|_| "coupons are not supported yet; the price has no discount"),
+            "promocode": body.promocode,
+            "promocode_problem": coupon_problem,
         }),
     ))
 }
@@ -730,21 +740,34 @@ pub async fn pay(
         .gateway
         .validate_method(&body.method)
         .map_err(|reason| Problem::invalid("method", reason))?;
-    if body.promocode.is_some() {
-        return Err(Problem::invalid(
-            "promocode",
-            "coupons are not supported yet; pay without one",
-        ));
-    }
     let request = request_id(&headers, &caller.id.to_string())?;
+    // Cross-shard: a use of the coupon is reserved in `global` before the payment
+    // starts in the city shard, and confirmed or given back when it settles.
+    let code = body
+        .promocode
+        .as_deref()
+        .map(str::trim)
+        .filter(|code| !code.is_empty());
+    let discount_minor = match code {
+        Some(code) => crate::coupons::reserve(&state, &shard, &booking, code).await?,
+        None => 0,
+    };
     let command = CommandKind::StartPayment {
         booking: booking.id,
         user: booking.user,
         method: body.method.clone(),
-        discount_minor: 0,
-        coupon: None,
+        discount_minor,
+        coupon: code.map(str::to_owned),
     };
-    let started = state.write(&shard, &request, command).await?;
+    let started = match state.write(&shard, &request, command).await {
+        Ok(started) => started,
+        Err(problem) => {
+            if let Some(code) = code {
+                give_back_unused(&state, &shard, booking.id, code).await;
+            }
+            return Err(problem);
+        }
+    };
     let (now, payment, _) = crate::saga::read_payment(
         &state,
         &shard,
@@ -760,11 +783,29 @@ pub async fn pay(
         }
     }
     let (now, payment, meta) = crate::saga::settle(&state, &shard, booking.id, index).await?;
+    if let Some(payment) = &payment {
+        crate::coupons::after_payment(&state, &shard, &now, payment).await;
+    }
     Ok(reply(
         StatusCode::ACCEPTED,
         meta.headers(),
         payment_body(&shard, &now, payment.as_ref()),
     ))
+}
+
+/// Gives back a coupon use reserved for a payment that did not start, when nothing
+/// will use it (best effort: the poller gives it back otherwise).
+async fn give_back_unused(state: &Shared, shard: &str, booking: BookingId, code: &str) {
+    let found =
+        crate::saga::read_payment(state, shard, booking, Consistency::Linearizable, None).await;
+    if let Ok((booking, payment, _)) = found {
+        if crate::coupons::decide(state, code, &booking, payment.as_ref()) == Some(false) {
+            let id = ext_id(shard, booking.id.0);
+            if let Err(problem) = crate::coupons::settle_use(state, code, &id, false).await {
+                tracing::info!(detail = %problem.detail, "coupon use left to the poller");
+            }
+        }
+    }
 }
 
 pub async fn payment_status_route(
@@ -814,6 +855,19 @@ pub async fn payment_webhook(
     } = written.applied
     {
         status = Some(now.as_str());
+        if changed && !now.is_open() {
+            let found = crate::saga::read_payment(
+                &state,
+                &shard,
+                BookingId(number),
+                Consistency::Session,
+                Some(written.index),
+            )
+            .await;
+            if let Ok((booking, Some(payment), _)) = found {
+                crate::coupons::after_payment(&state, &shard, &booking, &payment).await;
+            }
+        }
         if now == PaymentStatus::RefundDue && changed {
             // A success after the lock ended: refund now (the poller retries failures).
             let (booking, payment, _) = crate::saga::read_payment(

@@ -252,6 +252,9 @@ pub fn spawn_reconciler(state: Shared) -> AbortOnDrop {
                     tracing::debug!(shard = %city.shard, detail = %problem.detail, "reconciliation round incomplete");
                 }
             }
+            if let Err(problem) = crate::coupons::reconcile(&state).await {
+                tracing::debug!(detail = %problem.detail, "coupon reconciliation incomplete");
+            }
         }
     }))
 }

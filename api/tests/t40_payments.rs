@@ -707,3 +707,202 @@ async fn ratings_need_an_attended_show_and_average_per_show_and_theater() {
     }
     h.stop().await;
 }
+
+impl Harness {
+    async fn coupon(&self, code: &str, max_uses: u32) {
+        let admin = self.token(900_000, Role::Admin);
+        let until = api::views::rfc3339((api::auth::now_s() + 86_400) * 1_000);
+        let (status, body) = self
+            .call(
+                self.node(),
+                "POST",
+                "/api/v1/coupons",
+                Some(&admin),
+                Some(json!({
+                    "code": code, "percent": 20, "max_discount_minor": 4_000,
+                    "valid_until": until, "max_uses": max_uses,
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    async fn coupon_state(&self, code: &str) -> Value {
+        let admin = self.token(900_000, Role::Admin);
+        let (status, body) = self
+            .call(
+                self.node(),
+                "GET",
+                &format!("/api/v1/coupons/{code}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+/// Twenty customers race for the last five uses of a coupon: exactly five payments get
+/// the discount, the others are told the coupon is used up and are charged nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coupon_raced_by_twenty_bookings_is_used_exactly_its_limit() {
+    let h = Arc::new(Harness::start(1, 3_000).await);
+    let show = h.show(86_400, 3_600).await;
+    h.coupon("LAST-FIVE", 5).await;
+    let mut holds = Vec::new();
+    for n in 0..20u32 {
+        let token = h.token(20_000 + u64::from(n), Role::Customer);
+        let booking = h.lock(&token, &show, &[n], 60).await;
+        holds.push((token, booking));
+    }
+    let mut racers = Vec::new();
+    for (token, booking) in holds.clone() {
+        let h = h.clone();
+        racers.push(tokio::spawn(async move {
+            h.call(
+                0,
+                "POST",
+                &format!("/api/v1/bookings/{booking}/payment"),
+                Some(&token),
+                Some(json!({ "method": "sandbox-approve", "promocode": "LAST-FIVE" })),
+            )
+            .await
+        }));
+    }
+    let mut discounted = 0;
+    for racer in racers {
+        let (status, body) = racer.await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => {
+                assert_eq!(body["discount_minor"], json!(4_000), "{body}");
+                assert_eq!(body["amount_minor"], json!(21_000), "{body}");
+                discounted += 1;
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(
+                    body["type"],
+                    json!("/problems/coupon-unavailable"),
+                    "{body}"
+                )
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(discounted, 5);
+    for (token, booking) in &holds {
+        let body = h.payment_status(0, token, booking).await;
+        if body["discount_minor"] == json!(4_000) {
+            h.wait_for_status(0, token, booking, "completed").await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    loop {
+        let coupon = h.coupon_state("LAST-FIVE").await;
+        if coupon["used"] == json!(5) {
+            assert_eq!(
+                (coupon["reserved"].clone(), coupon["remaining"].clone()),
+                (json!(0), json!(0))
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{coupon}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.gateway.server().payments().len(), 5);
+    h.assert_money_matches_bookings().await;
+    Arc::into_inner(h).unwrap().stop().await;
+}
+
+/// A declined payment gives its coupon use back, so the next customer can use it; a
+/// quote shows the discount before anything is reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coupon_use_comes_back_when_the_booking_does_not_confirm() {
+    let h = Harness::start(1, 3_000).await;
+    let show = h.show(86_400, 3_600).await;
+    h.coupon("ONLY-ONE", 1).await;
+    let riya = h.token(21_001, Role::Customer);
+    let (status, quote) = h
+        .call(
+            0,
+            "POST",
+            "/api/v1/users/21001/bookings/init",
+            Some(&riya),
+            Some(json!({ "show_id": show, "seats": [0, 1], "promocode": "ONLY-ONE" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    assert_eq!(
+        (
+            quote["estimated_price_minor"].clone(),
+            quote["discount_minor"].clone()
+        ),
+        (json!(46_000), json!(4_000)),
+        "{quote}"
+    );
+    // The quote's request id is the lock's idempotency key.
+    let request_id = quote["request_id"].as_str().unwrap().to_owned();
+    let lock_body = json!({ "seats": [0, 1], "ttl_seconds": 60, "request_id": request_id });
+    let (status, first) = h
+        .call(
+            0,
+            "POST",
+            &format!("/api/v1/shows/{show}/seats/lock"),
+            Some(&riya),
+            Some(lock_body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = h
+        .call(
+            0,
+            "POST",
+            &format!("/api/v1/shows/{show}/seats/lock"),
+            Some(&riya),
+            Some(lock_body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(first["lock_id"], again["lock_id"]);
+    let booking = first["booking_id"].as_str().unwrap().to_owned();
+    let (status, declined) = h
+        .call(
+            0,
+            "POST",
+            &format!("/api/v1/bookings/{booking}/payment"),
+            Some(&riya),
+            Some(json!({ "method": "sandbox-decline", "promocode": "ONLY-ONE" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{declined}");
+    assert_eq!(declined["status"], json!("failed"));
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    while h.coupon_state("ONLY-ONE").await["remaining"] != json!(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the use never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arjun = h.token(21_002, Role::Customer);
+    let next = h.lock(&arjun, &show, &[0], 60).await;
+    let (status, paid) = h
+        .call(
+            0,
+            "POST",
+            &format!("/api/v1/bookings/{next}/payment"),
+            Some(&arjun),
+            Some(json!({ "method": "sandbox-approve", "promocode": "ONLY-ONE" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
+    assert_eq!(paid["status"], json!("completed"), "{paid}");
+    assert_eq!(paid["discount_minor"], json!(4_000));
+    let coupon = h.coupon_state("ONLY-ONE").await;
+    assert_eq!(
+        (coupon["used"].clone(), coupon["remaining"].clone()),
+        (json!(1), json!(0))
+    );
+    h.assert_money_matches_bookings().await;
+    h.stop().await;
+}

@@ -133,6 +133,29 @@ pub enum CommandKind {
         stars: u8,
         message: String,
     },
+    /// `global` shard: a coupon (admins only; the api checks).
+    CreateCoupon {
+        code: String,
+        percent: u8,
+        max_discount_minor: u64,
+        valid_from: Millis,
+        valid_until: Millis,
+        max_uses: u32,
+    },
+    /// `global` shard: holds one use of a coupon for a city booking (by external id)
+    /// while its payment settles; the discount is computed from `price_minor`.
+    ReserveCoupon {
+        code: String,
+        booking: String,
+        user: UserId,
+        price_minor: u64,
+    },
+    /// `global` shard: the booking confirmed (the use counts) or did not (given back).
+    SettleCouponUse {
+        code: String,
+        booking: String,
+        confirmed: bool,
+    },
 }
 
 impl CommandKind {
@@ -155,6 +178,9 @@ impl CommandKind {
             CommandKind::StartPayment { .. } => "start_payment",
             CommandKind::RecordGatewayState { .. } => "record_gateway_state",
             CommandKind::RateBooking { .. } => "rate",
+            CommandKind::CreateCoupon { .. } => "create_coupon",
+            CommandKind::ReserveCoupon { .. } => "reserve_coupon",
+            CommandKind::SettleCouponUse { .. } => "settle_coupon_use",
         }
     }
 }

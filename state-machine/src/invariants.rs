@@ -113,6 +113,7 @@ impl Ledger {
             return Err("request table is over its bound".into());
         }
         self.check_payment_invariants()?;
+        self.check_coupon_invariants()?;
         Ok(())
     }
 }

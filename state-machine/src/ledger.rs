@@ -8,6 +8,7 @@
 
 use crate::accounts::{RefreshToken, Role, User};
 use crate::command::{Command, CommandKind};
+use crate::coupons::{Coupon, CouponUse, NewCoupon};
 use crate::event::Event;
 use crate::ids::{BookingId, LockId, LogIndex, Millis, RequestId, ScreenIndex, SeatId, ShowId};
 use crate::ids::{TheaterId, UserId};
@@ -48,6 +49,10 @@ pub struct State {
     pub payments: BTreeMap<BookingId, Payment>,
     /// Ratings by the booking they rate.
     pub ratings: BTreeMap<BookingId, Rating>,
+    /// Coupons by code (`global` shard only).
+    pub coupons: BTreeMap<String, Coupon>,
+    /// Coupon uses by `code/booking` (`global` shard only).
+    pub coupon_uses: BTreeMap<String, CouponUse>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -75,6 +80,8 @@ pub(crate) struct Indexes {
     pub token_expiry: BTreeSet<(Millis, String)>,
     /// Open payments and rating summaries (`payments`).
     pub payments: crate::payments::PaymentIndexes,
+    /// Coupon uses still reserved (`coupons`), for the saga driver.
+    pub reserved_coupon_uses: BTreeSet<String>,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -91,6 +98,8 @@ pub struct Changes {
     pub refresh_tokens: BTreeSet<String>,
     pub payments: BTreeSet<BookingId>,
     pub ratings: BTreeSet<BookingId>,
+    pub coupons: BTreeSet<String>,
+    pub coupon_uses: BTreeSet<String>,
 }
 
 /// What one applied command produced.
@@ -214,6 +223,13 @@ impl Ledger {
                 .insert((token.expires_at, hash.clone()));
         }
         indexes.payments = crate::payments::PaymentIndexes::rebuild(&self.state);
+        indexes.reserved_coupon_uses = self
+            .state
+            .coupon_uses
+            .iter()
+            .filter(|(_, u)| u.status == crate::coupons::CouponUseStatus::Reserved)
+            .map(|(key, _)| key.clone())
+            .collect();
         self.indexes = indexes;
     }
 
@@ -405,6 +421,32 @@ impl Ledger {
                 stars,
                 message,
             } => self.rate_booking(*booking, *user, *stars, message, events),
+            CommandKind::CreateCoupon {
+                code,
+                percent,
+                max_discount_minor,
+                valid_from,
+                valid_until,
+                max_uses,
+            } => self.create_coupon(NewCoupon {
+                code,
+                percent: *percent,
+                max_discount_minor: *max_discount_minor,
+                valid_from: *valid_from,
+                valid_until: *valid_until,
+                max_uses: *max_uses,
+            }),
+            CommandKind::ReserveCoupon {
+                code,
+                booking,
+                user,
+                price_minor,
+            } => self.reserve_coupon(code, booking, *user, *price_minor),
+            CommandKind::SettleCouponUse {
+                code,
+                booking,
+                confirmed,
+            } => self.settle_coupon_use(code, booking, *confirmed),
         }
     }
 

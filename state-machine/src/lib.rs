@@ -13,6 +13,8 @@
 //! - `model`: theaters, screens, seat layouts, shows, seat states, bookings.
 //! - `command`: the writes (create theater, publish/cancel show, lock, extend,
 //!   release, confirm, expire, cancel booking).
+//! - `coupons`: coupons of the `global` shard and the reserve / confirm / give-back
+//!   steps of redeeming one for a city booking.
 //! - `outcome`: `Applied` results and typed `Rejection`s.
 //! - `event`: domain events, addressed by log index.
 //! - `ledger`: the state and `apply`.
@@ -29,6 +31,7 @@
 pub mod accounts;
 pub mod codec;
 pub mod command;
+pub mod coupons;
 pub mod event;
 pub mod ids;
 mod invariants;
@@ -49,6 +52,7 @@ mod tests;
 
 pub use accounts::{RefreshToken, Role, User};
 pub use command::{Command, CommandKind};
+pub use coupons::{Coupon, CouponUse, CouponUseStatus};
 pub use event::{Event, EventRecord};
 pub use ids::*;
 pub use ledger::{ApplyResult, Ledger, State};

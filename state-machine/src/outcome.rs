@@ -96,6 +96,17 @@ pub enum Applied {
     BookingRated {
         booking: BookingId,
     },
+    CouponCreated {
+        code: String,
+    },
+    CouponReserved {
+        code: String,
+        discount_minor: u64,
+    },
+    CouponUseSettled {
+        code: String,
+        status: crate::coupons::CouponUseStatus,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each
@@ -185,6 +196,12 @@ pub enum Rejection {
     AlreadyRated {
         booking: BookingId,
     },
+    CouponExists,
+    /// The coupon cannot be used for this booking, and why.
+    CouponUnavailable {
+        code: String,
+        reason: Cow<'static, str>,
+    },
 }
 
 impl Rejection {
@@ -261,6 +278,10 @@ impl fmt::Display for Rejection {
                 "booking {booking} is not a confirmed booking of a show that has ended"
             ),
             Rejection::AlreadyRated { booking } => write!(f, "booking {booking} is rated already"),
+            Rejection::CouponExists => f.write_str("a coupon with this code exists; pick another"),
+            Rejection::CouponUnavailable { code, reason } => {
+                write!(f, "coupon {code} cannot be used: {reason}")
+            }
         }
     }
 }

@@ -89,6 +89,16 @@ pub enum Query {
     TheaterRating {
         theater: TheaterId,
     },
+    /// `global` shard: a coupon by code.
+    Coupon {
+        code: String,
+    },
+    /// `global` shard: coupon uses still reserved, after the `code/booking` key
+    /// `after`: the coupon saga's work list.
+    ReservedCouponUses {
+        after: Option<String>,
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +173,11 @@ pub enum QueryResponse {
         next: Option<BookingId>,
     },
     Rating(RatingSummary),
+    Coupon(crate::coupons::Coupon),
+    CouponUses {
+        items: Vec<crate::coupons::CouponUse>,
+        next: Option<String>,
+    },
 }
 
 impl Ledger {
@@ -262,6 +277,21 @@ impl Ledger {
                     return Err(Rejection::UnknownTheater { theater: *theater });
                 }
                 Ok(QueryResponse::Rating(self.theater_rating(*theater)))
+            }
+            Query::Coupon { code } => self
+                .state
+                .coupons
+                .get(code)
+                .cloned()
+                .map(QueryResponse::Coupon)
+                .ok_or_else(|| Rejection::CouponUnavailable {
+                    code: code.clone(),
+                    reason: "no such coupon".into(),
+                }),
+            Query::ReservedCouponUses { after, limit } => {
+                let limit = self.check_page(*limit)?;
+                let (items, next) = self.reserved_coupon_uses(after.as_deref(), limit);
+                Ok(QueryResponse::CouponUses { items, next })
             }
         }
     }

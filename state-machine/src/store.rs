@@ -10,11 +10,13 @@
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
 //! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
 //! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
-//! `K|token hash`, `P|booking` (payments), `V|booking` (ratings).
+//! `K|token hash`, `P|booking` (payments), `V|booking` (ratings), `C|code` (coupons),
+//! `Q|code/booking` (coupon uses).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
 use crate::command::Command;
+use crate::coupons::{Coupon, CouponUse};
 use crate::event::EventRecord;
 use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
@@ -38,6 +40,8 @@ const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
 const PAYMENT: u8 = b'P';
 const RATING: u8 = b'V';
+const COUPON: u8 = b'C';
+const COUPON_USE: u8 = b'Q';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -197,6 +201,14 @@ impl LedgerStore {
             let value = state.ratings.get(&id);
             put_or_delete(batch, key(RATING, &id.0.to_be_bytes()), value);
         }
+        for code in changes.coupons {
+            let value = state.coupons.get(&code);
+            put_or_delete(batch, key(COUPON, code.as_bytes()), value);
+        }
+        for use_key in changes.coupon_uses {
+            let value = state.coupon_uses.get(&use_key);
+            put_or_delete(batch, key(COUPON_USE, use_key.as_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -302,6 +314,15 @@ impl LedgerStore {
         }
         for (id, rating) in &state.ratings {
             batch.put(key(RATING, &id.0.to_be_bytes()), codec::encode(rating));
+        }
+        for (code, coupon) in &state.coupons {
+            batch.put(key(COUPON, code.as_bytes()), codec::encode(coupon));
+        }
+        for (use_key, coupon_use) in &state.coupon_uses {
+            batch.put(
+                key(COUPON_USE, use_key.as_bytes()),
+                codec::encode(coupon_use),
+            );
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -465,7 +486,29 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             .insert(BookingId(be_u64("rating id", id)?), rating);
         Ok(())
     })?;
+    scan(db, COUPON, "coupon", |code, coupon: Coupon| {
+        state.coupons.insert(utf8("coupon code", code)?, coupon);
+        Ok(())
+    })?;
+    scan(
+        db,
+        COUPON_USE,
+        "coupon use",
+        |use_key, coupon_use: CouponUse| {
+            state
+                .coupon_uses
+                .insert(utf8("coupon use key", use_key)?, coupon_use);
+            Ok(())
+        },
+    )?;
     Ok((state, marker))
+}
+
+fn utf8(what: &'static str, bytes: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
 fn last_event_index(db: &DB) -> Result<Option<LogIndex>, StoreError> {
