@@ -1,5 +1,6 @@
 //! Coupons: admin endpoints, quotes, and the cross-shard saga of redeeming one for a
-//! city booking.
+//! city booking; referrals (code per user, the referrer rewarded once per referee when
+//! a payment of the referee is captured).
 //!
 //! The saga: reserve a use in `global` (`ReserveCoupon`, keyed by the booking, so a
 //! retry is the same reservation) -> start the payment in the city shard with the
@@ -205,9 +206,12 @@ pub fn decide(
     }
 }
 
-/// Settles the booking's coupon use if its payment has settled (best effort: the
-/// poller retries).
+/// After a payment settled: settles its coupon use and rewards a referrer for a
+/// captured payment (best effort: the poller settles coupon uses left over).
 pub async fn after_payment(state: &Shared, shard: &str, booking: &Booking, payment: &Payment) {
+    if payment.status == PaymentStatus::Captured {
+        reward_referrer(state, shard, booking).await;
+    }
     let Some(code) = payment.coupon.as_deref() else {
         return;
     };
@@ -272,5 +276,86 @@ async fn reconcile_use(state: &Shared, coupon_use: &CouponUse) -> Result<()> {
             settle_use(state, &coupon_use.code, &coupon_use.booking, confirmed).await
         }
         None => Ok(()),
+    }
+}
+
+// ----- referrals ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralBody {
+    pub code: String,
+}
+
+/// `POST /api/v1/referrals`: the caller names the code of the user who referred them.
+pub async fn register_referral(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Body(body): Body<ReferralBody>,
+) -> Result<Response> {
+    let command = CommandKind::RegisterReferral {
+        referee: caller.id,
+        code: body.code.trim().to_owned(),
+    };
+    let global = state.config.global_shard.clone();
+    let written = state
+        .write(&global, &caller.request_id(&headers)?, command)
+        .await?;
+    let summary = referral_summary(&state, caller.id, Some(written.index)).await?;
+    Ok((StatusCode::CREATED, written.headers(), Json(summary)).into_response())
+}
+
+/// `GET /api/v1/users/{id}/referral` (self or admin): code, referrer and rewards.
+pub async fn get_referral(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id: u64 = id.parse().map_err(|_| Problem::not_found("no such user"))?;
+    if caller.id.0 != id && !caller.is_admin() {
+        return Err(Problem::not_found("no such user"));
+    }
+    let summary = referral_summary(&state, state_machine::UserId(id), None).await?;
+    Ok(Json(summary).into_response())
+}
+
+async fn referral_summary(
+    state: &Shared,
+    user: state_machine::UserId,
+    min_index: Option<u64>,
+) -> Result<Value> {
+    let global = state.config.global_shard.clone();
+    let consistency = match min_index {
+        Some(_) => Consistency::Session,
+        None => Consistency::Linearizable,
+    };
+    let response = state
+        .read(&global, Query::Referrals { user }, consistency, min_index)
+        .await?
+        .0;
+    let QueryResponse::Referrals(summary) = response else {
+        return Err(unexpected());
+    };
+    Ok(json!({
+        "code": summary.code,
+        "referred_by": summary.referred_by.map(|u| u.0),
+        "referees": summary.referees,
+        "rewarded": summary.rewarded,
+        "reward_minor": summary.reward_minor,
+    }))
+}
+
+/// A confirmed booking may be its user's first: reward their referrer (the ledger
+/// rewards each referee once). Best effort; a confirmed booking is never undone for it.
+pub async fn reward_referrer(state: &Shared, shard: &str, booking: &Booking) {
+    let command = CommandKind::RewardReferral {
+        referee: booking.user,
+        booking: ext_id(shard, booking.id.0),
+    };
+    let global = state.config.global_shard.clone();
+    let request = format!("referral:{}", ext_id(shard, booking.id.0));
+    if let Err(problem) = state.write(&global, &request, command).await {
+        tracing::info!(detail = %problem.detail, "referral reward not recorded");
     }
 }

@@ -259,6 +259,20 @@ pub fn routes() -> Vec<RouteSpec> {
             get(crate::coupons::get_coupon),
         ),
         spec(
+            "post",
+            "/api/v1/referrals",
+            "Name the referral code of the user who referred you",
+            true,
+            post(crate::coupons::register_referral),
+        ),
+        spec(
+            "get",
+            "/api/v1/users/{userId}/referral",
+            "A user's referral code, referrer and rewards (self or admin)",
+            true,
+            get(crate::coupons::get_referral),
+        ),
+        spec(
             "get",
             "/health/live",
             "Liveness",

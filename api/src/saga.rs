@@ -173,6 +173,20 @@ pub async fn advance(
         _ => return Ok(None),
     };
     let written = record(state, shard, id, &report).await?;
+    if let state_machine::Applied::PaymentRecorded {
+        status,
+        changed: true,
+        ..
+    } = written.applied
+    {
+        if !status.is_open() {
+            let found =
+                read_payment(state, shard, id, Consistency::Session, Some(written.index)).await;
+            if let Ok((booking, Some(payment), _)) = found {
+                crate::coupons::after_payment(state, shard, &booking, &payment).await;
+            }
+        }
+    }
     // A success that came too late owes a refund at once.
     if let state_machine::Applied::PaymentRecorded {
         status: PaymentStatus::RefundDue,

@@ -906,3 +906,88 @@ async fn a_coupon_use_comes_back_when_the_booking_does_not_confirm() {
     h.assert_money_matches_bookings().await;
     h.stop().await;
 }
+
+/// A referee names their referrer's code; their first captured payment rewards the
+/// referrer once, later ones do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_referrer_is_rewarded_once_when_the_referee_first_books() {
+    let h = Harness::start(1, 3_000).await;
+    let show = h.show(86_400, 3_600).await;
+    let mut sessions = Vec::new();
+    for (n, email) in ["asha@example.com", "bilal@example.com"].iter().enumerate() {
+        let signup = json!({
+            "email": email, "phone": format!("+91980000100{n}"),
+            "password": "a long passphrase", "name": email,
+        });
+        let (status, body) = h
+            .call(0, "POST", "/api/v1/signup", None, Some(signup))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        sessions.push((
+            body["user"]["id"].as_u64().unwrap(),
+            body["access_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let (asha, asha_token) = sessions[0].clone();
+    let (bilal, bilal_token) = sessions[1].clone();
+    let path = format!("/api/v1/users/{asha}/referral");
+    let (_, mine) = h.call(0, "GET", &path, Some(&asha_token), None).await;
+    let code = mine["code"].as_str().unwrap().to_owned();
+    let (status, body) = h
+        .call(
+            0,
+            "POST",
+            "/api/v1/referrals",
+            Some(&asha_token),
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "self-referral: {body}"
+    );
+    let (status, body) = h
+        .call(
+            0,
+            "POST",
+            "/api/v1/referrals",
+            Some(&bilal_token),
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["referred_by"], json!(asha));
+    for seat in [0, 1] {
+        let booking = h.lock(&bilal_token, &show, &[seat], 60).await;
+        h.pay(0, &bilal_token, &booking, "sandbox-approve").await;
+        h.wait_for_status(0, &bilal_token, &booking, "completed")
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    loop {
+        let (_, summary) = h.call(0, "GET", &path, Some(&asha_token), None).await;
+        if summary["rewarded"] == json!(1) {
+            assert_eq!(summary["reward_minor"], json!(5_000), "{summary}");
+            assert_eq!(summary["referees"], json!(1), "{summary}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{summary}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = h
+        .call(
+            0,
+            "GET",
+            &format!("/api/v1/users/{bilal}/referral"),
+            Some(&asha_token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another user's referral is private"
+    );
+    h.stop().await;
+}

@@ -156,6 +156,16 @@ pub enum CommandKind {
         booking: String,
         confirmed: bool,
     },
+    /// `global` shard: `referee` was referred by the owner of `code`.
+    RegisterReferral {
+        referee: UserId,
+        code: String,
+    },
+    /// `global` shard: `referee` has a confirmed booking; rewards their referrer once.
+    RewardReferral {
+        referee: UserId,
+        booking: String,
+    },
 }
 
 impl CommandKind {
@@ -181,6 +191,8 @@ impl CommandKind {
             CommandKind::CreateCoupon { .. } => "create_coupon",
             CommandKind::ReserveCoupon { .. } => "reserve_coupon",
             CommandKind::SettleCouponUse { .. } => "settle_coupon_use",
+            CommandKind::RegisterReferral { .. } => "register_referral",
+            CommandKind::RewardReferral { .. } => "reward_referral",
         }
     }
 }

@@ -114,6 +114,7 @@ impl Ledger {
         }
         self.check_payment_invariants()?;
         self.check_coupon_invariants()?;
+        self.check_referral_invariants()?;
         Ok(())
     }
 }

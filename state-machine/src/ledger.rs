@@ -53,6 +53,8 @@ pub struct State {
     pub coupons: BTreeMap<String, Coupon>,
     /// Coupon uses by `code/booking` (`global` shard only).
     pub coupon_uses: BTreeMap<String, CouponUse>,
+    /// Referrals by referee (`global` shard only).
+    pub referrals: BTreeMap<UserId, crate::referrals::Referral>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -82,6 +84,8 @@ pub(crate) struct Indexes {
     pub payments: crate::payments::PaymentIndexes,
     /// Coupon uses still reserved (`coupons`), for the saga driver.
     pub reserved_coupon_uses: BTreeSet<String>,
+    /// (referrer, referee) of every referral.
+    pub referees: BTreeSet<(UserId, UserId)>,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -100,6 +104,7 @@ pub struct Changes {
     pub ratings: BTreeSet<BookingId>,
     pub coupons: BTreeSet<String>,
     pub coupon_uses: BTreeSet<String>,
+    pub referrals: BTreeSet<UserId>,
 }
 
 /// What one applied command produced.
@@ -229,6 +234,12 @@ impl Ledger {
             .iter()
             .filter(|(_, u)| u.status == crate::coupons::CouponUseStatus::Reserved)
             .map(|(key, _)| key.clone())
+            .collect();
+        indexes.referees = self
+            .state
+            .referrals
+            .values()
+            .map(|r| (r.referrer, r.referee))
             .collect();
         self.indexes = indexes;
     }
@@ -447,6 +458,12 @@ impl Ledger {
                 booking,
                 confirmed,
             } => self.settle_coupon_use(code, booking, *confirmed),
+            CommandKind::RegisterReferral { referee, code } => {
+                self.register_referral(*referee, code)
+            }
+            CommandKind::RewardReferral { referee, booking } => {
+                self.reward_referral(*referee, booking)
+            }
         }
     }
 

@@ -20,6 +20,7 @@
 //! - `ledger`: the state and `apply`.
 //! - `payments`: the booking saga's payment record (start, gateway reports, refunds,
 //!   the cancellation refund cut-off) and ratings.
+//! - `referrals`: referral codes and the referrer's reward (the `global` shard).
 //! - `query`: read-only questions (seat map, shows, bookings, theaters).
 //! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
 //! - `store`: the RocksDB image, atomic batches, reopen.
@@ -43,6 +44,7 @@ pub mod payments;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod query;
+pub mod referrals;
 pub mod snapshot;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]

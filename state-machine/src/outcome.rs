@@ -107,6 +107,15 @@ pub enum Applied {
         code: String,
         status: crate::coupons::CouponUseStatus,
     },
+    ReferralRegistered {
+        referee: UserId,
+        referrer: UserId,
+    },
+    /// `rewarded` is false when there is no referral or it was rewarded already.
+    ReferralRewarded {
+        referee: UserId,
+        rewarded: bool,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each

@@ -99,6 +99,10 @@ pub enum Query {
         after: Option<String>,
         limit: u32,
     },
+    /// `global` shard: a user's referral code, referrer and rewards.
+    Referrals {
+        user: UserId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +182,7 @@ pub enum QueryResponse {
         items: Vec<crate::coupons::CouponUse>,
         next: Option<String>,
     },
+    Referrals(crate::referrals::ReferralSummary),
 }
 
 impl Ledger {
@@ -292,6 +297,12 @@ impl Ledger {
                 let limit = self.check_page(*limit)?;
                 let (items, next) = self.reserved_coupon_uses(after.as_deref(), limit);
                 Ok(QueryResponse::CouponUses { items, next })
+            }
+            Query::Referrals { user } => {
+                if !self.state.users.contains_key(user) {
+                    return Err(Rejection::UnknownUser { user: *user });
+                }
+                Ok(QueryResponse::Referrals(self.referral_summary(*user)))
             }
         }
     }

@@ -11,7 +11,7 @@
 //! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
 //! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
 //! `K|token hash`, `P|booking` (payments), `V|booking` (ratings), `C|code` (coupons),
-//! `Q|code/booking` (coupon uses).
+//! `Q|code/booking` (coupon uses), `F|referee` (referrals).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -23,6 +23,7 @@ use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
 use crate::payments::{Payment, Rating};
+use crate::referrals::Referral;
 use crate::snapshot::{self, SnapshotBody, SnapshotError};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
@@ -42,6 +43,7 @@ const PAYMENT: u8 = b'P';
 const RATING: u8 = b'V';
 const COUPON: u8 = b'C';
 const COUPON_USE: u8 = b'Q';
+const REFERRAL: u8 = b'F';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -209,6 +211,10 @@ impl LedgerStore {
             let value = state.coupon_uses.get(&use_key);
             put_or_delete(batch, key(COUPON_USE, use_key.as_bytes()), value);
         }
+        for id in changes.referrals {
+            let value = state.referrals.get(&id);
+            put_or_delete(batch, key(REFERRAL, &id.0.to_be_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -323,6 +329,9 @@ impl LedgerStore {
                 key(COUPON_USE, use_key.as_bytes()),
                 codec::encode(coupon_use),
             );
+        }
+        for (id, referral) in &state.referrals {
+            batch.put(key(REFERRAL, &id.0.to_be_bytes()), codec::encode(referral));
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -501,6 +510,12 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             Ok(())
         },
     )?;
+    scan(db, REFERRAL, "referral", |id, referral: Referral| {
+        state
+            .referrals
+            .insert(UserId(be_u64("referee id", id)?), referral);
+        Ok(())
+    })?;
     Ok((state, marker))
 }
 
