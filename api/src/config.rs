@@ -161,6 +161,13 @@ impl ApiConfig {
                     .into(),
             );
         }
+        if p.wait_ms >= self.limits.request_timeout_ms {
+            return Err(
+                "payment.wait_ms must be shorter than limits.request_timeout_ms (a pay request \
+                 waits that long for the result within its own deadline)"
+                    .into(),
+            );
+        }
         let l = &self.limits;
         if l.requests_per_second == 0
             || l.burst == 0

@@ -68,7 +68,7 @@ pub async fn read_payment(
         .read(shard, Query::Payment { booking }, consistency, min_index)
         .await?;
     match response {
-        QueryResponse::Payment { booking, payment } => Ok((booking, payment, meta)),
+        QueryResponse::Payment { booking, payment } => Ok((*booking, payment.map(|p| *p), meta)),
         _ => Err(Problem::unavailable(
             "the cluster answered with an unexpected response type",
         )),

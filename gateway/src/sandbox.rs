@@ -273,7 +273,7 @@ async fn authorize(State(inner): State<Shared>, request: Request, next: Next) ->
     next.run(request).await
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Box<Response>> {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -282,10 +282,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
         || key.len() > TEXT_BYTES_MAX
         || !key.bytes().all(|b| (0x21..=0x7e).contains(&b))
     {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "send an Idempotency-Key of 1-200 printable characters",
-        ));
+        )));
     }
     Ok(key.to_owned())
 }
@@ -374,7 +374,7 @@ async fn create(
     };
     let key = match idempotency_key(&headers) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if let Err(reason) = check_create(&body) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, reason);
@@ -676,7 +676,7 @@ async fn refund(
     };
     let key = match idempotency_key(&headers) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let fingerprint = body.amount_minor.to_string();
     let (object, event) = {

@@ -38,7 +38,7 @@ pub fn sign(secret: &[u8], timestamp_ms: u64, body: &[u8]) -> String {
 }
 
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

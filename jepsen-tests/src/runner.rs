@@ -558,7 +558,7 @@ async fn start_api(
             reconcile_interval_ms: 300,
             reconcile_min_age_ms: 300,
             lock_grace_ms: 500,
-            wait_ms: 1_500,
+            wait_ms: (config.api_timeout.as_millis() as u64 / 2).min(1_500),
             ..api::config::PaymentConfig::default()
         },
     };

@@ -330,17 +330,15 @@ impl Ledger {
                     b.updated_at = clock;
                 });
             }
-            (_, PaymentStatus::Failed) if before != PaymentStatus::Failed => {
-                // Declined inside the lock: released at once. Cancelled because the
-                // lock ran out: expired (the sweep may not have come by yet).
-                if pending {
-                    let ended = if lock_live {
-                        BookingStatus::Released
-                    } else {
-                        BookingStatus::Expired
-                    };
-                    self.end_booking(booking_id, ended, true, events);
-                }
+            // Declined inside the lock: released at once. Cancelled because the lock
+            // ran out: expired (the sweep may not have come by yet).
+            (_, PaymentStatus::Failed) if before != PaymentStatus::Failed && pending => {
+                let ended = if lock_live {
+                    BookingStatus::Released
+                } else {
+                    BookingStatus::Expired
+                };
+                self.end_booking(booking_id, ended, true, events);
             }
             _ => {}
         }

@@ -168,9 +168,10 @@ pub enum QueryResponse {
     User(User),
     /// The outcome recorded for a request id; `None` when unknown or forgotten.
     Request(Option<Outcome>),
+    /// Boxed: the largest answer, and rare next to seat maps.
     Payment {
-        booking: Booking,
-        payment: Option<Payment>,
+        booking: Box<Booking>,
+        payment: Option<Box<Payment>>,
     },
     Payments {
         items: Vec<(Booking, Payment)>,
@@ -264,8 +265,8 @@ impl Ledger {
                     .get(booking)
                     .ok_or(Rejection::UnknownBooking { booking: *booking })?;
                 Ok(QueryResponse::Payment {
-                    booking: found.clone(),
-                    payment: self.state.payments.get(booking).cloned(),
+                    booking: Box::new(found.clone()),
+                    payment: self.state.payments.get(booking).cloned().map(Box::new),
                 })
             }
             Query::OpenPayments { after, limit } => {
