@@ -1156,7 +1156,7 @@ impl Ledger {
     /// planted confirm-after-expiry bug confirms only such locks, so that it breaks the
     /// expiry promise without corrupting the seat map).
     #[cfg(feature = "planted-bugs")]
-    fn seats_held_by(&self, lock: LockId) -> bool {
+    pub(crate) fn seats_held_by(&self, lock: LockId) -> bool {
         let id = BookingId::of_lock(lock);
         let Some(booking) = self.state.bookings.get(&id) else {
             return false;
