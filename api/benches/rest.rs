@@ -155,8 +155,10 @@ async fn main() {
     let mut config = cluster.api_config(&addr);
     config.limits.requests_per_second = 1_000_000;
     config.limits.burst = 1_000_000;
-    let state =
-        AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway)).expect("state");
+    let gateway = api::payment::SandboxGateway::start()
+        .await
+        .expect("gateway");
+    let state = AppState::new(config, keys.clone(), Arc::new(gateway)).expect("state");
     tokio::spawn(api::serve(
         listener,
         Arc::new(state),

@@ -25,6 +25,8 @@ pub struct ApiConfig {
     /// says so when it starts).
     #[serde(default)]
     pub tls: Option<ApiTls>,
+    #[serde(default)]
+    pub payment: PaymentConfig,
 }
 
 /// The api's TLS files (paths only; the keys stay in files, see `raft_node::secrets`).
@@ -44,6 +46,47 @@ pub struct ApiTls {
 pub struct ListenerTls {
     pub cert_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
+}
+
+/// The payment gateway and the booking saga's timing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentConfig {
+    /// Base URL of the gateway's API (`sandbox-gateway` or a provider speaking its
+    /// API); empty: a sandbox gateway inside this process, on a loopback port.
+    pub gateway_url: String,
+    /// Files holding the gateway API key and the webhook signing secret.
+    pub api_key_file: Option<String>,
+    pub webhook_secret_file: Option<String>,
+    /// This api node's base URL as the gateway reaches it, for webhooks
+    /// (default `http://<listen>`).
+    pub public_url: Option<String>,
+    /// How often the reconciliation poller visits open payments.
+    pub reconcile_interval_ms: u64,
+    /// Open payments younger than this are left to their live request or webhook.
+    pub reconcile_min_age_ms: u64,
+    /// How long `POST .../payment` waits for the result before answering `pending`.
+    pub wait_ms: u64,
+    /// A pending payment is cancelled once its lock is this long past its expiry.
+    pub lock_grace_ms: u64,
+    /// Webhooks signed further than this from now are refused (replay window).
+    pub webhook_tolerance_ms: u64,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        PaymentConfig {
+            gateway_url: String::new(),
+            api_key_file: None,
+            webhook_secret_file: None,
+            public_url: None,
+            reconcile_interval_ms: 2_000,
+            reconcile_min_age_ms: 1_000,
+            wait_ms: 3_000,
+            lock_grace_ms: 1_000,
+            webhook_tolerance_ms: crate::payment::WEBHOOK_TOLERANCE_MS,
+        }
+    }
 }
 
 fn global_shard() -> String {
@@ -153,6 +196,21 @@ impl ApiConfig {
         }
         if self.cities.is_empty() {
             return Err("cities: name at least one city and its shard".into());
+        }
+        let p = &self.payment;
+        if p.reconcile_interval_ms == 0 || p.webhook_tolerance_ms == 0 || p.wait_ms > 60_000 {
+            return Err(
+                "payment: reconcile interval and webhook tolerance must be positive, \
+                 wait_ms at most 60000"
+                    .into(),
+            );
+        }
+        if p.wait_ms >= self.limits.request_timeout_ms {
+            return Err(
+                "payment.wait_ms must be shorter than limits.request_timeout_ms (a pay request \
+                 waits that long for the result within its own deadline)"
+                    .into(),
+            );
         }
         let l = &self.limits;
         if l.requests_per_second == 0

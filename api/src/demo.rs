@@ -249,6 +249,7 @@ impl DemoCluster {
             limits: ApiLimits::default(),
             jwt: JwtConfig::default(),
             tls: None,
+            payment: crate::config::PaymentConfig::default(),
         }
     }
 
@@ -467,7 +468,7 @@ pub async fn run(listen: &str, data_dir: Option<PathBuf>, tls: bool) -> Result<(
     let state = Arc::new(AppState::with_cluster_tls(
         cluster.api_config(listen),
         keys,
-        Arc::new(crate::payment::SandboxGateway),
+        Arc::new(crate::payment::SandboxGateway::start().await?),
         cluster.api_cluster_tls(),
     )?);
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -13,7 +13,9 @@
 //! - `views`: the JSON shapes of the contract, external ids, times.
 //! - `routes`: the handlers; `ROUTES` in this file lists them for the router and the
 //!   OpenAPI document alike.
-//! - `payment`: the payment gateway trait and the sandbox gateway.
+//! - `payment`: the payment gateway trait, its HTTP client and the in-process sandbox.
+//! - `coupons`: coupon endpoints and the cross-shard reserve / confirm / give-back saga.
+//! - `saga`: the booking saga's driver (payment steps, reconciliation poller).
 //! - `demo`: an embedded three-node cluster with sample data.
 //! - `cluster`: the SRE view of the cluster, merged from the nodes' admin status.
 //! - `openapi`: the OpenAPI document, generated from `routes()`.
@@ -35,6 +37,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod coupons;
 pub mod demo;
 pub mod events;
 pub mod export;
@@ -46,6 +49,7 @@ pub mod payment;
 pub mod problem;
 pub mod readmodel;
 pub mod routes;
+pub mod saga;
 pub mod search;
 pub mod secrets;
 pub mod support;
@@ -236,6 +240,62 @@ pub fn routes() -> Vec<RouteSpec> {
             get(crate::cluster::cluster_status),
         ),
         spec(
+            "post",
+            "/api/v1/payments/webhook",
+            "Payment gateway webhook (HMAC-signed, timestamped; no bearer token)",
+            false,
+            post(payment_webhook),
+        ),
+        spec(
+            "post",
+            "/api/v1/rating",
+            "Rate a confirmed booking of a show that has ended",
+            true,
+            post(rate),
+        ),
+        spec(
+            "get",
+            "/api/v1/shows/{id}/rating",
+            "Average rating of a show",
+            false,
+            get(show_rating),
+        ),
+        spec(
+            "get",
+            "/api/v1/theaters/{theaterId}/rating",
+            "Average rating of a theater",
+            false,
+            get(theater_rating),
+        ),
+        spec(
+            "post",
+            "/api/v1/coupons",
+            "Create a coupon (admin)",
+            true,
+            post(crate::coupons::create_coupon),
+        ),
+        spec(
+            "get",
+            "/api/v1/coupons/{code}",
+            "A coupon and its remaining uses",
+            true,
+            get(crate::coupons::get_coupon),
+        ),
+        spec(
+            "post",
+            "/api/v1/referrals",
+            "Name the referral code of the user who referred you",
+            true,
+            post(crate::coupons::register_referral),
+        ),
+        spec(
+            "get",
+            "/api/v1/users/{userId}/referral",
+            "A user's referral code, referrer and rewards (self or admin)",
+            true,
+            get(crate::coupons::get_referral),
+        ),
+        spec(
             "get",
             "/api/v1/events",
             "A city's domain events in log order (?city=&from_index=&cursor=&show=&limit=): \
@@ -409,6 +469,8 @@ pub async fn serve(
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The reconciliation poller lives exactly as long as this server.
+    let _reconciler = saga::spawn_reconciler(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

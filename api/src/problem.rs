@@ -135,6 +135,24 @@ impl From<Rejection> for Problem {
             }
             Rejection::UnknownTicket { .. } => (S::NOT_FOUND, "not-found", "Not found"),
             Rejection::TicketClosed { .. } => (S::CONFLICT, "ticket-closed", "Ticket closed"),
+            Rejection::PaymentExists { .. } => (
+                S::CONFLICT,
+                "payment-exists",
+                "This booking already has a payment",
+            ),
+            Rejection::NoPayment { .. } => (S::NOT_FOUND, "not-found", "Not found"),
+            Rejection::NotAttended { .. } => (
+                S::CONFLICT,
+                "not-attended",
+                "Only a confirmed booking of a show that has ended can be rated",
+            ),
+            Rejection::AlreadyRated { .. } => (S::CONFLICT, "already-rated", "Already rated"),
+            Rejection::CouponExists => (S::CONFLICT, "coupon-exists", "Coupon exists"),
+            Rejection::CouponUnavailable { .. } => (
+                S::CONFLICT,
+                "coupon-unavailable",
+                "The coupon cannot be used",
+            ),
         };
         let mut problem = Problem::new(status, kind, title, detail);
         match rejection {

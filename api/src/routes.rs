@@ -4,7 +4,6 @@
 
 use crate::app::{consistency, request_id, AuthUser, Body, Params, ReadMeta, Shared, Written};
 use crate::auth;
-use crate::payment::Charge;
 use crate::problem::Problem;
 use crate::views::{self, ext_id, parse_ext_id};
 use axum::extract::{Path, State};
@@ -586,15 +585,25 @@ pub async fn init_booking(
         .iter()
         .map(|s| map.seats[*s as usize].price_minor)
         .sum();
+    let (discount_minor, coupon_problem) = match body.promocode.as_deref() {
+        Some(code) => match crate::coupons::quote(&state, code, price).await {
+            Ok(discount) => (discount, None),
+            Err(problem) => (0, Some(problem.detail)),
+        },
+        None => (0, None),
+    };
     let suggested = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     Ok(read_reply(
         &meta,
         json!({
             "request_id": suggested,
-            "estimated_price_minor": price,
+            "estimated_price_minor": price - discount_minor.min(price),
+            "price_before_discount_minor": price,
+            "discount_minor": discount_minor,
             "currency": map.currency,
             "status": "available",
-            "promocode": body.promocode.map(|_| "coupons are not supported yet; the price has no discount"),
+            "promocode": body.promocode,
+            "promocode_problem": coupon_problem,
         }),
     ))
 }
@@ -622,9 +631,19 @@ pub async fn lock(
         seats: body.seats.iter().map(|s| SeatId(*s)).collect(),
         ttl_ms,
     };
-    let written: Written = state
-        .write(&shard, &caller.request_id(&headers)?, command)
-        .await?;
+    // The request id of `bookings/init` may stand in for an Idempotency-Key.
+    let request = match (&body.request_id, headers.contains_key("idempotency-key")) {
+        (Some(reused), false) => {
+            let mut reuse = HeaderMap::new();
+            let value = axum::http::HeaderValue::from_str(reused).map_err(|_| {
+                Problem::invalid("request_id", "use the request_id of bookings/init")
+            })?;
+            reuse.insert("idempotency-key", value);
+            caller.request_id(&reuse)?
+        }
+        _ => caller.request_id(&headers)?,
+    };
+    let written: Written = state.write(&shard, &request, command).await?;
     let Applied::SeatsLocked {
         lock,
         booking,
@@ -695,26 +714,48 @@ async fn own_booking(
     Ok((shard, booking, meta))
 }
 
-fn payment_status(booking: &Booking) -> &'static str {
-    match booking.status {
-        BookingStatus::PendingPayment => "pending",
-        BookingStatus::Confirmed => "completed",
-        BookingStatus::Cancelled if booking.refund_due_minor > 0 => "refunded",
-        _ => "failed",
+/// The contract's payment status word for a booking and its payment.
+fn payment_status(booking: &Booking, payment: Option<&Payment>) -> &'static str {
+    match payment.map(|p| p.status) {
+        Some(PaymentStatus::Creating | PaymentStatus::Pending) => "pending",
+        Some(PaymentStatus::Captured) => "completed",
+        Some(PaymentStatus::Failed) => "failed",
+        Some(PaymentStatus::RefundDue) => "refund_pending",
+        Some(PaymentStatus::Refunded) => "refunded",
+        // Bookings confirmed outside the saga (the client protocol's confirm).
+        None => match booking.status {
+            BookingStatus::PendingPayment => "pending",
+            BookingStatus::Confirmed => "completed",
+            BookingStatus::Cancelled if booking.refund_due_minor > 0 => "refunded",
+            _ => "failed",
+        },
     }
 }
 
-fn payment_body(shard: &str, booking: &Booking, status: &str) -> Value {
+fn payment_body(shard: &str, booking: &Booking, payment: Option<&Payment>) -> Value {
     let booking_id = ext_id(shard, booking.id.0);
+    let status_url = format!("/api/v1/bookings/{booking_id}/payment/status");
     json!({
-        "payment_id": format!("pay-{booking_id}"),
-        "payment_url": format!("/api/v1/bookings/{booking_id}/payment/status"),
-        "status": status,
+        "payment_id": payment
+            .and_then(|p| p.gateway_ref.clone())
+            .unwrap_or_else(|| format!("pay-{booking_id}")),
+        "payment_url": payment.and_then(|p| p.payment_url.clone()).unwrap_or(status_url.clone()),
+        "status_url": status_url,
+        "status": payment_status(booking, payment),
+        "saga_step": payment.map(|p| p.status.as_str()),
+        "amount_minor": payment.map_or(booking.total_price_minor, |p| p.amount_minor),
+        "discount_minor": payment.map_or(0, |p| p.discount_minor),
+        "refund_minor": payment.map_or(booking.refund_due_minor, |p| p.refund_minor),
+        "currency": booking.currency,
+        "reason": payment.and_then(|p| p.failure.clone()),
         "booking_id": booking_id,
         "booking_status": views::booking_status(booking.status),
     })
 }
 
+/// Starts (or, with the same Idempotency-Key, resumes) the booking's payment saga and
+/// answers with its state after at most `payment.wait_ms`: `completed`, `failed`, or
+/// `pending` (follow `status_url`; the webhook or the poller settles it).
 pub async fn pay(
     State(state): State<Shared>,
     caller: AuthUser,
@@ -723,124 +764,76 @@ pub async fn pay(
     Body(body): Body<views::PaymentBody>,
 ) -> Result<Response> {
     let (shard, booking, _) = own_booking(&state, caller, &id, Consistency::Linearizable).await?;
-    let request = request_id(&headers, &caller.id.to_string())?;
-    if booking.status != BookingStatus::PendingPayment {
-        // A retry of the payment that settled this booking (same Idempotency-Key) gets
-        // that payment's answer again; any other payment of a settled booking is refused
-        // before the gateway is asked to charge.
-        if let Some(answer) = settled_by(&state, &shard, &request, &booking).await? {
-            return Ok(answer);
-        }
-        return Err(Rejection::WrongBookingStatus {
-            booking: booking.id,
-            status: booking.status,
-        }
-        .into());
-    }
-    let charge = state
+    state
         .gateway
-        .charge(&id, booking.total_price_minor, &body.method, &request)
-        .await
+        .validate_method(&body.method)
         .map_err(|reason| Problem::invalid("method", reason))?;
-    let lock = booking.lock_id();
-    let owner = booking.user;
-    match charge {
-        Charge::Approved { payment_ref } => {
-            let command = CommandKind::ConfirmBooking {
-                lock,
-                user: owner,
-                payment_ref,
-            };
-            let written = state
-                .write(&shard, &format!("{request}:confirm"), command)
-                .await?;
-            let (response, _) = state
-                .read(
-                    &shard,
-                    Query::Booking {
-                        booking: booking.id,
-                    },
-                    Consistency::Session,
-                    Some(written.index),
-                )
-                .await?;
-            let QueryResponse::Booking(now) = response else {
-                return Err(unexpected_answer());
-            };
-            Ok(reply(
-                StatusCode::ACCEPTED,
-                written.headers(),
-                payment_body(&shard, &now, "completed"),
-            ))
-        }
-        Charge::Declined { reason } => {
-            let command = CommandKind::ReleaseLock { lock, user: owner };
-            let written = state
-                .write(&shard, &format!("{request}:release"), command)
-                .await?;
-            let mut body = payment_body(&shard, &booking, "failed");
-            body["booking_status"] = json!("cancelled");
-            body["reason"] = json!(reason);
-            Ok(reply(StatusCode::ACCEPTED, written.headers(), body))
-        }
-        Charge::Pending { after } => {
-            if let Some(delay) = after {
-                let state = state.clone();
-                let (shard, payment_ref) = (shard.clone(), format!("sandbox-{id}-delayed"));
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let command = CommandKind::ConfirmBooking {
-                        lock,
-                        user: owner,
-                        payment_ref,
-                    };
-                    if let Err(problem) = state
-                        .write(&shard, &format!("{request}:confirm"), command)
-                        .await
-                    {
-                        tracing::warn!(
-                            detail = problem.detail,
-                            "delayed sandbox payment did not confirm"
-                        );
-                    }
-                });
+    let request = request_id(&headers, &caller.id.to_string())?;
+    // Cross-shard: a use of the coupon is reserved in `global` before the payment
+    // starts in the city shard, and confirmed or given back when it settles.
+    let code = body
+        .promocode
+        .as_deref()
+        .map(str::trim)
+        .filter(|code| !code.is_empty());
+    let discount_minor = match code {
+        Some(code) => crate::coupons::reserve(&state, &shard, &booking, code).await?,
+        None => 0,
+    };
+    let command = CommandKind::StartPayment {
+        booking: booking.id,
+        user: booking.user,
+        method: body.method.clone(),
+        discount_minor,
+        coupon: code.map(str::to_owned),
+    };
+    let started = match state.write(&shard, &request, command).await {
+        Ok(started) => started,
+        Err(problem) => {
+            if let Some(code) = code {
+                give_back_unused(&state, &shard, booking.id, code).await;
             }
-            Ok(reply(
-                StatusCode::ACCEPTED,
-                HeaderMap::new(),
-                payment_body(&shard, &booking, "pending"),
-            ))
+            return Err(problem);
+        }
+    };
+    let (now, payment, _) = crate::saga::read_payment(
+        &state,
+        &shard,
+        booking.id,
+        Consistency::Session,
+        Some(started.index),
+    )
+    .await?;
+    let mut index = started.index;
+    if let Some(payment) = payment.filter(|p| p.status == PaymentStatus::Creating) {
+        if let Some(written) = crate::saga::advance(&state, &shard, &now, &payment).await? {
+            index = index.max(written.index);
         }
     }
+    let (now, payment, meta) = crate::saga::settle(&state, &shard, booking.id, index).await?;
+    if let Some(payment) = &payment {
+        crate::coupons::after_payment(&state, &shard, &now, payment).await;
+    }
+    Ok(reply(
+        StatusCode::ACCEPTED,
+        meta.headers(),
+        payment_body(&shard, &now, payment.as_ref()),
+    ))
 }
 
-/// The answer of the payment request `request` if it is the one that settled `booking`
-/// (its confirm or release is recorded in the ledger under this request id).
-async fn settled_by(
-    state: &Shared,
-    shard: &str,
-    request: &str,
-    booking: &Booking,
-) -> Result<Option<Response>> {
-    for (suffix, status) in [("confirm", "completed"), ("release", "failed")] {
-        let query = Query::Request {
-            request_id: RequestId(format!("{request}:{suffix}")),
-        };
-        let (response, meta) = state
-            .read(shard, query, Consistency::Linearizable, None)
-            .await?;
-        let QueryResponse::Request(outcome) = response else {
-            return Err(unexpected_answer());
-        };
-        if matches!(outcome, Some(Outcome::Applied(_))) {
-            let mut body = payment_body(shard, booking, status);
-            if suffix == "release" {
-                body["booking_status"] = json!("cancelled");
+/// Gives back a coupon use reserved for a payment that did not start, when nothing
+/// will use it (best effort: the poller gives it back otherwise).
+async fn give_back_unused(state: &Shared, shard: &str, booking: BookingId, code: &str) {
+    let found =
+        crate::saga::read_payment(state, shard, booking, Consistency::Linearizable, None).await;
+    if let Ok((booking, payment, _)) = found {
+        if crate::coupons::decide(state, code, &booking, payment.as_ref()) == Some(false) {
+            let id = ext_id(shard, booking.id.0);
+            if let Err(problem) = crate::coupons::settle_use(state, code, &id, false).await {
+                tracing::info!(detail = %problem.detail, "coupon use left to the poller");
             }
-            return Ok(Some(reply(StatusCode::ACCEPTED, meta.headers(), body)));
         }
     }
-    Ok(None)
 }
 
 pub async fn payment_status_route(
@@ -848,12 +841,160 @@ pub async fn payment_status_route(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let (shard, booking, meta) =
-        own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    let (shard, booking, _) = own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    let (booking, payment, meta) =
+        crate::saga::read_payment(&state, &shard, booking.id, Consistency::Linearizable, None)
+            .await?;
     Ok(read_reply(
         &meta,
-        payment_body(&shard, &booking, payment_status(&booking)),
+        payment_body(&shard, &booking, payment.as_ref()),
     ))
+}
+
+/// The gateway's webhook: verified (HMAC over timestamp and body, constant-time,
+/// within the replay window), then recorded in the booking's shard. Replays and
+/// duplicates are one ledger write (the request id names the payment's version).
+pub async fn payment_webhook(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let event = state
+        .gateway
+        .verify_webhook(&headers, &body)
+        .map_err(|reason| {
+            metrics::counter!("seat_ledger_api_webhooks_total", "result" => "refused").increment(1);
+            Problem::unauthorized(format!("webhook refused: {reason}"))
+        })?;
+    let booking = event.payment.booking.clone().ok_or_else(|| {
+        Problem::invalid(
+            "payment.metadata.booking_id",
+            "the payment names no booking",
+        )
+    })?;
+    let (shard, number) = shard_id(&state, &booking, "booking")?;
+    let written = crate::saga::record(&state, &shard, BookingId(number), &event.payment).await?;
+    metrics::counter!("seat_ledger_api_webhooks_total", "result" => "recorded").increment(1);
+    let mut status = None;
+    if let Applied::PaymentRecorded {
+        status: now,
+        changed,
+        ..
+    } = written.applied
+    {
+        status = Some(now.as_str());
+        if changed && !now.is_open() {
+            let found = crate::saga::read_payment(
+                &state,
+                &shard,
+                BookingId(number),
+                Consistency::Session,
+                Some(written.index),
+            )
+            .await;
+            if let Ok((booking, Some(payment), _)) = found {
+                crate::coupons::after_payment(&state, &shard, &booking, &payment).await;
+            }
+        }
+        if now == PaymentStatus::RefundDue && changed {
+            // A success after the lock ended: refund now (the poller retries failures).
+            let (booking, payment, _) = crate::saga::read_payment(
+                &state,
+                &shard,
+                BookingId(number),
+                Consistency::Session,
+                Some(written.index),
+            )
+            .await?;
+            if let Some(payment) = payment {
+                if let Err(problem) = crate::saga::advance(&state, &shard, &booking, &payment).await
+                {
+                    tracing::info!(detail = %problem.detail, "refund deferred to the poller");
+                }
+            }
+        }
+    }
+    Ok(reply(
+        StatusCode::OK,
+        written.headers(),
+        json!({ "received": event.id, "saga_step": status }),
+    ))
+}
+
+pub async fn rate(
+    State(state): State<Shared>,
+    caller: AuthUser,
+    headers: HeaderMap,
+    Body(body): Body<views::RatingBody>,
+) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &body.booking_id, "booking")?;
+    let command = CommandKind::RateBooking {
+        booking: BookingId(number),
+        user: caller.id,
+        stars: body.stars,
+        message: body.message.unwrap_or_default(),
+    };
+    let written = state
+        .write(&shard, &caller.request_id(&headers)?, command)
+        .await?;
+    let booking = state
+        .read_after(
+            &written,
+            Query::Booking {
+                booking: BookingId(number),
+            },
+        )
+        .await?;
+    let QueryResponse::Booking(booking) = booking else {
+        return Err(unexpected_answer());
+    };
+    let summary = state
+        .read_after(&written, Query::ShowRating { show: booking.show })
+        .await?;
+    let QueryResponse::Rating(summary) = summary else {
+        return Err(unexpected_answer());
+    };
+    Ok(reply(
+        StatusCode::CREATED,
+        written.headers(),
+        json!({
+            "booking_id": body.booking_id,
+            "stars": body.stars,
+            "show_id": ext_id(&shard, booking.show.0),
+            "show_rating": views::rating(&summary),
+        }),
+    ))
+}
+
+pub async fn show_rating(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &id, "show")?;
+    let query = Query::ShowRating {
+        show: ShowId(number),
+    };
+    let (response, meta) = state.read(&shard, query, Consistency::Stale, None).await?;
+    let QueryResponse::Rating(summary) = response else {
+        return Err(unexpected_answer());
+    };
+    let mut body = views::rating(&summary);
+    body["show_id"] = json!(id);
+    Ok(read_reply(&meta, body))
+}
+
+pub async fn theater_rating(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let (shard, number) = shard_id(&state, &id, "theater")?;
+    let query = Query::TheaterRating {
+        theater: TheaterId(number),
+    };
+    let (response, meta) = state.read(&shard, query, Consistency::Stale, None).await?;
+    let QueryResponse::Rating(summary) = response else {
+        return Err(unexpected_answer());
+    };
+    let mut body = views::rating(&summary);
+    body["theater_id"] = json!(id);
+    Ok(read_reply(&meta, body))
 }
 
 pub async fn booking(
@@ -886,24 +1027,26 @@ pub async fn cancel(
     let written = state
         .write(&shard, &caller.request_id(&headers)?, command)
         .await?;
-    let (response, _) = state
-        .read(
-            &shard,
-            Query::Booking {
-                booking: booking.id,
-            },
-            Consistency::Session,
-            Some(written.index),
-        )
-        .await?;
-    let QueryResponse::Booking(now) = response else {
-        return Err(unexpected_answer());
-    };
-    Ok(reply(
-        StatusCode::OK,
-        written.headers(),
-        views::booking(&shard, &now),
-    ))
+    let (now, payment, _) = crate::saga::read_payment(
+        &state,
+        &shard,
+        booking.id,
+        Consistency::Session,
+        Some(written.index),
+    )
+    .await?;
+    let mut refund_status = payment_status(&now, payment.as_ref());
+    if let Some(payment) = payment.filter(|p| p.status == PaymentStatus::RefundDue) {
+        // Refund at once; if the gateway does not answer, the poller retries.
+        match crate::saga::advance(&state, &shard, &now, &payment).await {
+            Ok(Some(_)) => refund_status = "refunded",
+            Ok(None) => {}
+            Err(problem) => tracing::info!(detail = %problem.detail, "refund deferred"),
+        }
+    }
+    let mut body = views::booking(&shard, &now);
+    body["payment_status"] = json!(refund_status);
+    Ok(reply(StatusCode::OK, written.headers(), body))
 }
 
 /// The caller's bookings across every city, newest first. The cursor lists, per

@@ -225,6 +225,10 @@ fn inr() -> String {
 pub struct LockBody {
     pub seats: Vec<u32>,
     pub ttl_seconds: Option<u64>,
+    /// The `request_id` of `bookings/init`, used as the Idempotency-Key when no header
+    /// names one.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -262,4 +266,22 @@ mod tests {
         );
         assert!(day_range("24/11/2026").is_none());
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingBody {
+    pub booking_id: String,
+    pub stars: u8,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A rating summary: count and average stars (two decimals), `null` without ratings.
+pub fn rating(summary: &state_machine::RatingSummary) -> Value {
+    let average = (summary.count > 0).then(|| {
+        let hundredths = summary.stars_sum * 100 / summary.count;
+        hundredths as f64 / 100.0
+    });
+    json!({ "count": summary.count, "average_stars": average })
 }

@@ -36,7 +36,16 @@ impl Harness {
         config.limits.requests_per_second = 1_000;
         config.limits.burst = 1_000;
         let state = Arc::new(
-            AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway)).unwrap(),
+            AppState::new(
+                config,
+                keys.clone(),
+                Arc::new(
+                    api::payment::SandboxGateway::start()
+                        .await
+                        .expect("sandbox gateway"),
+                ),
+            )
+            .unwrap(),
         );
         let server = tokio::spawn(async move {
             api::serve(listener, state, std::future::pending())

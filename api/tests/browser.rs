@@ -165,7 +165,7 @@ impl Site {
         let mut config = cluster.api_config(&addr);
         config.limits.requests_per_second = 1_000;
         config.limits.burst = 1_000;
-        let gateway = Arc::new(api::payment::SandboxGateway);
+        let gateway = Arc::new(api::payment::SandboxGateway::start().await.unwrap());
         let state = Arc::new(AppState::new(config, keys.clone(), gateway).unwrap());
         let server = tokio::spawn(async move {
             api::serve(listener, state, std::future::pending())

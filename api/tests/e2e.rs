@@ -38,7 +38,12 @@ impl Harness {
         config.limits.requests_per_second = requests_per_second;
         config.limits.burst = requests_per_second;
         let state = Arc::new(
-            AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway)).unwrap(),
+            AppState::new(
+                config,
+                keys.clone(),
+                Arc::new(api::payment::SandboxGateway::start().await.unwrap()),
+            )
+            .unwrap(),
         );
         let server = tokio::spawn(async move {
             api::serve(listener, state, std::future::pending())

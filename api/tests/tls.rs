@@ -81,7 +81,11 @@ async fn a_tls_cluster_serves_the_api_end_to_end_and_refuses_strangers() {
         AppState::with_cluster_tls(
             cluster.api_config(&addr),
             keys.clone(),
-            Arc::new(api::payment::SandboxGateway),
+            Arc::new(
+                api::payment::SandboxGateway::start()
+                    .await
+                    .expect("sandbox gateway"),
+            ),
             cluster.api_cluster_tls(),
         )
         .unwrap(),

@@ -69,7 +69,7 @@ fn target() -> &'static Target {
             jwt: Default::default(),
         };
         let state =
-            api::app::AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway))
+            api::app::AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway::start().await.expect("sandbox gateway")))
                 .expect("fuzz api config is valid");
         let paths = api::routes().iter().map(|r| (r.method, r.path)).collect();
         Target {

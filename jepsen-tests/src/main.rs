@@ -38,8 +38,9 @@ struct Cli {
     seed: u64,
     /// What the clients do: `register` (single-seat locks, releases and linearizable
     /// reads on four seats), `bookings` (locks, confirms, releases, linearizable and
-    /// session reads, seat counts on two shows) or `expiry` (1-2 s locks whose confirms
-    /// race their expiry).
+    /// session reads, seat counts on two shows), `expiry` (1-2 s locks whose confirms
+    /// race their expiry) or `saga` (payments with every sandbox outcome; the saga
+    /// checker holds the final bookings against the gateway's books).
     #[arg(long, value_enum, default_value_t = Workload::Bookings)]
     workload: Workload,
     /// Fault classes, comma-separated; each round picks one: kill, pause, partition

@@ -283,7 +283,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
             }
         }
     }
-    let stats = outcome?;
+    let (stats, saga) = outcome?;
     let ops = recorder.finish().map_err(|e| e.to_string())?;
     let mut check = config.check.clone();
     if config.nemesis.contains(&NemesisKind::Clock) {
@@ -292,7 +292,11 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         let bound = raft_node::clock::CLOCK_SKEW_MS_MAX as u64;
         check.clock_slack_ms = check.clock_slack_ms.max(bound + 20);
     }
-    let summary = check_all(&ops, &check).map_err(|e| e.to_string())?;
+    let mut summary = check_all(&ops, &check).map_err(|e| e.to_string())?;
+    if let Some(saga) = saga {
+        summary.checkers.push(saga);
+        summary.valid = Validity::combine(summary.checkers.iter().map(|c| c.valid));
+    }
     let report = RunReport {
         dir: dir.clone(),
         config: config.clone(),
@@ -316,7 +320,7 @@ async fn run_on(
     config: &RunConfig,
     cluster: &mut ProcCluster,
     recorder: &Arc<Recorder>,
-) -> Result<NemesisStats, String> {
+) -> Result<(NemesisStats, Option<crate::checker::CheckResult>), String> {
     for shard in crate::procs::SHARDS {
         if cluster.wait_leader(shard, SETUP_WITHIN).await.is_none() {
             return Err(format!("{shard} elected no leader within {SETUP_WITHIN:?}"));
@@ -332,8 +336,13 @@ async fn run_on(
         Keys::generate("seat-ledger", "seat-ledger-clients").map_err(|e| e.to_string())?;
     let mut apis = Vec::new();
     let mut servers = Vec::new();
+    // One gateway for every api node, as one provider serves a whole deployment: any
+    // api node may resume a payment another one started.
+    let sandbox = Arc::new(api::payment::SandboxGateway::start().await?);
+    let gateway: Arc<dyn api::payment::PaymentGateway> = sandbox.clone();
     for entry in cluster.entries() {
-        let (api, server, stop) = start_api(cluster, &entry.region, &keys, config).await?;
+        let (api, server, stop) =
+            start_api(cluster, &entry.region, &keys, config, gateway.clone()).await?;
         apis.push(api);
         servers.push((server, stop));
     }
@@ -351,13 +360,69 @@ async fn run_on(
     if cluster.wait_leader(CITY, FINAL_WITHIN).await.is_none() {
         return Err(format!("{CITY} has no leader after healing"));
     }
+    // The saga settles in the background (webhooks, the api nodes' pollers): wait for
+    // it before the final reads, so they see where every payment ended.
+    let saga_settled = match config.workload {
+        Workload::Saga => Some(wait_for_saga(&cluster_client, &sandbox).await),
+        _ => None,
+    };
     final_reads(&apis[0], recorder, &shows).await;
     read_bookings(&cluster_client, recorder, &users).await;
+    let saga = match saga_settled {
+        Some(settled) => {
+            let bookings = fetch_bookings(&cluster_client, &users).await?;
+            let payments = sandbox.server().payments();
+            Some(crate::checker::saga::check(
+                &bookings,
+                &payments,
+                settled,
+                &config.check,
+            ))
+        }
+        None => None,
+    };
     for (server, stop) in servers {
         let _ = stop.send(());
         let _ = server.await;
     }
-    Ok(nemesis.stats)
+    Ok((nemesis.stats, saga))
+}
+
+/// How long the saga may take to settle after the clients stop: the longest lock,
+/// the grace before a pending payment is cancelled, and a few poller rounds.
+const SAGA_SETTLE_WITHIN: Duration = Duration::from_secs(40);
+
+/// Waits (bounded) until the ledger has no open payment and the gateway no pending
+/// one; whether it got there.
+async fn wait_for_saga(client: &ClusterClient, sandbox: &api::payment::SandboxGateway) -> bool {
+    let deadline = Instant::now() + SAGA_SETTLE_WITHIN;
+    while Instant::now() < deadline {
+        let request = ReadRequest {
+            query: Query::OpenPayments {
+                after: None,
+                limit: 1,
+            },
+            consistency: Consistency::Linearizable,
+            min_index: None,
+        };
+        let ledger_open = match client.read(CITY, &request, &[], FINAL_WITHIN).await {
+            Ok(ReadReply::Done {
+                result: Ok(QueryResponse::Payments { items, .. }),
+                ..
+            }) => !items.is_empty(),
+            _ => true,
+        };
+        let gateway_pending = sandbox
+            .server()
+            .payments()
+            .iter()
+            .any(|payment| payment.status == "pending");
+        if !ledger_open && !gateway_pending {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// Runs the clients, and the nemesis beside them, until the time limit or the operation
@@ -454,6 +519,7 @@ async fn start_api(
     region: &str,
     keys: &Keys,
     config: &RunConfig,
+    gateway: Arc<dyn api::payment::PaymentGateway>,
 ) -> Result<(Api, Server, tokio::sync::oneshot::Sender<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -488,12 +554,16 @@ async fn start_api(
         },
         jwt: JwtConfig::default(),
         tls: None,
+        // A quick saga: runs are short, and the saga must settle before the final reads.
+        payment: api::config::PaymentConfig {
+            reconcile_interval_ms: 300,
+            reconcile_min_age_ms: 300,
+            lock_grace_ms: 500,
+            wait_ms: (config.api_timeout.as_millis() as u64 / 2).min(1_500),
+            ..api::config::PaymentConfig::default()
+        },
     };
-    let state = Arc::new(AppState::new(
-        api_config,
-        keys.clone(),
-        Arc::new(api::payment::SandboxGateway),
-    )?);
+    let state = Arc::new(AppState::new(api_config, keys.clone(), gateway)?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
         let _ = stopped.await;

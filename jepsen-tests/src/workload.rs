@@ -9,6 +9,12 @@
 //!   seat-map reads, and linearizable seat counts.
 //! - `expiry`: one show of 16 seats, locks of 1 or 2 s, and confirms sent within
 //!   +-400 ms of the lock's expiry, so that confirms race the expiry on log time.
+//! - `saga`: one show of 16 seats, locks of 2 or 3 s, and payments through the sandbox
+//!   gateway with every outcome: approve, decline, never answer, and approve after
+//!   0.3, 1.5 or 4 s (past the lock: refunded). A payment is followed to its end
+//!   (bounded). A payment meant to succeed is a `confirm`; a declined one is a
+//!   `release` (the saga releases the lock at once). The runner then waits for the saga
+//!   to settle and the `saga` checker holds the ledger against the gateway's books.
 //!
 //! At-least-once delivery: one write in four is sent twice with the same
 //! `Idempotency-Key` (as a client that lost the first answer would), and the second
@@ -40,6 +46,7 @@ pub enum Workload {
     Register,
     Bookings,
     Expiry,
+    Saga,
 }
 
 impl Workload {
@@ -48,6 +55,7 @@ impl Workload {
             Workload::Register => "register",
             Workload::Bookings => "bookings",
             Workload::Expiry => "expiry",
+            Workload::Saga => "saga",
         }
     }
 
@@ -57,6 +65,7 @@ impl Workload {
             Workload::Register => (1, 1, 4),
             Workload::Bookings => (2, 3, 16),
             Workload::Expiry => (1, 2, 8),
+            Workload::Saga => (1, 2, 8),
         }
     }
 }
@@ -74,6 +83,19 @@ const DUPLICATE_ONE_IN: u32 = 4;
 const HELD_LOCKS_MAX: usize = 4;
 /// The sandbox payment method that approves at once.
 const APPROVE: &str = "sandbox-approve";
+/// Lock TTLs of the saga workload: short, so timeouts and late successes happen.
+const SAGA_TTLS_MS: [u64; 2] = [2_000, 3_000];
+/// Payment methods of the saga workload, by weight; `true` when meant to succeed.
+const SAGA_METHODS: [(&str, u32, bool); 6] = [
+    ("sandbox-approve", 40, true),
+    ("sandbox-decline", 20, false),
+    ("sandbox-timeout", 10, true),
+    ("sandbox-delay-300", 10, true),
+    ("sandbox-delay-1500", 10, true),
+    ("sandbox-delay-4000", 10, true),
+];
+/// How long a client follows a pending payment before it records the outcome unknown.
+const PAYMENT_FOLLOW_MS: u64 = 15_000;
 
 /// A show the clients use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +243,8 @@ enum Plan {
     /// Confirm at this wall-clock time (ms), racing the lock's expiry.
     ConfirmAt(Held, u64),
     Release(Held),
+    /// Pay with a sandbox method (saga workload).
+    Pay(Held, &'static str, bool),
     Read {
         show: String,
         consistency: ReadConsistency,
@@ -378,6 +402,28 @@ impl Client {
                 },
                 _ => self.read(&show, ReadConsistency::Linearizable),
             },
+            Workload::Saga => match roll {
+                0..45 if !full => {
+                    let ttl = SAGA_TTLS_MS[self.rng.usize(0..SAGA_TTLS_MS.len())];
+                    self.lock(&show, 1, ttl)
+                }
+                0..85 => match self.take_held() {
+                    Some(held) => {
+                        let mut pick = self.rng.u32(0..100);
+                        let mut chosen = SAGA_METHODS[0];
+                        for method in SAGA_METHODS {
+                            if pick < method.1 {
+                                chosen = method;
+                                break;
+                            }
+                            pick -= method.1;
+                        }
+                        Plan::Pay(held, chosen.0, chosen.2)
+                    }
+                    None => self.lock(&show, 1, SAGA_TTLS_MS[0]),
+                },
+                _ => self.read(&show, ReadConsistency::Linearizable),
+            },
         }
     }
 
@@ -433,6 +479,7 @@ impl Client {
                 self.do_confirm(held).await
             }
             Plan::Release(held) => self.do_release(held).await,
+            Plan::Pay(held, method, succeeds) => self.do_pay(held, method, succeeds).await,
             Plan::Read { show, consistency } => self.do_read(show, consistency).await,
             Plan::Counts { show, capacity } => self.do_counts(show, capacity).await,
         }
@@ -558,6 +605,61 @@ impl Client {
                 self.record(OpType::Fail, F::Confirm, &value, Some(reason));
             }
             Answer::Info { error } => self.record(OpType::Info, F::Confirm, &value, Some(error)),
+        }
+        Ok(())
+    }
+
+    /// A payment through the saga, followed until it ends (bounded). Meant to succeed, it
+    /// is a `confirm`: ok when completed, fail when it failed or was refunded (the seat
+    /// was never booked). A decline is a `release`: the saga released the lock.
+    async fn do_pay(&mut self, held: Held, method: &str, succeeds: bool) -> Result<(), String> {
+        let f = if succeeds { F::Confirm } else { F::Release };
+        let mut value = lock_ref(&held, self.user());
+        self.record(OpType::Invoke, f, &value, None);
+        let key = self.key();
+        let path = format!("/api/v1/bookings/{}/payment", held.booking);
+        let answer = self
+            .send_write("POST", &path, Some(json!({ "method": method })), key)
+            .await;
+        let mut body = match answer {
+            Answer::Ok { body, headers } => {
+                self.last_index = header_u64(&headers, "x-index").or(self.last_index);
+                body
+            }
+            Answer::Fail { reason, .. } => {
+                value.reason = Some(reason.clone());
+                self.record(OpType::Fail, f, &value, Some(reason));
+                return Ok(());
+            }
+            Answer::Info { error } => {
+                self.record(OpType::Info, f, &value, Some(error));
+                return Ok(());
+            }
+        };
+        let deadline = Instant::now() + Duration::from_millis(PAYMENT_FOLLOW_MS);
+        let status_path = format!("/api/v1/bookings/{}/payment/status", held.booking);
+        let token = self.token.clone();
+        while body["status"] == json!("pending") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Answer::Ok { body: now, .. } = self
+                .api
+                .send("GET", &status_path, Some(&token), None, &[])
+                .await
+            {
+                body = now;
+            }
+        }
+        let status = body["status"].as_str().unwrap_or_default().to_owned();
+        match (succeeds, status.as_str()) {
+            (true, "completed") | (false, "failed") => self.record(OpType::Ok, f, &value, None),
+            (true, "failed" | "refund_pending" | "refunded") => {
+                value.reason = Some(format!("payment-{status}"));
+                self.record(OpType::Fail, f, &value, Some(status));
+            }
+            _ => {
+                let error = format!("payment ended {status:?}: {body}");
+                self.record(OpType::Info, f, &value, Some(error));
+            }
         }
         Ok(())
     }

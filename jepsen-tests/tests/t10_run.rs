@@ -148,6 +148,31 @@ async fn t16_expiry_without_faults() {
     let _ = suite_run(Workload::Expiry, &[], 16).await;
 }
 
+/// The booking saga with every payment outcome while nodes are killed: in the end
+/// every booking is confirmed and paid once or not confirmed and charged nothing
+/// (the `saga` checker, against the gateway's books), besides every seat checker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t18_saga_under_kills() {
+    let (report, _dir) = suite_run(Workload::Saga, &[NemesisKind::Kill], 18).await;
+    let saga = report
+        .summary
+        .checkers
+        .iter()
+        .find(|c| c.checker == "saga")
+        .expect("the saga checker ran");
+    assert_eq!(saga.valid, Validity::Valid, "{saga:?}");
+    let history = read_jsonl(&report.dir.join("history.jsonl")).unwrap();
+    let paid = history
+        .iter()
+        .filter(|op| op.f == F::Confirm && op.kind == OpType::Ok)
+        .count();
+    let declined = history
+        .iter()
+        .filter(|op| op.f == F::Release && op.kind == OpType::Ok)
+        .count();
+    assert!(paid > 0 && declined > 0, "paid {paid}, declined {declined}");
+}
+
 /// The cluster control alone: kill, restart, pause, resume; the data survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t17_process_cluster_controls() {

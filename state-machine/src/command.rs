@@ -5,6 +5,7 @@ use crate::accounts::Role;
 use crate::ids::UserId;
 use crate::ids::{BookingId, LockId, Millis, RequestId, ScreenIndex, SeatId, ShowId, TheaterId};
 use crate::model::{Prices, Screen};
+use crate::payments::GatewayStatus;
 use serde::{Deserialize, Serialize};
 
 /// One write to the ledger, as it travels in the replicated log.
@@ -140,6 +141,67 @@ pub enum CommandKind {
         seq: u32,
         replay_from: u64,
     },
+    /// Booking saga, step 1: records the intent to pay the user's live lock, before the
+    /// gateway is asked, so any api node can resume the saga. `discount_minor` comes
+    /// from a coupon reserved in the `global` shard.
+    StartPayment {
+        booking: BookingId,
+        user: UserId,
+        method: String,
+        discount_minor: u64,
+        coupon: Option<String>,
+    },
+    /// Booking saga: what the gateway reports about the booking's payment (its answer,
+    /// a verified webhook, a poll). Reports not newer than `version` change nothing.
+    RecordGatewayState {
+        booking: BookingId,
+        gateway_ref: String,
+        payment_url: String,
+        status: GatewayStatus,
+        version: u64,
+        amount_minor: u64,
+        reason: Option<String>,
+    },
+    /// Rates a confirmed booking whose show has ended, once.
+    RateBooking {
+        booking: BookingId,
+        user: UserId,
+        stars: u8,
+        message: String,
+    },
+    /// `global` shard: a coupon (admins only; the api checks).
+    CreateCoupon {
+        code: String,
+        percent: u8,
+        max_discount_minor: u64,
+        valid_from: Millis,
+        valid_until: Millis,
+        max_uses: u32,
+    },
+    /// `global` shard: holds one use of a coupon for a city booking (by external id)
+    /// while its payment settles; the discount is computed from `price_minor`.
+    ReserveCoupon {
+        code: String,
+        booking: String,
+        user: UserId,
+        price_minor: u64,
+    },
+    /// `global` shard: the booking confirmed (the use counts) or did not (given back).
+    SettleCouponUse {
+        code: String,
+        booking: String,
+        confirmed: bool,
+    },
+    /// `global` shard: `referee` was referred by the owner of `code`.
+    RegisterReferral {
+        referee: UserId,
+        code: String,
+    },
+    /// `global` shard: `referee` has a confirmed booking; rewards their referrer once.
+    RewardReferral {
+        referee: UserId,
+        booking: String,
+    },
 }
 
 impl CommandKind {
@@ -164,6 +226,14 @@ impl CommandKind {
             CommandKind::PostTicketMessage { .. } => "post_ticket_message",
             CommandKind::SetTicketStatus { .. } => "set_ticket_status",
             CommandKind::AdvanceCursor { .. } => "advance_cursor",
+            CommandKind::StartPayment { .. } => "start_payment",
+            CommandKind::RecordGatewayState { .. } => "record_gateway_state",
+            CommandKind::RateBooking { .. } => "rate",
+            CommandKind::CreateCoupon { .. } => "create_coupon",
+            CommandKind::ReserveCoupon { .. } => "reserve_coupon",
+            CommandKind::SettleCouponUse { .. } => "settle_coupon_use",
+            CommandKind::RegisterReferral { .. } => "register_referral",
+            CommandKind::RewardReferral { .. } => "reward_referral",
         }
     }
 }

@@ -74,6 +74,26 @@ pub enum Event {
         ticket: crate::support::TicketId,
         status: crate::support::TicketStatus,
     },
+    PaymentStarted {
+        show: ShowId,
+        booking: BookingId,
+        user: UserId,
+        amount_minor: u64,
+    },
+    /// The booking's payment moved to `status` (captured, failed, refund due, ...).
+    PaymentChanged {
+        show: ShowId,
+        booking: BookingId,
+        user: UserId,
+        status: crate::payments::PaymentStatus,
+        refund_minor: u64,
+    },
+    BookingRated {
+        show: ShowId,
+        theater: TheaterId,
+        booking: BookingId,
+        stars: u8,
+    },
 }
 
 /// An event with its address in the shard's stream.

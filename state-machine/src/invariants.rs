@@ -122,6 +122,9 @@ impl Ledger {
         self.check_audit()?;
         self.check_ticket_invariants()?;
         self.check_cursor_invariants()?;
+        self.check_payment_invariants()?;
+        self.check_coupon_invariants()?;
+        self.check_referral_invariants()?;
         Ok(())
     }
 }

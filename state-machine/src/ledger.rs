@@ -8,12 +8,14 @@
 
 use crate::accounts::{RefreshToken, Role, User};
 use crate::command::{Command, CommandKind};
+use crate::coupons::{Coupon, CouponUse, NewCoupon};
 use crate::event::Event;
 use crate::ids::{BookingId, LockId, LogIndex, Millis, RequestId, ScreenIndex, SeatId, ShowId};
 use crate::ids::{TheaterId, UserId};
 use crate::limits::{LimitName, Limits};
 use crate::model::{Booking, BookingStatus, Prices, Screen, SeatState, Show, ShowStatus, Theater};
 use crate::outcome::{Applied, Outcome, Rejection};
+use crate::payments::{GatewayReport, Payment, Rating};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +51,16 @@ pub struct State {
     pub tickets: BTreeMap<crate::support::TicketId, crate::support::Ticket>,
     /// Event-stream consumers' positions (`global` shard only).
     pub cursors: BTreeMap<crate::cursors::CursorKey, crate::cursors::ConsumerCursor>,
+    /// The payment of each booking that has one (the booking saga's record).
+    pub payments: BTreeMap<BookingId, Payment>,
+    /// Ratings by the booking they rate.
+    pub ratings: BTreeMap<BookingId, Rating>,
+    /// Coupons by code (`global` shard only).
+    pub coupons: BTreeMap<String, Coupon>,
+    /// Coupon uses by `code/booking` (`global` shard only).
+    pub coupon_uses: BTreeMap<String, CouponUse>,
+    /// Referrals by referee (`global` shard only).
+    pub referrals: BTreeMap<UserId, crate::referrals::Referral>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -76,6 +88,12 @@ pub(crate) struct Indexes {
     pub token_expiry: BTreeSet<(Millis, String)>,
     /// Tickets per customer, for "my tickets" and the open-ticket cap.
     pub customer_tickets: BTreeSet<(UserId, crate::support::TicketId)>,
+    /// Open payments and rating summaries (`payments`).
+    pub payments: crate::payments::PaymentIndexes,
+    /// Coupon uses still reserved (`coupons`), for the saga driver.
+    pub reserved_coupon_uses: BTreeSet<String>,
+    /// (referrer, referee) of every referral.
+    pub referees: BTreeSet<(UserId, UserId)>,
 }
 
 /// Keys touched since the store last persisted, so that a batch writes only what
@@ -93,6 +111,11 @@ pub struct Changes {
     pub audit: BTreeSet<LogIndex>,
     pub tickets: BTreeSet<crate::support::TicketId>,
     pub cursors: BTreeSet<crate::cursors::CursorKey>,
+    pub payments: BTreeSet<BookingId>,
+    pub ratings: BTreeSet<BookingId>,
+    pub coupons: BTreeSet<String>,
+    pub coupon_uses: BTreeSet<String>,
+    pub referrals: BTreeSet<UserId>,
 }
 
 /// What one applied command produced.
@@ -220,6 +243,20 @@ impl Ledger {
                 .customer_tickets
                 .insert((ticket.customer, ticket.id));
         }
+        indexes.payments = crate::payments::PaymentIndexes::rebuild(&self.state);
+        indexes.reserved_coupon_uses = self
+            .state
+            .coupon_uses
+            .iter()
+            .filter(|(_, u)| u.status == crate::coupons::CouponUseStatus::Reserved)
+            .map(|(key, _)| key.clone())
+            .collect();
+        indexes.referees = self
+            .state
+            .referrals
+            .values()
+            .map(|r| (r.referrer, r.referee))
+            .collect();
         self.indexes = indexes;
     }
 
@@ -416,6 +453,78 @@ impl Ledger {
                     updated_at: 0,
                 },
             ),
+            CommandKind::StartPayment {
+                booking,
+                user,
+                method,
+                discount_minor,
+                coupon,
+            } => self.start_payment(
+                *booking,
+                *user,
+                method,
+                *discount_minor,
+                coupon.as_deref(),
+                events,
+            ),
+            CommandKind::RecordGatewayState {
+                booking,
+                gateway_ref,
+                payment_url,
+                status,
+                version,
+                amount_minor,
+                reason,
+            } => self.record_gateway_state(
+                GatewayReport {
+                    booking: *booking,
+                    gateway_ref,
+                    payment_url,
+                    status: *status,
+                    version: *version,
+                    amount_minor: *amount_minor,
+                    reason: reason.as_deref(),
+                },
+                events,
+            ),
+            CommandKind::RateBooking {
+                booking,
+                user,
+                stars,
+                message,
+            } => self.rate_booking(*booking, *user, *stars, message, events),
+            CommandKind::CreateCoupon {
+                code,
+                percent,
+                max_discount_minor,
+                valid_from,
+                valid_until,
+                max_uses,
+            } => self.create_coupon(NewCoupon {
+                code,
+                percent: *percent,
+                max_discount_minor: *max_discount_minor,
+                valid_from: *valid_from,
+                valid_until: *valid_until,
+                max_uses: *max_uses,
+            }),
+            CommandKind::ReserveCoupon {
+                code,
+                booking,
+                user,
+                price_minor,
+            } => self.reserve_coupon(code, booking, *user, *price_minor),
+            CommandKind::SettleCouponUse {
+                code,
+                booking,
+                confirmed,
+            } => self.settle_coupon_use(code, booking, *confirmed),
+            CommandKind::RegisterReferral { referee, code } => {
+                self.register_referral(*referee, code)
+            }
+            CommandKind::RewardReferral { referee, booking } => {
+                self.reward_referral(*referee, booking)
+            }
         }
     }
 
@@ -591,10 +700,10 @@ impl Ledger {
         let (mut locks_released, mut bookings_cancelled) = (0, 0);
         for booking in holders {
             if self.state.bookings[&booking].status == BookingStatus::Confirmed {
-                self.end_booking(booking, BookingStatus::Cancelled, events);
+                self.end_booking(booking, BookingStatus::Cancelled, true, events);
                 bookings_cancelled += 1;
             } else {
-                self.end_booking(booking, BookingStatus::Released, events);
+                self.end_booking(booking, BookingStatus::Released, true, events);
                 locks_released += 1;
             }
         }
@@ -689,7 +798,12 @@ impl Ledger {
         }
         // Nothing can fail from here on.
         for stale in stale_locks {
-            self.end_booking(BookingId::of_lock(stale), BookingStatus::Expired, events);
+            self.end_booking(
+                BookingId::of_lock(stale),
+                BookingStatus::Expired,
+                true,
+                events,
+            );
         }
         let show = &self.state.shows[&show_id];
         let screen = &self.state.theaters[&show.theater].screens[usize::from(show.screen.0)];
@@ -774,7 +888,12 @@ impl Ledger {
         events: &mut Vec<Event>,
     ) -> Result<Applied, Rejection> {
         self.live_lock(lock, user)?;
-        self.end_booking(BookingId::of_lock(lock), BookingStatus::Released, events);
+        self.end_booking(
+            BookingId::of_lock(lock),
+            BookingStatus::Released,
+            true,
+            events,
+        );
         Ok(Applied::LockReleased { lock })
     }
 
@@ -786,6 +905,13 @@ impl Ledger {
         events: &mut Vec<Event>,
     ) -> Result<Applied, Rejection> {
         self.check_text("payment_ref", payment_ref, false)?;
+        if let Some(payment) = self.state.payments.get(&BookingId::of_lock(lock)) {
+            // The saga owns this booking: only its gateway reports may confirm it.
+            return Err(Rejection::PaymentExists {
+                booking: BookingId::of_lock(lock),
+                status: payment.status,
+            });
+        }
         let booking = match self.live_lock(lock, user) {
             #[cfg(feature = "planted-bugs")]
             Err(Rejection::LockExpired { .. })
@@ -842,7 +968,12 @@ impl Ledger {
             .map(|(_, lock)| *lock)
             .collect();
         for lock in &due {
-            self.end_booking(BookingId::of_lock(*lock), BookingStatus::Expired, events);
+            self.end_booking(
+                BookingId::of_lock(*lock),
+                BookingStatus::Expired,
+                true,
+                events,
+            );
         }
         Ok(Applied::LocksExpired { locks: due })
     }
@@ -863,9 +994,12 @@ impl Ledger {
         if booking.user != user {
             return Err(Rejection::NotOwner);
         }
+        let show = &self.state.shows[&booking.show];
+        let cutoff_ms = self.limits.cancel_refund_cutoff_ms;
+        let refund_full =
+            crate::payments::refund_in_full(self.state.clock, show.start_ms, cutoff_ms);
         match booking.status {
             BookingStatus::Confirmed => {
-                let show = &self.state.shows[&booking.show];
                 if self.state.clock >= show.start_ms {
                     return Err(Rejection::ShowStarted {
                         show: show.id,
@@ -883,7 +1017,8 @@ impl Ledger {
                 })
             }
         }
-        let refund_due_minor = self.end_booking(booking_id, BookingStatus::Cancelled, events);
+        let refund_due_minor =
+            self.end_booking(booking_id, BookingStatus::Cancelled, refund_full, events);
         Ok(Applied::BookingCancelled {
             booking: booking_id,
             refund_due_minor,
@@ -1082,7 +1217,7 @@ impl Ledger {
     /// planted confirm-after-expiry bug confirms only such locks, so that it breaks the
     /// expiry promise without corrupting the seat map).
     #[cfg(feature = "planted-bugs")]
-    fn seats_held_by(&self, lock: LockId) -> bool {
+    pub(crate) fn seats_held_by(&self, lock: LockId) -> bool {
         let id = BookingId::of_lock(lock);
         let Some(booking) = self.state.bookings.get(&id) else {
             return false;
@@ -1095,7 +1230,7 @@ impl Ledger {
             })
     }
 
-    fn live_lock(&self, lock: LockId, user: UserId) -> Result<&Booking, Rejection> {
+    pub(crate) fn live_lock(&self, lock: LockId, user: UserId) -> Result<&Booking, Rejection> {
         let booking = self
             .state
             .bookings
@@ -1118,11 +1253,13 @@ impl Ledger {
     }
 
     /// Ends a pending or confirmed booking with `status`, freeing its seats. Returns the
-    /// refund now due (the price of a paid booking that is cancelled).
-    fn end_booking(
+    /// refund now due (the price of a paid booking that is cancelled, when
+    /// `refund_full`; nothing after the refund cut-off).
+    pub(crate) fn end_booking(
         &mut self,
         booking_id: BookingId,
         status: BookingStatus,
+        refund_full: bool,
         events: &mut Vec<Event>,
     ) -> u64 {
         let booking = &self.state.bookings[&booking_id];
@@ -1133,7 +1270,7 @@ impl Ledger {
                 .lock_expiry
                 .remove(&(booking.expires_at, booking_id.lock()));
         }
-        let refund_due_minor = if was_paid {
+        let refund_due_minor = if was_paid && refund_full {
             booking.total_price_minor
         } else {
             0
@@ -1167,6 +1304,9 @@ impl Ledger {
                 refund_due_minor,
             },
         });
+        if was_paid {
+            self.payment_after_cancel(booking_id, refund_due_minor);
+        }
         refund_due_minor
     }
 
@@ -1183,7 +1323,7 @@ impl Ledger {
             .sum()
     }
 
-    fn set_seats(&mut self, show: ShowId, seats: &[SeatId], state: SeatState) {
+    pub(crate) fn set_seats(&mut self, show: ShowId, seats: &[SeatId], state: SeatState) {
         if let Some(states) = self.state.seats.get_mut(&show) {
             for seat in seats {
                 states[seat.0 as usize] = state;
@@ -1200,7 +1340,7 @@ impl Ledger {
         });
     }
 
-    fn update_booking(&mut self, id: BookingId, change: impl FnOnce(&mut Booking)) {
+    pub(crate) fn update_booking(&mut self, id: BookingId, change: impl FnOnce(&mut Booking)) {
         if let Some(booking) = self.state.bookings.get_mut(&id) {
             change(booking);
         }
@@ -1252,7 +1392,7 @@ impl Ledger {
         });
     }
 
-    fn touch(&mut self, record: impl FnOnce(&mut Changes)) {
+    pub(crate) fn touch(&mut self, record: impl FnOnce(&mut Changes)) {
         if let Some(changes) = self.changes.as_mut() {
             record(changes);
         }

@@ -14,9 +14,14 @@
 //! - `model`: theaters, screens, seat layouts, shows, seat states, bookings.
 //! - `command`: the writes (create theater, publish/cancel show, lock, extend,
 //!   release, confirm, expire, cancel booking).
+//! - `coupons`: coupons of the `global` shard and the reserve / confirm / give-back
+//!   steps of redeeming one for a city booking.
 //! - `outcome`: `Applied` results and typed `Rejection`s.
 //! - `event`: domain events, addressed by log index.
 //! - `ledger`: the state and `apply`.
+//! - `payments`: the booking saga's payment record (start, gateway reports, refunds,
+//!   the cancellation refund cut-off) and ratings.
+//! - `referrals`: referral codes and the referrer's reward (the `global` shard).
 //! - `query`: read-only questions (seat map, shows, bookings, theaters).
 //! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
 //! - `store`: the RocksDB image, atomic batches, reopen.
@@ -31,6 +36,7 @@ pub mod accounts;
 pub mod audit;
 pub mod codec;
 pub mod command;
+pub mod coupons;
 pub mod cursors;
 pub mod event;
 pub mod ids;
@@ -39,9 +45,11 @@ pub mod ledger;
 pub mod limits;
 pub mod model;
 pub mod outcome;
+pub mod payments;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod query;
+pub mod referrals;
 pub mod snapshot;
 pub mod store;
 pub mod support;
@@ -53,12 +61,14 @@ mod tests;
 pub use accounts::{RefreshToken, Role, User};
 pub use audit::AuditEntry;
 pub use command::{Command, CommandKind};
+pub use coupons::{Coupon, CouponUse, CouponUseStatus};
 pub use event::{Event, EventRecord};
 pub use ids::*;
 pub use ledger::{ApplyResult, Ledger, State};
 pub use limits::{LimitName, Limits};
 pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
+pub use payments::{GatewayStatus, Payment, PaymentStatus, Rating, RatingSummary};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
 pub use store::{Durability, LedgerStore, StoreError};
 pub use support::{Actor, Ticket, TicketId, TicketMessage, TicketStatus};

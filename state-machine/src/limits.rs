@@ -94,6 +94,9 @@ pub struct Limits {
     pub ticket_message_bytes_max: u32,
     /// Tickets one customer may have that are not closed.
     pub open_tickets_per_customer_max: u32,
+    /// A paid booking cancelled at least this long before its show is refunded in
+    /// full; cancelled later (but before the start), nothing is refunded.
+    pub cancel_refund_cutoff_ms: u64,
 }
 
 impl Default for Limits {
@@ -119,6 +122,7 @@ impl Default for Limits {
             ticket_messages_max: 200,
             ticket_message_bytes_max: 4_000,
             open_tickets_per_customer_max: 20,
+            cancel_refund_cutoff_ms: 2 * 60 * MINUTE_MS,
         }
     }
 }

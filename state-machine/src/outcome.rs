@@ -7,6 +7,7 @@ use crate::accounts::Role;
 use crate::ids::{BookingId, LockId, Millis, SeatId, ShowId, TheaterId, UserId};
 use crate::limits::LimitName;
 use crate::model::BookingStatus;
+use crate::payments::PaymentStatus;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -96,6 +97,40 @@ pub enum Applied {
         index: u64,
         seq: u32,
     },
+    /// The payment intent is recorded; the gateway is asked next.
+    PaymentStarted {
+        booking: BookingId,
+        amount_minor: u64,
+    },
+    /// A gateway report was applied; `changed` is false for a stale or repeated one.
+    PaymentRecorded {
+        booking: BookingId,
+        status: PaymentStatus,
+        changed: bool,
+    },
+    BookingRated {
+        booking: BookingId,
+    },
+    CouponCreated {
+        code: String,
+    },
+    CouponReserved {
+        code: String,
+        discount_minor: u64,
+    },
+    CouponUseSettled {
+        code: String,
+        status: crate::coupons::CouponUseStatus,
+    },
+    ReferralRegistered {
+        referee: UserId,
+        referrer: UserId,
+    },
+    /// `rewarded` is false when there is no referral or it was rewarded already.
+    ReferralRewarded {
+        referee: UserId,
+        rewarded: bool,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each
@@ -176,6 +211,29 @@ pub enum Rejection {
     TicketClosed {
         ticket: crate::support::TicketId,
     },
+    /// The booking already has a payment (one per booking; a declined one released
+    /// the lock).
+    PaymentExists {
+        booking: BookingId,
+        status: PaymentStatus,
+    },
+    /// The booking has no payment to report on.
+    NoPayment {
+        booking: BookingId,
+    },
+    /// Only a confirmed booking whose show has ended may be rated.
+    NotAttended {
+        booking: BookingId,
+    },
+    AlreadyRated {
+        booking: BookingId,
+    },
+    CouponExists,
+    /// The coupon cannot be used for this booking, and why.
+    CouponUnavailable {
+        code: String,
+        reason: Cow<'static, str>,
+    },
 }
 
 impl Rejection {
@@ -244,6 +302,21 @@ impl fmt::Display for Rejection {
             Rejection::UnknownTicket { ticket } => write!(f, "unknown ticket {ticket}"),
             Rejection::TicketClosed { ticket } => {
                 write!(f, "ticket {ticket} is closed; open a new ticket")
+            }
+            Rejection::PaymentExists { booking, status } => write!(
+                f,
+                "booking {booking} already has a payment ({}); follow its status",
+                status.as_str()
+            ),
+            Rejection::NoPayment { booking } => write!(f, "booking {booking} has no payment"),
+            Rejection::NotAttended { booking } => write!(
+                f,
+                "booking {booking} is not a confirmed booking of a show that has ended"
+            ),
+            Rejection::AlreadyRated { booking } => write!(f, "booking {booking} is rated already"),
+            Rejection::CouponExists => f.write_str("a coupon with this code exists; pick another"),
+            Rejection::CouponUnavailable { code, reason } => {
+                write!(f, "coupon {code} cannot be used: {reason}")
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::ledger::Ledger;
 use crate::limits::LimitName;
 use crate::model::{Booking, Category, SeatState, Show, Theater};
 use crate::outcome::{Outcome, Rejection};
+use crate::payments::{Payment, RatingSummary};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +101,36 @@ pub enum Query {
         after: Option<ShowId>,
         limit: u32,
     },
+    /// A booking with its payment, if it has one.
+    Payment {
+        booking: BookingId,
+    },
+    /// Payments the saga has not finished (creating, pending, refund due), by booking
+    /// id after `after`: the reconciliation poller's work list.
+    OpenPayments {
+        after: Option<BookingId>,
+        limit: u32,
+    },
+    ShowRating {
+        show: ShowId,
+    },
+    TheaterRating {
+        theater: TheaterId,
+    },
+    /// `global` shard: a coupon by code.
+    Coupon {
+        code: String,
+    },
+    /// `global` shard: coupon uses still reserved, after the `code/booking` key
+    /// `after`: the coupon saga's work list.
+    ReservedCouponUses {
+        after: Option<String>,
+        limit: u32,
+    },
+    /// `global` shard: a user's referral code, referrer and rewards.
+    Referrals {
+        user: UserId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +211,22 @@ pub enum QueryResponse {
         items: Vec<ShowView>,
         next: Option<ShowId>,
     },
+    /// Boxed: the largest answer, and rare next to seat maps.
+    Payment {
+        booking: Box<Booking>,
+        payment: Option<Box<Payment>>,
+    },
+    Payments {
+        items: Vec<(Booking, Payment)>,
+        next: Option<BookingId>,
+    },
+    Rating(RatingSummary),
+    Coupon(crate::coupons::Coupon),
+    CouponUses {
+        items: Vec<crate::coupons::CouponUse>,
+        next: Option<String>,
+    },
+    Referrals(crate::referrals::ReferralSummary),
 }
 
 impl Ledger {
@@ -295,6 +342,53 @@ impl Ledger {
                     None
                 };
                 Ok(QueryResponse::ShowPage { items, next })
+            }
+            Query::Payment { booking } => {
+                let found = self
+                    .state
+                    .bookings
+                    .get(booking)
+                    .ok_or(Rejection::UnknownBooking { booking: *booking })?;
+                Ok(QueryResponse::Payment {
+                    booking: Box::new(found.clone()),
+                    payment: self.state.payments.get(booking).cloned().map(Box::new),
+                })
+            }
+            Query::OpenPayments { after, limit } => {
+                let limit = self.check_page(*limit)?;
+                let (items, next) = self.open_payments(*after, limit);
+                Ok(QueryResponse::Payments { items, next })
+            }
+            Query::ShowRating { show } => {
+                self.show(*show)?;
+                Ok(QueryResponse::Rating(self.show_rating(*show)))
+            }
+            Query::TheaterRating { theater } => {
+                if !self.state.theaters.contains_key(theater) {
+                    return Err(Rejection::UnknownTheater { theater: *theater });
+                }
+                Ok(QueryResponse::Rating(self.theater_rating(*theater)))
+            }
+            Query::Coupon { code } => self
+                .state
+                .coupons
+                .get(code)
+                .cloned()
+                .map(QueryResponse::Coupon)
+                .ok_or_else(|| Rejection::CouponUnavailable {
+                    code: code.clone(),
+                    reason: "no such coupon".into(),
+                }),
+            Query::ReservedCouponUses { after, limit } => {
+                let limit = self.check_page(*limit)?;
+                let (items, next) = self.reserved_coupon_uses(after.as_deref(), limit);
+                Ok(QueryResponse::CouponUses { items, next })
+            }
+            Query::Referrals { user } => {
+                if !self.state.users.contains_key(user) {
+                    return Err(Rejection::UnknownUser { user: *user });
+                }
+                Ok(QueryResponse::Referrals(self.referral_summary(*user)))
             }
         }
     }

@@ -12,15 +12,22 @@
 //! (only seats that are not available), `B|booking`, `R|request id`, `E|log index|seq`
 //! (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
 //! `W|consumer cursor`.
+//! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
+//! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
+//! `K|token hash`, `P|booking` (payments), `V|booking` (ratings), `C|code` (coupons),
+//! `Q|code/booking` (coupon uses), `F|referee` (referrals).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
 use crate::command::Command;
+use crate::coupons::{Coupon, CouponUse};
 use crate::event::EventRecord;
 use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
+use crate::payments::{Payment, Rating};
+use crate::referrals::Referral;
 use crate::snapshot::{self, SnapshotBody, SnapshotError};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
@@ -41,6 +48,11 @@ const REFRESH_TOKEN: u8 = b'K';
 const AUDIT: u8 = b'A';
 const TICKET: u8 = b'Q';
 const CURSOR: u8 = b'W';
+const PAYMENT: u8 = b'P';
+const RATING: u8 = b'V';
+const COUPON: u8 = b'C';
+const COUPON_USE: u8 = b'Q';
+const REFERRAL: u8 = b'F';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -221,6 +233,26 @@ impl LedgerStore {
             let value = state.cursors.get(&cursor_key);
             put_or_delete(batch, key(CURSOR, &codec::encode(&cursor_key)), value);
         }
+        for id in changes.payments {
+            let value = state.payments.get(&id);
+            put_or_delete(batch, key(PAYMENT, &id.0.to_be_bytes()), value);
+        }
+        for id in changes.ratings {
+            let value = state.ratings.get(&id);
+            put_or_delete(batch, key(RATING, &id.0.to_be_bytes()), value);
+        }
+        for code in changes.coupons {
+            let value = state.coupons.get(&code);
+            put_or_delete(batch, key(COUPON, code.as_bytes()), value);
+        }
+        for use_key in changes.coupon_uses {
+            let value = state.coupon_uses.get(&use_key);
+            put_or_delete(batch, key(COUPON_USE, use_key.as_bytes()), value);
+        }
+        for id in changes.referrals {
+            let value = state.referrals.get(&id);
+            put_or_delete(batch, key(REFERRAL, &id.0.to_be_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -366,6 +398,24 @@ impl LedgerStore {
                 key(CURSOR, &codec::encode(cursor_key)),
                 codec::encode(cursor),
             );
+        }
+        for (id, payment) in &state.payments {
+            batch.put(key(PAYMENT, &id.0.to_be_bytes()), codec::encode(payment));
+        }
+        for (id, rating) in &state.ratings {
+            batch.put(key(RATING, &id.0.to_be_bytes()), codec::encode(rating));
+        }
+        for (code, coupon) in &state.coupons {
+            batch.put(key(COUPON, code.as_bytes()), codec::encode(coupon));
+        }
+        for (use_key, coupon_use) in &state.coupon_uses {
+            batch.put(
+                key(COUPON_USE, use_key.as_bytes()),
+                codec::encode(coupon_use),
+            );
+        }
+        for (id, referral) in &state.referrals {
+            batch.put(key(REFERRAL, &id.0.to_be_bytes()), codec::encode(referral));
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -543,7 +593,47 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
         state.cursors.insert(cursor_key, cursor);
         Ok(())
     })?;
+    scan(db, PAYMENT, "payment", |id, payment: Payment| {
+        state
+            .payments
+            .insert(BookingId(be_u64("payment id", id)?), payment);
+        Ok(())
+    })?;
+    scan(db, RATING, "rating", |id, rating: Rating| {
+        state
+            .ratings
+            .insert(BookingId(be_u64("rating id", id)?), rating);
+        Ok(())
+    })?;
+    scan(db, COUPON, "coupon", |code, coupon: Coupon| {
+        state.coupons.insert(utf8("coupon code", code)?, coupon);
+        Ok(())
+    })?;
+    scan(
+        db,
+        COUPON_USE,
+        "coupon use",
+        |use_key, coupon_use: CouponUse| {
+            state
+                .coupon_uses
+                .insert(utf8("coupon use key", use_key)?, coupon_use);
+            Ok(())
+        },
+    )?;
+    scan(db, REFERRAL, "referral", |id, referral: Referral| {
+        state
+            .referrals
+            .insert(UserId(be_u64("referee id", id)?), referral);
+        Ok(())
+    })?;
     Ok((state, marker))
+}
+
+fn utf8(what: &'static str, bytes: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
 fn last_event_index(db: &DB) -> Result<Option<LogIndex>, StoreError> {

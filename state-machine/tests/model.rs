@@ -390,7 +390,13 @@ impl Model {
                                 start_ms: start,
                             });
                         }
-                        b.total
+                        // Full refund until the cut-off before the show, none after.
+                        let cutoff = self.limits.cancel_refund_cutoff_ms;
+                        if clock < start.saturating_sub(cutoff) {
+                            b.total
+                        } else {
+                            0
+                        }
                     }
                     BookingStatus::PendingPayment => {
                         self.live_lock(booking.lock(), *user)?;

@@ -72,19 +72,16 @@ fn read_config(path: &PathBuf) -> Result<ApiConfig, String> {
 }
 
 /// Cluster access for the worker and the export: they issue no tokens, so the JWT keys
-/// are throwaway ones.
-fn client_state(config: ApiConfig) -> Result<api::app::Shared, String> {
+/// are throwaway ones; they take no payments, but the state holds the configured gateway.
+async fn client_state(config: ApiConfig) -> Result<api::app::Shared, String> {
     let (keys, _, _) = api::auth::Keys::generate(&config.jwt.issuer, &config.jwt.audience)
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(AppState::new(
-        config,
-        keys,
-        Arc::new(api::payment::SandboxGateway),
-    )?))
+    let gateway = payment_gateway(&config).await?;
+    Ok(Arc::new(AppState::new(config, keys, gateway)?))
 }
 
 async fn notify(config: PathBuf, notify: PathBuf) -> Result<(), String> {
-    let state = client_state(read_config(&config)?)?;
+    let state = client_state(read_config(&config)?).await?;
     let text = std::fs::read_to_string(&notify)
         .map_err(|e| format!("cannot read {}: {e}", notify.display()))?;
     let worker_config: api::notify::NotifyConfig =
@@ -116,7 +113,7 @@ async fn export_events(
     };
     let from_ms = api::views::parse_rfc3339(&from).ok_or("--from: an RFC 3339 time")?;
     let to_ms = api::views::parse_rfc3339(&to).ok_or("--to: an RFC 3339 time")?;
-    let state = client_state(config)?;
+    let state = client_state(config).await?;
     let writer: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -135,6 +132,35 @@ async fn export_events(
         );
     }
     Ok(())
+}
+
+/// The configured gateway, or a sandbox inside this process when none is configured.
+async fn payment_gateway(
+    config: &ApiConfig,
+) -> Result<Arc<dyn api::payment::PaymentGateway>, String> {
+    let payment = &config.payment;
+    if payment.gateway_url.is_empty() {
+        eprintln!(
+            "api: no payment.gateway_url configured; using a sandbox gateway in this process"
+        );
+        return Ok(Arc::new(api::payment::SandboxGateway::start().await?));
+    }
+    let read = |what: &str, path: &Option<String>| -> Result<String, String> {
+        let path = path.as_deref().ok_or(format!(
+            "payment.{what} must name a file when gateway_url is set"
+        ))?;
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
+    let api_key = read("api_key_file", &payment.api_key_file)?;
+    let secret = read("webhook_secret_file", &payment.webhook_secret_file)?;
+    Ok(Arc::new(api::payment::HttpGateway::new(
+        &payment.gateway_url,
+        &api_key,
+        secret.as_bytes(),
+        payment.webhook_tolerance_ms,
+    )?))
 }
 
 async fn serve(path: PathBuf) -> Result<(), String> {
@@ -160,11 +186,8 @@ async fn serve(path: PathBuf) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let state = Arc::new(AppState::new(
-        config,
-        keys,
-        Arc::new(api::payment::SandboxGateway),
-    )?);
+    let gateway = payment_gateway(&config).await?;
+    let state = Arc::new(AppState::new(config, keys, gateway)?);
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     match &listener_tls {
         Some(_) => println!("api listening on https://{local}"),

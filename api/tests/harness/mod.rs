@@ -49,7 +49,16 @@ impl Harness {
         config.limits.requests_per_second = 10_000;
         config.limits.burst = 10_000;
         let state = Arc::new(
-            AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway)).unwrap(),
+            AppState::new(
+                config,
+                keys.clone(),
+                Arc::new(
+                    api::payment::SandboxGateway::start()
+                        .await
+                        .expect("sandbox gateway"),
+                ),
+            )
+            .unwrap(),
         );
         let served = state.clone();
         let server = tokio::spawn(async move {

@@ -12,6 +12,8 @@
 //!   locks live for their TTL on the log clock.
 //! - `counts`: seat counts never negative, never over capacity, always adding up.
 //! - `reads`: linearizable reads are never stale; session reads see their own writes.
+//! - `saga`: every booking confirmed and paid once, or not confirmed and charged
+//!   nothing (final state and the gateway's books; saga workload only).
 
 pub mod calls;
 pub mod counts;
@@ -20,6 +22,7 @@ pub mod linearizable;
 pub mod lock_expiry;
 pub mod lost_confirm;
 pub mod reads;
+pub mod saga;
 #[cfg(test)]
 pub(crate) mod testkit;
 

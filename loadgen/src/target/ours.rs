@@ -428,7 +428,8 @@ impl Rest {
         let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients")
             .map_err(|e| format!("api signing keys: {e}"))?;
         let config = cluster.api_config(&addr, cities);
-        let state = AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway))?;
+        let gateway = api::payment::SandboxGateway::start().await?;
+        let state = AppState::new(config, keys.clone(), Arc::new(gateway))?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let stopped = async move {

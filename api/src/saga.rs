@@ -1,0 +1,318 @@
+//! The booking saga's driver: moves each booking's payment along from what the ledger
+//! recorded, so any api node can take over a saga another node started.
+//!
+//! Steps (every one is a replicated command; the ledger decides what a gateway result
+//! means for the booking, from its own clock):
+//! `StartPayment` (intent) -> gateway create (idempotency key from the booking) ->
+//! `RecordGatewayState` (pending) -> webhook or poll -> `RecordGatewayState`
+//! (succeeded: confirmed, or refund due if the lock ended; failed: released) ->
+//! gateway refund -> `RecordGatewayState` (refunded).
+//!
+//! `advance` does the next step of one payment; the webhook handler, the pay and cancel
+//! handlers and the reconciliation poller (`spawn_reconciler`) all call it. Every step
+//! is safe to repeat or to race: the gateway dedupes by idempotency key, and the ledger
+//! ignores reports not newer than the last (`gw:<booking>:<version>:<status>` request
+//! ids make concurrent reports of the same version one write).
+
+use crate::app::{Shared, Written};
+use crate::payment::{GatewayError, GatewayPayment, NewPayment};
+use crate::problem::Problem;
+use crate::views::ext_id;
+use axum::http::StatusCode;
+use raft_node::protocol::Consistency;
+use state_machine::{
+    Booking, BookingId, BookingStatus, CommandKind, GatewayStatus, Payment, PaymentStatus, Query,
+    QueryResponse,
+};
+use std::time::Duration;
+use tracing::Instrument;
+
+/// Wall-clock milliseconds (the api's clock; the ledger never sees it).
+fn now_ms() -> u64 {
+    gateway::sandbox::now_ms()
+}
+
+pub fn gateway_problem(error: GatewayError) -> Problem {
+    match error {
+        GatewayError::Unavailable(detail) => Problem::unavailable(format!(
+            "the payment gateway did not answer ({detail}); the payment continues in the \
+             background, follow its status"
+        )),
+        GatewayError::Refused(detail) => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "payment-gateway",
+            "The payment gateway refused the request",
+            detail,
+        ),
+    }
+}
+
+/// The gateway's idempotency key of a booking's payment: one payment per booking.
+pub fn payment_key(shard: &str, booking: BookingId) -> String {
+    format!("booking-{}", ext_id(shard, booking.0))
+}
+
+fn refund_key(shard: &str, booking: BookingId) -> String {
+    format!("refund-{}", ext_id(shard, booking.0))
+}
+
+/// A booking with its payment, read from its shard.
+pub async fn read_payment(
+    state: &Shared,
+    shard: &str,
+    booking: BookingId,
+    consistency: Consistency,
+    min_index: Option<u64>,
+) -> Result<(Booking, Option<Payment>, crate::app::ReadMeta), Problem> {
+    let (response, meta) = state
+        .read(shard, Query::Payment { booking }, consistency, min_index)
+        .await?;
+    match response {
+        QueryResponse::Payment { booking, payment } => Ok((*booking, payment.map(|p| *p), meta)),
+        _ => Err(Problem::unavailable(
+            "the cluster answered with an unexpected response type",
+        )),
+    }
+}
+
+/// Records what the gateway reported about `booking`'s payment.
+pub async fn record(
+    state: &Shared,
+    shard: &str,
+    booking: BookingId,
+    report: &GatewayPayment,
+) -> Result<Written, Problem> {
+    let command = CommandKind::RecordGatewayState {
+        booking,
+        gateway_ref: report.id.clone(),
+        payment_url: report.payment_url.clone(),
+        status: report.status,
+        version: report.version,
+        amount_minor: report.amount_minor,
+        reason: report.failure_reason.clone(),
+    };
+    let request = format!(
+        "gw:{}:{}:{}",
+        ext_id(shard, booking.0),
+        report.version,
+        report.status.as_str()
+    );
+    metrics::counter!("seat_ledger_api_saga_reports_total", "status" => report.status.as_str())
+        .increment(1);
+    state.write(shard, &request, command).await
+}
+
+/// Whether a pending payment should be given up: its booking was released or
+/// cancelled, or its lock ended more than `lock_grace_ms` ago (the customer may still
+/// be completing the payment at the provider just after the lock ran out; a success
+/// then is refunded, which the grace makes rarer, not impossible).
+fn lock_over(state: &Shared, booking: &Booking) -> bool {
+    let grace = state.config.payment.lock_grace_ms;
+    matches!(
+        booking.status,
+        BookingStatus::Released | BookingStatus::Cancelled
+    ) || now_ms() > booking.expires_at.saturating_add(grace)
+}
+
+/// Does the next step of a payment's saga. Returns the write that recorded it, if any.
+pub async fn advance(
+    state: &Shared,
+    shard: &str,
+    booking: &Booking,
+    payment: &Payment,
+) -> Result<Option<Written>, Problem> {
+    let gateway = &state.gateway;
+    let id = booking.id;
+    let report = match (payment.status, payment.gateway_ref.as_deref()) {
+        (PaymentStatus::Creating, _) => {
+            let created = gateway
+                .create(NewPayment {
+                    booking: ext_id(shard, id.0),
+                    amount_minor: payment.amount_minor,
+                    currency: payment.currency.clone(),
+                    method: payment.method.clone(),
+                    idempotency_key: payment_key(shard, id),
+                    webhook_url: Some(webhook_url(state)),
+                })
+                .await;
+            match created {
+                Ok(report) => report,
+                // The gateway will never take this payment: record it as failed so
+                // the lock is released rather than held until it expires.
+                Err(GatewayError::Refused(reason)) => GatewayPayment {
+                    id: format!("refused-{}", ext_id(shard, id.0)),
+                    status: GatewayStatus::Failed,
+                    version: 1,
+                    amount_minor: payment.amount_minor,
+                    payment_url: String::new(),
+                    failure_reason: Some(reason),
+                    booking: None,
+                },
+                Err(error) => return Err(gateway_problem(error)),
+            }
+        }
+        (PaymentStatus::Pending, Some(reference)) => {
+            let mut report = gateway.fetch(reference).await.map_err(gateway_problem)?;
+            if report.status == GatewayStatus::Pending && lock_over(state, booking) {
+                // The customer never finished paying: cancel, so nothing is charged.
+                // If it succeeded meanwhile, the gateway says so and a refund follows.
+                report = gateway.cancel(reference).await.map_err(gateway_problem)?;
+                metrics::counter!("seat_ledger_api_saga_cancels_total").increment(1);
+            }
+            report
+        }
+        (PaymentStatus::RefundDue, Some(reference)) => {
+            let key = refund_key(shard, id);
+            let report = gateway
+                .refund(reference, payment.refund_minor, &key)
+                .await
+                .map_err(gateway_problem)?;
+            metrics::counter!("seat_ledger_api_saga_refunds_total").increment(1);
+            report
+        }
+        _ => return Ok(None),
+    };
+    let written = record(state, shard, id, &report).await?;
+    if let state_machine::Applied::PaymentRecorded {
+        status,
+        changed: true,
+        ..
+    } = written.applied
+    {
+        if !status.is_open() {
+            let found =
+                read_payment(state, shard, id, Consistency::Session, Some(written.index)).await;
+            if let Ok((booking, Some(payment), _)) = found {
+                crate::coupons::after_payment(state, shard, &booking, &payment).await;
+            }
+        }
+    }
+    // A success that came too late owes a refund at once.
+    if let state_machine::Applied::PaymentRecorded {
+        status: PaymentStatus::RefundDue,
+        changed: true,
+        ..
+    } = written.applied
+    {
+        let (booking, payment, _) =
+            read_payment(state, shard, id, Consistency::Session, Some(written.index)).await?;
+        if let Some(payment) = payment {
+            return Box::pin(advance(state, shard, &booking, &payment)).await;
+        }
+    }
+    Ok(Some(written))
+}
+
+/// This node's webhook endpoint as the gateway reaches it.
+pub fn webhook_url(state: &Shared) -> String {
+    let base = state
+        .config
+        .payment
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", state.config.listen));
+    format!("{}/api/v1/payments/webhook", base.trim_end_matches('/'))
+}
+
+/// Waits (bounded by `payment.wait_ms`) until the payment leaves creating/pending, and
+/// returns the booking and payment as they are then.
+pub async fn settle(
+    state: &Shared,
+    shard: &str,
+    booking: BookingId,
+    min_index: u64,
+) -> Result<(Booking, Option<Payment>, crate::app::ReadMeta), Problem> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(state.config.payment.wait_ms);
+    loop {
+        let found =
+            read_payment(state, shard, booking, Consistency::Session, Some(min_index)).await?;
+        let waiting = found
+            .1
+            .as_ref()
+            .is_some_and(|p| matches!(p.status, PaymentStatus::Creating | PaymentStatus::Pending));
+        if !waiting || tokio::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Aborts the task it holds when dropped (the reconciler lives as long as the server).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pages of open payments one reconciliation round visits per shard.
+const RECONCILE_PAGES_MAX: usize = 10;
+const RECONCILE_PAGE: u32 = 100;
+
+/// The reconciliation poller: every `payment.reconcile_interval_ms`, advances every
+/// open payment of every city shard that has not changed for
+/// `payment.reconcile_min_age_ms` (younger ones are in the hands of a live request or
+/// an arriving webhook). It resolves payments whose webhook never came, cancels
+/// payments of expired locks, issues due refunds and resumes sagas of dead api nodes.
+pub fn spawn_reconciler(state: Shared) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let interval = Duration::from_millis(state.config.payment.reconcile_interval_ms.max(50));
+        loop {
+            tokio::time::sleep(interval).await;
+            for city in state.config.cities.clone() {
+                if let Err(problem) = reconcile_shard(&state, &city.shard).await {
+                    tracing::debug!(shard = %city.shard, detail = %problem.detail, "reconciliation round incomplete");
+                }
+            }
+            if let Err(problem) = crate::coupons::reconcile(&state).await {
+                tracing::debug!(detail = %problem.detail, "coupon reconciliation incomplete");
+            }
+        }
+    }))
+}
+
+async fn reconcile_shard(state: &Shared, shard: &str) -> Result<(), Problem> {
+    let min_age = state.config.payment.reconcile_min_age_ms;
+    let mut after = None;
+    for _ in 0..RECONCILE_PAGES_MAX {
+        let query = Query::OpenPayments {
+            after,
+            limit: RECONCILE_PAGE,
+        };
+        let (response, _) = state
+            .read(shard, query, Consistency::Linearizable, None)
+            .await?;
+        let QueryResponse::Payments { items, next } = response else {
+            return Err(Problem::unavailable("unexpected answer to open payments"));
+        };
+        for (booking, payment) in items {
+            if now_ms() < payment.updated_at.saturating_add(min_age) {
+                continue;
+            }
+            let span = tracing::info_span!(
+                "reconcile",
+                booking = %ext_id(shard, booking.id.0),
+                status = payment.status.as_str()
+            );
+            match advance(state, shard, &booking, &payment)
+                .instrument(span)
+                .await
+            {
+                Ok(Some(_)) => {
+                    metrics::counter!("seat_ledger_api_saga_reconciled_total").increment(1);
+                }
+                Ok(None) => {}
+                Err(problem) => {
+                    tracing::info!(detail = %problem.detail, "saga step failed; retried next round")
+                }
+            }
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(())
+}
