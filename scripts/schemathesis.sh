@@ -18,7 +18,10 @@ version=4.32.5
 venv="${SCHEMATHESIS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/seat-ledger-schemathesis}"
 if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
   echo "schemathesis.sh: installing schemathesis $version into $venv"
-  python3 -m venv "$venv"
+  for tool in python3 curl; do
+    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv curl; }
+  done
+  python3 -m venv "$venv" 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$venv"; }
   "$venv/bin/pip" install -q "schemathesis==$version"
 fi
 

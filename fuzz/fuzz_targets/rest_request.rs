@@ -43,6 +43,16 @@ struct Target {
 fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
     TARGET.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // The sandbox gateway serves on loopback from this runtime's tasks.
+        let gateway = Arc::new(
+            runtime
+                .block_on(api::payment::SandboxGateway::start())
+                .expect("sandbox gateway"),
+        );
         let (keys, _, _) =
             api::auth::Keys::generate("seat-ledger", "seat-ledger-clients").expect("keys generate");
         let config = api::config::ApiConfig {
@@ -67,16 +77,14 @@ fn target() -> &'static Target {
                 ..Default::default()
             },
             jwt: Default::default(),
+            tls: None,
+            payment: Default::default(),
         };
-        let state =
-            api::app::AppState::new(config, keys.clone(), Arc::new(api::payment::SandboxGateway::start().await.expect("sandbox gateway")))
-                .expect("fuzz api config is valid");
+        let state = api::app::AppState::new(config, keys.clone(), gateway)
+            .expect("fuzz api config is valid");
         let paths = api::routes().iter().map(|r| (r.method, r.path)).collect();
         Target {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
+            runtime,
             router: api::router(Arc::new(state)),
             keys,
             paths,
