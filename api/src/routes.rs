@@ -447,6 +447,18 @@ pub async fn shows(
         }
         None => (0, u64::MAX),
     };
+    if let Some(text) = params.search.as_deref() {
+        // The same text rules as the ledger's, though the search index answers here.
+        if text
+            .chars()
+            .any(|c| c.is_control() || state_machine::is_bidi_control(c))
+        {
+            return Err(Problem::invalid(
+                "search",
+                "must not contain control or bidirectional control characters",
+            ));
+        }
+    }
     if let Some(text) = params.search.as_deref().filter(|t| !t.trim().is_empty()) {
         let range = (from_ms, to_ms);
         return crate::home::ranked_shows(&state, &city, &shard, text, range, &params, &headers)

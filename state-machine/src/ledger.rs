@@ -1473,8 +1473,9 @@ impl Ledger {
     }
 }
 
-/// Unicode's explicit bidirectional embeddings, overrides and isolates.
-fn is_bidi_control(c: char) -> bool {
+/// Unicode's explicit bidirectional embeddings, overrides and isolates (refused in
+/// ledger text, and by the api in text it matches without the ledger).
+pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 

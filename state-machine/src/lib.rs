@@ -64,7 +64,7 @@ pub use command::{Command, CommandKind};
 pub use coupons::{Coupon, CouponUse, CouponUseStatus};
 pub use event::{Event, EventRecord};
 pub use ids::*;
-pub use ledger::{ApplyResult, Ledger, State};
+pub use ledger::{is_bidi_control, ApplyResult, Ledger, State};
 pub use limits::{LimitName, Limits};
 pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
