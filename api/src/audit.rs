@@ -22,9 +22,7 @@ use axum::Json;
 use raft_node::protocol::Consistency;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use state_machine::{
-    Applied, AuditEntry, CommandKind, Query, QueryResponse, Rejection, Role, ShowId, UserId,
-};
+use state_machine::{Applied, AuditEntry, CommandKind, Query, QueryResponse, Role, ShowId, UserId};
 
 /// The caller with the role the `global` shard holds now, checked against `allowed`.
 /// Access tokens carry the role they were issued with for their whole lifetime; the
@@ -55,6 +53,20 @@ pub fn actor(caller: &AuthUser) -> String {
     format!("user:{} ({})", caller.id.0, caller.role.as_str())
 }
 
+/// `detail` without control characters and within the ledger's bound (a rejection's
+/// detail can be long, e.g. a list of seats).
+fn bounded(detail: &str) -> String {
+    let mut out = String::new();
+    for c in detail.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > state_machine::audit::AUDIT_DETAIL_BYTES_MAX - 3 {
+            out.push_str("...");
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Writes one audit entry under `request_id`; returns its id.
 pub async fn record(
     state: &Shared,
@@ -69,7 +81,7 @@ pub async fn record(
         actor,
         action: action.to_owned(),
         target: target.to_owned(),
-        detail,
+        detail: bounded(&detail),
     };
     let written = state
         .write(&global, request_id, command)
@@ -289,7 +301,9 @@ pub async fn cancel_show(
     };
     if theater.owner != caller.id && !caller.is_admin() {
         // Another owner's show is reported as absent, like other users' bookings.
-        return Err(Rejection::NotOwner.into());
+        return Err(Problem::not_found(format!(
+            "no show {id} among your theaters' shows"
+        )));
     }
     let request = caller.request_id(&headers)?;
     let target = format!("show:{}", ext_id(&shard, number));
@@ -344,4 +358,18 @@ pub async fn cancel_show(
         })),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+    use state_machine::audit::AUDIT_DETAIL_BYTES_MAX;
+
+    #[test]
+    fn details_are_cut_to_the_ledger_bound_without_controls() {
+        assert_eq!(bounded("a\nb\u{0}c"), "abc");
+        let long = "é".repeat(AUDIT_DETAIL_BYTES_MAX);
+        let cut = bounded(&long);
+        assert!(cut.len() <= AUDIT_DETAIL_BYTES_MAX && cut.ends_with("..."));
+    }
 }

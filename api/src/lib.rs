@@ -493,7 +493,7 @@ pub async fn serve_tls(
     let app = router(state)
         .layer(axum::middleware::map_request(
             |mut request: axum::extract::Request| async move {
-                if let Some(ConnectInfo(PeerAddr(addr))) =
+                if let Some(ConnectInfo(PeerAddr { addr, .. })) =
                     request.extensions().get::<ConnectInfo<PeerAddr>>().copied()
                 {
                     request.extensions_mut().insert(ConnectInfo(addr));

@@ -373,6 +373,23 @@ async fn a_reused_refresh_token_revokes_its_whole_family() {
         )
         .await;
     let first = signup["refresh_token"].as_str().unwrap().to_owned();
+    // Mass assignment: extra fields in a signup (a role, an id) are ignored.
+    let (status, sneaky) = h
+        .call(
+            "POST",
+            "/api/v1/signup",
+            None,
+            Some(
+                json!({"email": "sneaky@test.example", "phone": "+919800000002",
+                "password": "a long enough password", "name": "S", "role": "admin", "id": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, sneaky["user"]["role"].clone()),
+        (StatusCode::CREATED, json!("customer"))
+    );
+    assert_ne!(sneaky["user"]["id"], json!(1));
     let refresh = |token: String| {
         let h = &h;
         async move {
@@ -506,6 +523,29 @@ async fn other_users_resources_are_404_and_stay_unchanged() {
     assert_eq!(
         h.counts(&show).await,
         json!({"available": 18, "locked": 2, "booked": 0})
+    );
+    // Idempotency keys are scoped by caller: Mallory reusing Alice's key gets her own
+    // lock, never Alice's stored answer.
+    let lock_path = format!("/api/v1/shows/{show}/seats/lock");
+    let mut answers = Vec::new();
+    for (token, seat) in [(&alice, 7), (&mallory, 8)] {
+        let (status, lock) = h
+            .send(
+                h.request("POST", &lock_path, Some(token))
+                    .header("idempotency-key", "shared-key-1")
+                    .json(&json!({ "seats": [seat] })),
+            )
+            .await;
+        assert_eq!(
+            (status, lock["seats"].clone()),
+            (StatusCode::CREATED, json!([seat]))
+        );
+        answers.push(lock["lock_id"].clone());
+    }
+    assert_ne!(answers[0], answers[1]);
+    assert_eq!(
+        h.counts(&show).await,
+        json!({"available": 16, "locked": 4, "booked": 0})
     );
     // A theater owner may not publish shows in another owner's theater.
     let owner_a = h.token(42_001, Role::TheaterOwner);

@@ -197,24 +197,38 @@ async fn a_tls_cluster_serves_the_api_end_to_end_and_refuses_strangers() {
         .await
         .is_err());
 
-    // The nodes' client listeners: plain text, no client certificate, and a client
-    // certificate from another CA are all refused; the api's certificate is served.
+    // The nodes' client listeners: plain text and a client certificate from another CA
+    // are refused; the api's certificate is served.
     let node = cluster.file.nodes[0].client_addr.clone();
     let before = refusals("node-client");
     assert!(!plain_text_answer(&node).await.starts_with(b"HTTP/"));
     wait_for("node-client", before).await;
+    // Without a client certificate a node serves health and metrics (probes,
+    // Prometheus) and nothing else.
     let no_cert = reqwest::Client::builder()
         .add_root_certificate(ca.clone())
         .build()
         .unwrap();
-    assert!(
-        no_cert
-            .get(format!("https://{node}/health/live"))
-            .send()
-            .await
-            .is_err(),
-        "a node served a client without a certificate"
-    );
+    let live = no_cert
+        .get(format!("https://{node}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    for (method, path) in [("GET", "/admin/status"), ("POST", "/v1/shards/global/read")] {
+        let request = match method {
+            "POST" => no_cert
+                .post(format!("https://{node}{path}"))
+                .json(&json!({})),
+            _ => no_cert.get(format!("https://{node}{path}")),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{path} without a certificate"
+        );
+    }
     let rogue_ca = raft_node::tls::dev::DevCa::new("rogue CA").unwrap();
     let rogue = rogue_ca.issue("rogue", &["127.0.0.1"]).unwrap();
     let identity =
@@ -225,6 +239,7 @@ async fn a_tls_cluster_serves_the_api_end_to_end_and_refuses_strangers() {
         .identity(identity)
         .build()
         .unwrap();
+    let before = refusals("node-client");
     assert!(
         rogue_client
             .get(format!("https://{node}/health/live"))
@@ -233,6 +248,7 @@ async fn a_tls_cluster_serves_the_api_end_to_end_and_refuses_strangers() {
             .is_err(),
         "a node served a client certificate from another CA"
     );
+    wait_for("node-client", before).await;
     let genuine = cluster.client();
     let read = genuine
         .read(

@@ -45,8 +45,12 @@ impl RunningNode {
             let (tls, plain) = match node.tls() {
                 Some(tls) => (
                     Some(
-                        crate::tls::TlsListener::new(client, tls.server.clone(), "node-client")
-                            .map_err(|e| NodeError::Storage(e.to_string()))?,
+                        crate::tls::TlsListener::new(
+                            client,
+                            tls.server_certificate_optional.clone(),
+                            "node-client",
+                        )
+                        .map_err(|e| NodeError::Storage(e.to_string()))?,
                     ),
                     None,
                 ),
@@ -61,6 +65,11 @@ impl RunningNode {
             tokio::spawn(async move {
                 let served = match (tls, plain) {
                     (Some(tls), _) => {
+                        let router = router
+                            .layer(axum::middleware::from_fn(
+                                crate::tls::require_client_certificate,
+                            ))
+                            .into_make_service_with_connect_info::<crate::tls::PeerAddr>();
                         axum::serve(tls, router)
                             .with_graceful_shutdown(shutdown)
                             .await

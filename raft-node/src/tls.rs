@@ -4,7 +4,9 @@
 //!   certificate signed by the cluster CA and refusing a peer whose certificate is not,
 //!   in addition to (inside the TLS session) the cluster-secret handshake;
 //! - from the api (and `bookingctl`) to a node's client listener: mutual TLS against the
-//!   same CA;
+//!   same CA for the client protocol and the admin API ([`require_client_certificate`]);
+//!   `/health/*` and `/metrics` also answer clients without a certificate (probes,
+//!   Prometheus), while a presented certificate must always be the CA's;
 //! - on the api's public listener: server-side TLS with a certificate from files.
 //!
 //! Certificates and keys come from PEM files named in the configuration
@@ -57,6 +59,10 @@ pub struct TlsFiles {
 pub struct ClusterTls {
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
+    /// Like `server`, but a client may also come without a certificate (a presented one
+    /// must still be signed by the CA): the node's client listener, where probes and
+    /// Prometheus reach `/health/*` and `/metrics` and everything else demands one.
+    pub server_certificate_optional: Arc<ServerConfig>,
 }
 
 impl std::fmt::Debug for ClusterTls {
@@ -97,15 +103,24 @@ impl ClusterTls {
     pub fn from_pem(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<ClusterTls, String> {
         let roots = roots(ca_pem)?;
         let chain = certs(cert_pem, "certificate")?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        let server_with = |optional: bool| -> Result<ServerConfig, String> {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+            let verifier = if optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            }
             .build()
             .map_err(|e| format!("TLS client verifier: {e}"))?;
-        let server = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS versions: {e}"))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key(key_pem)?)
-            .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
+            ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS versions: {e}"))?
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain.clone(), key(key_pem)?)
+                .map_err(|e| format!("TLS certificate and key do not fit: {e}"))
+        };
+        let server = server_with(false)?;
+        let server_certificate_optional = server_with(true)?;
         let client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS versions: {e}"))?
@@ -115,6 +130,7 @@ impl ClusterTls {
         Ok(ClusterTls {
             server: Arc::new(server),
             client: Arc::new(client),
+            server_certificate_optional: Arc::new(server_certificate_optional),
         })
     }
 
@@ -176,15 +192,19 @@ pub fn handshake_failed(listener: &'static str, peer: SocketAddr, error: &std::i
     }
 }
 
-/// The address of a TLS client, as axum's `ConnectInfo` of a [`TlsListener`].
+/// A TLS client as axum's `ConnectInfo` of a [`TlsListener`]: its address, and whether
+/// it presented a certificate (which the handshake then verified against the CA).
 #[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+pub struct PeerAddr {
+    pub addr: SocketAddr,
+    pub certified: bool,
+}
 
 /// A listener for `axum::serve` that completes TLS handshakes in their own tasks (a slow
 /// or hostile client never stalls the accept loop) and hands over only established
 /// sessions. Plain text and certificates the configuration refuses never reach the app.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, PeerAddr)>,
     local: SocketAddr,
     acceptor_task: tokio::task::JoinHandle<()>,
 }
@@ -219,7 +239,16 @@ impl TlsListener {
                     let _ = stream.set_nodelay(true);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = sender.send((tls, peer)).await;
+                            let certified = tls.get_ref().1.peer_certificates().is_some();
+                            let _ = sender
+                                .send((
+                                    tls,
+                                    PeerAddr {
+                                        addr: peer,
+                                        certified,
+                                    },
+                                ))
+                                .await;
                         }
                         Ok(Err(error)) => handshake_failed(name, peer, &error),
                         Err(_) => refused(name, peer, "TLS handshake timed out"),
@@ -248,14 +277,17 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
-            Some((io, peer)) => (io, PeerAddr(peer)),
+            Some((io, peer)) => (io, peer),
             // The acceptor task ended (it only does when aborted): nothing more comes.
             None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(PeerAddr(self.local))
+        Ok(PeerAddr {
+            addr: self.local,
+            certified: false,
+        })
     }
 }
 
@@ -265,6 +297,38 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerAddr {
         *stream.remote_addr()
     }
+}
+
+/// Paths a TLS client without a certificate may reach on a node's client listener:
+/// probes and Prometheus.
+pub const OPEN_PATHS: &[&str] = &["/health/live", "/health/ready", "/metrics"];
+
+/// Middleware of a node's TLS client listener: the client protocol and the admin API
+/// need a client certificate signed by the cluster CA (verified in the handshake);
+/// health and metrics do not. Refusals answer 403 and are counted as
+/// `seat_ledger_tls_handshake_failures_total{listener="node-client",kind="no-certificate"}`.
+pub async fn require_client_certificate(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<PeerAddr>>()
+        .map(|info| info.0);
+    let certified = peer.is_some_and(|peer| peer.certified);
+    if certified || OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    metrics::counter!("seat_ledger_tls_handshake_failures_total", "listener" => "node-client", "kind" => "no-certificate")
+        .increment(1);
+    tracing::warn!(peer = ?peer.map(|p| p.addr), path = request.uri().path(), "refused a request without a client certificate");
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        "this listener serves the client protocol and the admin API only to clients with a \
+         certificate signed by the cluster CA",
+    )
+        .into_response()
 }
 
 /// Development certificates made in memory (tests, `api demo --tls`); `deploy/dev-ca.sh`

@@ -158,3 +158,77 @@ fn secrets_on_the_command_line_are_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// Prints what TLS costs on the peer transport: sequential round trips and a
+/// concurrent burst of 1 KiB calls, plain TCP vs mutual TLS (figures only, no timing
+/// asserts). `cargo test -p raft-node --test t40_tls -- --nocapture` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cost_on_the_peer_transport_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    dev_ca(dir.path());
+    for tls in [false, true] {
+        let (server_config, client_config) = if tls {
+            (
+                config(dir.path(), "raft-node-1"),
+                config(dir.path(), "raft-node-2"),
+            )
+        } else {
+            let plain = TransportConfig::new("tls-test", SECRET.to_vec());
+            (plain.clone(), plain)
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_as_node(
+            listener,
+            server_config,
+            1,
+            Arc::new(Echo),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let client = PeerClient::new(client_config, 2);
+        let payload = vec![7u8; 1024];
+        let started = std::time::Instant::now();
+        client
+            .call(1, &addr, "s", 1, payload.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let connect = started.elapsed();
+        const SEQUENTIAL: u32 = 2_000;
+        let started = std::time::Instant::now();
+        for _ in 0..SEQUENTIAL {
+            let reply = client
+                .call(1, &addr, "s", 1, payload.clone(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(reply.len(), payload.len() + 2);
+        }
+        let sequential = started.elapsed();
+        const CONCURRENT: usize = 10_000;
+        let started = std::time::Instant::now();
+        let calls = (0..CONCURRENT).map(|_| {
+            let (client, addr, payload) = (client.clone(), addr.clone(), payload.clone());
+            tokio::spawn(async move {
+                client
+                    .call(1, &addr, "s", 1, payload, Duration::from_secs(30))
+                    .await
+            })
+        });
+        for call in futures_util::future::join_all(calls).await {
+            call.unwrap().unwrap();
+        }
+        let burst = started.elapsed();
+        println!(
+            "peer transport ({}): first call with handshake {:.2} ms; {SEQUENTIAL} sequential \
+             1 KiB calls {:.1} us each; {CONCURRENT} concurrent calls {:.0} calls/s",
+            if tls { "mutual TLS" } else { "plain TCP" },
+            connect.as_secs_f64() * 1e3,
+            sequential.as_secs_f64() * 1e6 / f64::from(SEQUENTIAL),
+            CONCURRENT as f64 / burst.as_secs_f64(),
+        );
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}
