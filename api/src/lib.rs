@@ -288,6 +288,21 @@ pub fn routes() -> Vec<RouteSpec> {
         ),
         spec(
             "get",
+            "/api/v1/users/{userId}/notification-channels",
+            "A user's notification channels (self or admin)",
+            true,
+            get(crate::notify::get_channels),
+        ),
+        spec(
+            "post",
+            "/api/v1/users/{userId}/notification-channels",
+            "Set a user's webhook and email choice {webhook_url, email}; a new webhook's \
+             signing secret is returned once (self or admin)",
+            true,
+            post(crate::notify::set_channels),
+        ),
+        spec(
+            "get",
             "/health/live",
             "Liveness",
             false,

@@ -133,6 +133,13 @@ pub enum CommandKind {
         seq: u32,
         replay_from: u64,
     },
+    /// `global` shard: where a user's notifications go (the api checked the caller).
+    SetNotificationChannels {
+        user: UserId,
+        webhook_url: Option<String>,
+        webhook_secret: Option<String>,
+        email: bool,
+    },
 }
 
 impl CommandKind {
@@ -156,6 +163,7 @@ impl CommandKind {
             CommandKind::PostTicketMessage { .. } => "post_ticket_message",
             CommandKind::SetTicketStatus { .. } => "set_ticket_status",
             CommandKind::AdvanceCursor { .. } => "advance_cursor",
+            CommandKind::SetNotificationChannels { .. } => "set_notification_channels",
         }
     }
 }

@@ -116,6 +116,7 @@ impl Ledger {
         }
         self.check_ticket_invariants()?;
         self.check_cursor_invariants()?;
+        self.check_channel_invariants()?;
         Ok(())
     }
 }

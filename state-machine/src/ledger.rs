@@ -47,6 +47,8 @@ pub struct State {
     pub tickets: BTreeMap<crate::support::TicketId, crate::support::Ticket>,
     /// Event-stream consumers' positions (`global` shard only).
     pub cursors: BTreeMap<crate::cursors::CursorKey, crate::cursors::ConsumerCursor>,
+    /// Users' notification channels (`global` shard only).
+    pub channels: BTreeMap<UserId, crate::channels::Channels>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -90,6 +92,7 @@ pub struct Changes {
     pub refresh_tokens: BTreeSet<String>,
     pub tickets: BTreeSet<crate::support::TicketId>,
     pub cursors: BTreeSet<crate::cursors::CursorKey>,
+    pub channels: BTreeSet<UserId>,
 }
 
 /// What one applied command produced.
@@ -406,6 +409,17 @@ impl Ledger {
                     replay_from: *replay_from,
                     updated_at: 0,
                 },
+            ),
+            CommandKind::SetNotificationChannels {
+                user,
+                webhook_url,
+                webhook_secret,
+                email,
+            } => self.set_channels(
+                *user,
+                webhook_url.as_deref(),
+                webhook_secret.as_deref(),
+                *email,
             ),
         }
     }

@@ -21,12 +21,14 @@
 //! - `store`: the RocksDB image, atomic batches, reopen.
 //! - `snapshot`: the framed, checksummed snapshot format.
 //! - `support`: customer support tickets (the `global` shard).
+//! - `channels`: users' notification channels (the `global` shard).
 //! - `cursors`: durable positions of event-stream consumers (the `global` shard).
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
 //! - `planted` (feature `planted-bugs` only): switchable faults for the Jepsen-style suite.
 //! - `testkit` (tests and the `testkit` feature only): builders of sample commands.
 
 pub mod accounts;
+pub mod channels;
 pub mod codec;
 pub mod command;
 pub mod cursors;

@@ -92,6 +92,9 @@ pub enum Applied {
         index: u64,
         seq: u32,
     },
+    ChannelsSet {
+        user: UserId,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each

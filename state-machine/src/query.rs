@@ -95,6 +95,10 @@ pub enum Query {
         after: Option<ShowId>,
         limit: u32,
     },
+    /// `global` shard: a user's notification channels (the default when never set).
+    NotificationChannels {
+        user: UserId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +174,7 @@ pub enum QueryResponse {
         items: Vec<ShowView>,
         next: Option<ShowId>,
     },
+    NotificationChannels(crate::channels::Channels),
 }
 
 impl Ledger {
@@ -284,6 +289,14 @@ impl Ledger {
                     None
                 };
                 Ok(QueryResponse::ShowPage { items, next })
+            }
+            Query::NotificationChannels { user } => {
+                if !self.state.users.contains_key(user) {
+                    return Err(Rejection::UnknownUser { user: *user });
+                }
+                Ok(QueryResponse::NotificationChannels(
+                    self.state.channels.get(user).cloned().unwrap_or_default(),
+                ))
             }
         }
     }

@@ -9,8 +9,8 @@
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
 //! `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`, `S|show`, `X|show|seat`
-//! (only seats that are not available), `B|booking`, `R|request id`, `Q|ticket`, `W|consumer cursor`,
-//! `E|log index|seq` (events).
+//! (only seats that are not available), `B|booking`, `R|request id`, `Q|ticket`,
+//! `W|consumer cursor`, `N|user` (notification channels), `E|log index|seq` (events).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -39,6 +39,7 @@ const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
 const TICKET: u8 = b'Q';
 const CURSOR: u8 = b'W';
+const CHANNELS: u8 = b'N';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -216,6 +217,10 @@ impl LedgerStore {
             let value = state.cursors.get(&cursor_key);
             put_or_delete(batch, key(CURSOR, &codec::encode(&cursor_key)), value);
         }
+        for user in changes.channels {
+            let value = state.channels.get(&user);
+            put_or_delete(batch, key(CHANNELS, &user.0.to_be_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -357,6 +362,12 @@ impl LedgerStore {
             batch.put(
                 key(CURSOR, &codec::encode(cursor_key)),
                 codec::encode(cursor),
+            );
+        }
+        for (user, channels) in &state.channels {
+            batch.put(
+                key(CHANNELS, &user.0.to_be_bytes()),
+                codec::encode(channels),
             );
         }
         for event in &decoded.events {
@@ -524,6 +535,12 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
     scan(db, CURSOR, "consumer cursor", |raw, cursor| {
         let cursor_key: crate::cursors::CursorKey = decode_value("cursor key", raw)?;
         state.cursors.insert(cursor_key, cursor);
+        Ok(())
+    })?;
+    scan(db, CHANNELS, "notification channels", |id, channels| {
+        state
+            .channels
+            .insert(UserId(be_u64("channels user", id)?), channels);
         Ok(())
     })?;
     Ok((state, marker))
