@@ -144,6 +144,34 @@ async fn sse_resumes_after_disconnect_without_gap_or_duplicate() {
     assert_eq!(message.data["type"], "seats_locked");
     assert_eq!(message.data["booking_id"], late.as_str());
     assert!(index_of(message.id.as_deref().unwrap()) > index_of(&last));
+
+    // Every replica derives the same stream: once caught up, all three serve the same
+    // events, so a consumer may switch replicas at any event id.
+    let head = h.cluster.nodes[0]
+        .node
+        .events("mumbai", 0, 0, 100_000)
+        .unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..200 {
+        replicas = h
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.node.events("mumbai", 0, 0, 100_000).unwrap().events)
+            .collect::<Vec<_>>();
+        if replicas
+            .iter()
+            .all(|events| events.len() == replicas[0].len())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(head.events.len() >= truth.len());
+    assert!(
+        replicas.windows(2).all(|w| w[0] == w[1]),
+        "replicas serve different streams"
+    );
     h.stop().await;
 }
 
