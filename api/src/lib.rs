@@ -245,6 +245,14 @@ pub fn routes() -> Vec<RouteSpec> {
         ),
         spec(
             "get",
+            "/api/v1/shows/{id}/seats/events",
+            "A show's seat changes for live seat maps, no token needed: anonymous \
+             seat_status events as JSON page or Server-Sent Events (Last-Event-ID resumes)",
+            false,
+            get(crate::events::show_seat_events),
+        ),
+        spec(
+            "get",
             "/api/v1/support/tickets",
             "Your tickets, or every ticket for support and admin (?status=&cursor=&limit=)",
             true,

@@ -250,6 +250,65 @@ async fn customers_see_their_own_events_and_anonymous_seat_changes() {
     }
     assert_eq!(&streamed, items);
 
+    // Anyone may follow the show's seat map without a token: only anonymous changes.
+    let mut public = h
+        .http
+        .get(format!("{}/api/v1/shows/{show}/seats/events", h.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::OK);
+    let mut text = String::new();
+    while text.matches("data:").count() < 5 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), public.chunk())
+            .await
+            .expect("public events")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(public);
+    let public_items: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let kinds: Vec<&str> = public_items
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "show_published",
+            "seat_status",
+            "seat_status",
+            "seat_status",
+            "seat_status"
+        ]
+    );
+    assert!(
+        public_items.iter().all(|i| i.get("user_id").is_none()),
+        "{public_items:?}"
+    );
+    let (status, page) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}/seats/events?limit=2"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // `limit` bounds the events read; a filtered view may hold fewer.
+    assert!(page["items"].as_array().unwrap().len() <= 2, "{page}");
+    assert!(page["next_cursor"].is_string());
+    let (status, _) = h
+        .call("GET", "/api/v1/shows/atlantis-1/seats/events", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // Refusals: no token, the global shard, a show of another city, a bad cursor.
     let (status, _) = h
         .call("GET", "/api/v1/events?city=mumbai", None, None)
