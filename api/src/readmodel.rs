@@ -181,7 +181,7 @@ impl ReadModels {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
-        recent.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        recent.sort_by_key(|activity| std::cmp::Reverse(activity.at_ms));
         recent
     }
 }
