@@ -119,6 +119,8 @@ pub struct EventParams {
     pub from_index: Option<u64>,
     /// `next_cursor` of the previous page; wins over `from_index`.
     pub cursor: Option<String>,
+    /// Events read (at most 100); a filtered view may return fewer, never skips any:
+    /// follow `next_cursor`.
     pub limit: Option<u32>,
     /// Only events of this show (an external show id).
     pub show: Option<String>,
@@ -129,6 +131,8 @@ pub struct EventParams {
 enum Viewer {
     Everything,
     Customer(UserId),
+    /// Anyone, without a token: one show's catalog and anonymous seat changes.
+    Public,
 }
 
 /// What one consumer reads: shard, access, filter, and lock owners learnt so far.
@@ -185,6 +189,20 @@ impl Reader {
         })
     }
 
+    /// The anonymous reader of one show's seat changes (live seat maps).
+    fn public(state: &Shared, show_id: &str) -> Result<Reader, Problem> {
+        let (shard, number) = parse_ext_id(show_id)
+            .filter(|(shard, _)| state.city_shard(shard).is_ok())
+            .ok_or_else(|| Problem::not_found(format!("unknown show {show_id}")))?;
+        Ok(Reader {
+            state: state.clone(),
+            shard,
+            viewer: Viewer::Public,
+            show: Some(ShowId(number)),
+            owners: BTreeMap::new(),
+        })
+    }
+
     /// Reads from `from` (or the oldest kept event) and shapes what the viewer may see.
     /// A `from` older than the replica's retention window is refused with 410.
     async fn fetch(&mut self, from: Option<Position>, limit: u32) -> Result<Page, Problem> {
@@ -231,15 +249,17 @@ impl Reader {
             return Ok(None);
         }
         let full = event_json(&self.shard, record);
-        let Viewer::Customer(me) = self.viewer else {
-            return Ok(Some(full));
+        let me = match self.viewer {
+            Viewer::Everything => return Ok(Some(full)),
+            Viewer::Customer(me) => Some(me),
+            Viewer::Public => None,
         };
         let view = match &record.event {
             Event::TheaterCreated { .. } | Event::ShowPublished { .. } => Some(full),
             Event::ShowCancelled { .. } => Some(full),
             Event::SeatsLocked {
                 user, seats, show, ..
-            } => Some(if *user == me {
+            } => Some(if Some(*user) == me {
                 full
             } else {
                 seat_status(&self.shard, record, *show, seats, "locked")
@@ -252,21 +272,22 @@ impl Reader {
             }
             | Event::BookingCancelled {
                 user, seats, show, ..
-            } => Some(if *user == me {
+            } => Some(if Some(*user) == me {
                 full
             } else {
                 seat_status(&self.shard, record, *show, seats, "available")
             }),
             Event::BookingConfirmed {
                 user, seats, show, ..
-            } => Some(if *user == me {
+            } => Some(if Some(*user) == me {
                 full
             } else {
                 seat_status(&self.shard, record, *show, seats, "booked")
             }),
-            Event::LockExtended { lock, .. } => {
-                self.owns(*lock, me, record.index).await?.then_some(full)
-            }
+            Event::LockExtended { lock, .. } => match me {
+                Some(me) => self.owns(*lock, me, record.index).await?.then_some(full),
+                None => None,
+            },
             // Accounts and anything newer are not for customers.
             #[allow(unreachable_patterns)]
             _ => None,
@@ -515,6 +536,28 @@ pub async fn events(
     headers: HeaderMap,
     Params(params): Params<EventParams>,
 ) -> Result<Response, Problem> {
+    let reader = Reader::new(&state, caller, &params)?;
+    serve(reader, &headers, &params).await
+}
+
+/// `GET /api/v1/shows/{id}/seats/events`: one show's seat changes for anyone (no
+/// token; browsers' `EventSource` cannot send one), as anonymous `seat_status` events
+/// plus the show's own catalog events; same paging, resume and 410 as `/events`.
+pub async fn show_seat_events(
+    State(state): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Params(params): Params<EventParams>,
+) -> Result<Response, Problem> {
+    let reader = Reader::public(&state, &id)?;
+    serve(reader, &headers, &params).await
+}
+
+async fn serve(
+    mut reader: Reader,
+    headers: &HeaderMap,
+    params: &EventParams,
+) -> Result<Response, Problem> {
     let limit = match params.limit.unwrap_or(EVENTS_PAGE_MAX) {
         0 => return Err(Problem::invalid("limit", "at least 1")),
         n if n > EVENTS_PAGE_MAX => {
@@ -525,9 +568,8 @@ pub async fn events(
         }
         n => n,
     };
-    let mut reader = Reader::new(&state, caller, &params)?;
-    let start = start_position(&headers, &params)?;
-    if wants_stream(&headers) {
+    let start = start_position(headers, params)?;
+    if wants_stream(headers) {
         return stream(reader, start).await;
     }
     let page = reader.fetch(start, limit).await?;

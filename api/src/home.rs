@@ -96,6 +96,9 @@ pub async fn feeds(
         "staleness": model.staleness(),
     });
     if let Some(caller) = caller {
+        for city in &state.config.cities {
+            state.events.models.start(&state, &city.id)?;
+        }
         let activity = state.events.models.user_activity(caller.id);
         let mut cities: Vec<String> = Vec::new();
         let mut genres: Vec<String> = Vec::new();

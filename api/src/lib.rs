@@ -313,6 +313,14 @@ pub fn routes() -> Vec<RouteSpec> {
         ),
         spec(
             "get",
+            "/api/v1/shows/{id}/seats/events",
+            "A show's seat changes for live seat maps, no token needed: anonymous \
+             seat_status events as JSON page or Server-Sent Events (Last-Event-ID resumes)",
+            false,
+            get(crate::events::show_seat_events),
+        ),
+        spec(
+            "get",
             "/api/v1/support/tickets",
             "Your tickets, or every ticket for support and admin (?status=&cursor=&limit=)",
             true,
@@ -353,6 +361,21 @@ pub fn routes() -> Vec<RouteSpec> {
             "Upcoming shows of ?city=, and by genre; with the read model's staleness",
             false,
             get(crate::home::carousels),
+        ),
+        spec(
+            "get",
+            "/api/v1/users/{userId}/notification-channels",
+            "A user's notification channels (self or admin)",
+            true,
+            get(crate::notify::get_channels),
+        ),
+        spec(
+            "post",
+            "/api/v1/users/{userId}/notification-channels",
+            "Set a user's webhook and email choice {webhook_url, email}; a new webhook's \
+             signing secret is returned once (self or admin)",
+            true,
+            post(crate::notify::set_channels),
         ),
         spec(
             "get",

@@ -26,6 +26,7 @@ use raft_node::protocol::Consistency;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use state_machine::channels::Channels;
 use state_machine::{BookingId, CommandKind, Event, EventRecord, Query, QueryResponse, UserId};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,8 +37,10 @@ use std::time::Duration;
 const PAGE_EVENTS: usize = 100;
 /// Locks watched for reminders per worker; the oldest are dropped beyond it.
 const WATCHED_LOCKS_MAX: usize = 100_000;
-/// Email addresses remembered.
+/// Email addresses and channel choices remembered.
 const EMAIL_CACHE_MAX: usize = 100_000;
+/// How long a user's channel choice is used before it is read again.
+const CHANNELS_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,9 +111,6 @@ impl NotifyConfig {
         }
         if self.attempt_timeout_ms == 0 || self.poll_interval_ms == 0 {
             return Err("attempt_timeout_ms and poll_interval_ms must be positive".into());
-        }
-        if self.webhook.is_none() && self.smtp.is_none() {
-            return Err("configure a webhook, smtp, or both".into());
         }
         if let Some(webhook) = &self.webhook {
             if !webhook.url.starts_with("http://") && !webhook.url.starts_with("https://") {
@@ -237,6 +237,8 @@ pub struct Worker {
     /// `(shard, lock number)` -> pending lock.
     watched: BTreeMap<(String, u64), Watched>,
     emails: BTreeMap<UserId, Option<String>>,
+    /// Users' channels as last read, and when.
+    channels: BTreeMap<UserId, (std::time::Instant, Option<Channels>)>,
 }
 
 impl Worker {
@@ -273,6 +275,7 @@ impl Worker {
             positions: BTreeMap::new(),
             watched: BTreeMap::new(),
             emails: BTreeMap::new(),
+            channels: BTreeMap::new(),
         })
     }
 
@@ -555,16 +558,65 @@ impl Worker {
         if self.config.webhook.is_some() {
             self.with_retries("webhook", notification).await;
         }
-        if self.smtp.is_some() {
+        let channels = self.channels_of(UserId(notification.user_id)).await;
+        if channels.as_ref().is_some_and(|c| c.webhook_url.is_some()) {
+            self.with_retries("user_webhook", notification).await;
+        }
+        // Unknown channels (the global shard did not answer) fall back to the default.
+        let email = channels.is_none_or(|c| c.email);
+        if self.smtp.is_some() && email {
             self.with_retries("email", notification).await;
         }
+    }
+
+    /// The user's channels (cached for `CHANNELS_TTL`); `None` when unknown.
+    async fn channels_of(&mut self, user: UserId) -> Option<Channels> {
+        if let Some((at, known)) = self.channels.get(&user) {
+            if at.elapsed() < CHANNELS_TTL {
+                return known.clone();
+            }
+        }
+        let global = self.state.config.global_shard.clone();
+        let query = Query::NotificationChannels { user };
+        let known = match self
+            .state
+            .read(&global, query, Consistency::Stale, None)
+            .await
+        {
+            Ok((QueryResponse::NotificationChannels(channels), _)) => Some(channels),
+            // No account: only the operator's webhook hears of it.
+            Err(problem) if problem.status == axum::http::StatusCode::NOT_FOUND => Some(Channels {
+                email: false,
+                ..Channels::default()
+            }),
+            _ => None,
+        };
+        if self.channels.len() >= EMAIL_CACHE_MAX {
+            self.channels.pop_first();
+        }
+        self.channels
+            .insert(user, (std::time::Instant::now(), known.clone()));
+        known
     }
 
     async fn with_retries(&mut self, channel: &'static str, notification: &Notification) {
         let mut last_error = String::new();
         for attempt in 0..self.config.attempts_max {
             let result = match channel {
-                "webhook" => self.webhook(notification).await,
+                "webhook" => match &self.config.webhook {
+                    Some(webhook) => {
+                        let (url, secret) = (webhook.url.clone(), webhook.secret.clone());
+                        self.webhook(&url, &secret, notification).await
+                    }
+                    None => Ok(()),
+                },
+                "user_webhook" => {
+                    let channels = self.channels_of(UserId(notification.user_id)).await;
+                    match channels.and_then(|c| Some((c.webhook_url?, c.webhook_secret?))) {
+                        Some((url, secret)) => self.webhook(&url, &secret, notification).await,
+                        None => Ok(()),
+                    }
+                }
                 _ => self.email(notification).await,
             };
             match result {
@@ -597,10 +649,12 @@ impl Worker {
         self.dead_letter(channel, notification, &last_error);
     }
 
-    async fn webhook(&self, notification: &Notification) -> Result<(), String> {
-        let Some(webhook) = &self.config.webhook else {
-            return Ok(());
-        };
+    async fn webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        notification: &Notification,
+    ) -> Result<(), String> {
         let body = serde_json::to_vec(&json!({
             "id": notification.id,
             "kind": notification.kind,
@@ -609,10 +663,10 @@ impl Worker {
             "data": notification.body,
         }))
         .map_err(|e| e.to_string())?;
-        let signature = sign(webhook.secret.as_bytes(), now_ms(), &body);
+        let signature = sign(secret.as_bytes(), now_ms(), &body);
         let response = self
             .http
-            .post(&webhook.url)
+            .post(url)
             .timeout(Duration::from_millis(self.config.attempt_timeout_ms))
             .header("content-type", "application/json")
             .header("x-notification-id", &notification.id)
@@ -758,10 +812,110 @@ mod tests {
             ["mumbai-12-1-booking_cancelled", "mumbai-12-1-refund_issued"]
         );
         assert_eq!(notifications_of("mumbai", &record)[1].id, all[1].id);
-        let config = NotifyConfig::default();
+        let config = NotifyConfig {
+            attempts_max: 0,
+            ..NotifyConfig::default()
+        };
         assert!(
             config.validate().is_err(),
-            "a worker without channels is refused"
+            "a worker that never tries is refused"
         );
     }
+}
+
+/// Body of `POST /api/v1/users/{userId}/notification-channels`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ChannelsBody {
+    /// Where to POST this user's notifications; `null` for none.
+    pub webhook_url: Option<String>,
+    /// Whether to email the account's address.
+    #[serde(default = "yes")]
+    pub email: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The user a channels request is about: the caller, or anyone for an admin; another
+/// user's is 404.
+fn channels_user(caller: &crate::app::AuthUser, id: &str) -> Result<UserId, Problem> {
+    let user = id
+        .parse::<u64>()
+        .map(UserId)
+        .map_err(|_| Problem::not_found("no such user"))?;
+    if user != caller.id && !caller.is_admin() {
+        return Err(Problem::not_found("no such user"));
+    }
+    Ok(user)
+}
+
+/// `GET /api/v1/users/{userId}/notification-channels` (self or admin).
+pub async fn get_channels(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    caller: crate::app::AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    let user = channels_user(&caller, &id)?;
+    let global = state.config.global_shard.clone();
+    let query = Query::NotificationChannels { user };
+    let (response, meta) = state
+        .read(&global, query, Consistency::Linearizable, None)
+        .await?;
+    let QueryResponse::NotificationChannels(channels) = response else {
+        return Err(Problem::unavailable(
+            "unexpected answer from the global shard",
+        ));
+    };
+    let body = json!({
+        "user_id": user.0,
+        "webhook_url": channels.webhook_url,
+        "webhook_signed": channels.webhook_secret.is_some(),
+        "email": channels.email,
+    });
+    Ok((meta.headers(), axum::Json(body)).into_response())
+}
+
+/// `POST /api/v1/users/{userId}/notification-channels`: sets the user's webhook and
+/// email choice. A new webhook gets a fresh signing secret, returned once.
+pub async fn set_channels(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    caller: crate::app::AuthUser,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    crate::app::Body(body): crate::app::Body<ChannelsBody>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    let user = channels_user(&caller, &id)?;
+    let secret = body
+        .webhook_url
+        .as_ref()
+        .map(|_| crate::auth::new_refresh_token().0);
+    let command = CommandKind::SetNotificationChannels {
+        user,
+        webhook_url: body.webhook_url.clone(),
+        webhook_secret: secret.clone(),
+        email: body.email,
+    };
+    let global = state.config.global_shard.clone();
+    let written = state
+        .write(&global, &caller.request_id(&headers)?, command)
+        .await?;
+    let mut answer = json!({
+        "user_id": user.0,
+        "webhook_url": body.webhook_url,
+        "webhook_signed": secret.is_some(),
+        "email": body.email,
+    });
+    if let Some(secret) = secret {
+        // Shown once: deliveries carry X-Signature, HMAC-SHA256 with it (see `verify`).
+        answer["webhook_secret"] = json!(secret);
+    }
+    Ok((
+        axum::http::StatusCode::OK,
+        written.headers(),
+        axum::Json(answer),
+    )
+        .into_response())
 }

@@ -103,25 +103,7 @@ impl ReadModels {
     /// The model of `city` (a city id), starting its consumer on first use, after it
     /// has loaded (or the request timeout passed: 503).
     pub async fn city(&self, state: &Shared, city: &str) -> Result<Arc<CityModel>, Problem> {
-        let shard = state.shard_of_city(city)?;
-        let (model, started) = {
-            let mut cities = self.cities.lock().map_err(|_| poisoned())?;
-            match cities.get(&shard) {
-                Some(model) => (model.clone(), false),
-                None => {
-                    let model = Arc::new(CityModel {
-                        shard: shard.clone(),
-                        city: city.to_owned(),
-                        state: RwLock::new(CityState::default()),
-                    });
-                    cities.insert(shard.clone(), model.clone());
-                    (model, true)
-                }
-            }
-        };
-        if started {
-            tokio::spawn(consume(Arc::downgrade(state), model.clone()));
-        }
+        let model = self.start(state, city)?;
         let deadline = Instant::now() + state.timeout();
         loop {
             {
@@ -144,6 +126,31 @@ impl ReadModels {
         Ok(model)
     }
 
+    /// The model of `city`, its consumer started if it was not (without waiting for
+    /// it to load): a user's activity is learnt in every city, not only those asked.
+    pub fn start(&self, state: &Shared, city: &str) -> Result<Arc<CityModel>, Problem> {
+        let shard = state.shard_of_city(city)?;
+        let (model, started) = {
+            let mut cities = self.cities.lock().map_err(|_| poisoned())?;
+            match cities.get(&shard) {
+                Some(model) => (model.clone(), false),
+                None => {
+                    let model = Arc::new(CityModel {
+                        shard: shard.clone(),
+                        city: city.to_owned(),
+                        state: RwLock::new(CityState::default()),
+                    });
+                    cities.insert(shard.clone(), model.clone());
+                    (model, true)
+                }
+            }
+        };
+        if started {
+            tokio::spawn(consume(Arc::downgrade(state), model.clone()));
+        }
+        Ok(model)
+    }
+
     fn record_user(&self, user: UserId, activity: Activity) {
         let Ok(mut users) = self.users.lock() else {
             return;
@@ -161,17 +168,21 @@ impl ReadModels {
         }
     }
 
-    /// The user's recent bookings, newest first.
+    /// The user's recent bookings, newest first (by shard time: cities' consumers
+    /// report them in their own order).
     pub fn user_activity(&self, user: UserId) -> Vec<Activity> {
-        self.users
+        let mut recent: Vec<Activity> = self
+            .users
             .lock()
             .map(|users| {
                 users
                     .get(&user)
-                    .map(|recent| recent.iter().rev().cloned().collect())
+                    .map(|recent| recent.iter().cloned().collect())
                     .unwrap_or_default()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        recent.sort_by_key(|activity| std::cmp::Reverse(activity.at_ms));
+        recent
     }
 }
 

@@ -17,9 +17,10 @@
 //!
 //! Ranking: every query word is matched against each document word exactly (weight
 //! 1.0), as a prefix (0.7, words of three or more characters), or within one edit (0.5)
-//! or two (0.3, words of eight or more characters); a match in the title counts three
-//! times, the theater 1.5 times, the genre once. Documents that match more query words
-//! come first, then higher scores, then earlier shows.
+//! or two (0.3, words of eight or more characters; numbers are never fuzzy); a match in
+//! the title counts three times, the theater 1.5 times, the genre once. Only shows that
+//! match every query word are returned (or, when none does, those matching the most
+//! words); higher scores first, then earlier shows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use unicode_normalization::char::is_combining_mark;
@@ -221,7 +222,9 @@ impl SearchIndex {
                 }
             }
         }
-        if chars >= FUZZY_CHARS_MIN {
+        // Numbers are not misspelt words: "2898" must not find "2899".
+        let numeric = query.chars().any(|c| c.is_ascii_digit());
+        if chars >= FUZZY_CHARS_MIN && !numeric {
             let edits = if chars >= TWO_EDITS_CHARS_MIN { 2 } else { 1 };
             for variant in deletion_variants(query, edits) {
                 let Some(words) = self.deletions.get(&variant) else {
@@ -299,6 +302,10 @@ impl SearchIndex {
                 })
             })
             .collect();
+        // Shows that match every word of the query, or if none does, those that match
+        // the most words ("avengers mumbai" still finds Avengers).
+        let most = hits.iter().map(|hit| hit.1).max().unwrap_or(0);
+        hits.retain(|hit| hit.1 == most);
         let count = hits.len();
         let order = |a: &(Slot, u8, f64, u64), b: &(Slot, u8, f64, u64)| {
             b.1.cmp(&a.1)
@@ -440,7 +447,14 @@ mod tests {
         assert!(titles(&index, "zzzzzz").is_empty());
         // A title match ranks above a theater match; more matched words rank first.
         assert_eq!(titles(&index, "avengers"), ["Avengers: Endgame", "Jawan"]);
-        assert_eq!(titles(&index, "action jawan")[0], "Jawan");
+        assert_eq!(titles(&index, "action jawan"), ["Jawan"]);
+        // Every word must match; a word no show has is dropped only when nothing else
+        // is left.
+        assert_eq!(titles(&index, "avengers endgame"), ["Avengers: Endgame"]);
+        assert_eq!(
+            titles(&index, "avengers mumbai"),
+            ["Avengers: Endgame", "Jawan"]
+        );
     }
 
     #[test]
@@ -484,6 +498,9 @@ mod tests {
         let index = index();
         let long = "é".repeat(500);
         assert!(titles(&index, &long).is_empty());
+        // Numbers match exactly or by prefix, never within an edit.
+        assert_eq!(titles(&index, "stree 2"), ["Stree 2"]);
+        assert!(titles(&index, "3").is_empty());
         let many = "jawan ".repeat(50);
         assert_eq!(titles(&index, &many), ["Jawan"]);
         assert!(titles(&index, "").is_empty());

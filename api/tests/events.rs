@@ -144,6 +144,34 @@ async fn sse_resumes_after_disconnect_without_gap_or_duplicate() {
     assert_eq!(message.data["type"], "seats_locked");
     assert_eq!(message.data["booking_id"], late.as_str());
     assert!(index_of(message.id.as_deref().unwrap()) > index_of(&last));
+
+    // Every replica derives the same stream: once caught up, all three serve the same
+    // events, so a consumer may switch replicas at any event id.
+    let head = h.cluster.nodes[0]
+        .node
+        .events("mumbai", 0, 0, 100_000)
+        .unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..200 {
+        replicas = h
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.node.events("mumbai", 0, 0, 100_000).unwrap().events)
+            .collect::<Vec<_>>();
+        if replicas
+            .iter()
+            .all(|events| events.len() == replicas[0].len())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(head.events.len() >= truth.len());
+    assert!(
+        replicas.windows(2).all(|w| w[0] == w[1]),
+        "replicas serve different streams"
+    );
     h.stop().await;
 }
 
@@ -221,6 +249,65 @@ async fn customers_see_their_own_events_and_anonymous_seat_changes() {
         streamed.push(message.data);
     }
     assert_eq!(&streamed, items);
+
+    // Anyone may follow the show's seat map without a token: only anonymous changes.
+    let mut public = h
+        .http
+        .get(format!("{}/api/v1/shows/{show}/seats/events", h.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::OK);
+    let mut text = String::new();
+    while text.matches("data:").count() < 5 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), public.chunk())
+            .await
+            .expect("public events")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(public);
+    let public_items: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let kinds: Vec<&str> = public_items
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "show_published",
+            "seat_status",
+            "seat_status",
+            "seat_status",
+            "seat_status"
+        ]
+    );
+    assert!(
+        public_items.iter().all(|i| i.get("user_id").is_none()),
+        "{public_items:?}"
+    );
+    let (status, page) = h
+        .call(
+            "GET",
+            &format!("/api/v1/shows/{show}/seats/events?limit=2"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // `limit` bounds the events read; a filtered view may hold fewer.
+    assert!(page["items"].as_array().unwrap().len() <= 2, "{page}");
+    assert!(page["next_cursor"].is_string());
+    let (status, _) = h
+        .call("GET", "/api/v1/shows/atlantis-1/seats/events", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Refusals: no token, the global shard, a show of another city, a bad cursor.
     let (status, _) = h

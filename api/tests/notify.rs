@@ -27,6 +27,9 @@ struct Delivery {
     kind: String,
     body: Value,
     signed: bool,
+    /// The `X-Signature` header and the raw body, to check other secrets.
+    signature: String,
+    raw: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -55,6 +58,8 @@ async fn webhook_server(receiver: Arc<Receiver>) -> String {
                     kind: value["kind"].as_str().unwrap_or("").to_owned(),
                     signed: api::notify::verify(SECRET.as_bytes(), signature, &body),
                     body: value,
+                    signature: signature.to_owned(),
+                    raw: body.to_vec(),
                 };
                 let hang = delivery.kind == "booking_confirmed"
                     && receiver.hang_confirmed.swap(false, Ordering::SeqCst);
@@ -421,5 +426,119 @@ async fn two_workers_of_one_consumer_do_not_loop_on_each_others_cursor() {
     for worker in workers {
         worker.abort();
     }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_own_webhook_is_signed_with_their_secret_and_email_can_be_off() {
+    let h = Harness::start().await;
+    let operator = Arc::new(Receiver::default());
+    let operator_url = webhook_server(operator.clone()).await;
+    let personal = Arc::new(Receiver::default());
+    let personal_url = webhook_server(personal.clone()).await;
+    let mail = Arc::new(Mutex::new(Vec::new()));
+    let smtp_port = smtp_server(mail.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let client = h.cluster.client();
+    let user = api::demo::create_account(
+        &client,
+        "kiran@example.test",
+        "+919800000888",
+        "a long passphrase",
+        Role::Customer,
+    )
+    .await
+    .unwrap();
+    let other = api::demo::create_account(
+        &client,
+        "dev@example.test",
+        "+919800000999",
+        "a long passphrase",
+        Role::Customer,
+    )
+    .await
+    .unwrap();
+    let token = h.token(user.0, Role::Customer);
+    let path = format!("/api/v1/users/{}/notification-channels", user.0);
+
+    let (status, body) = h.call("GET", &path, Some(&token), None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["email"].clone(), body["webhook_url"].clone()),
+        (json!(true), Value::Null)
+    );
+    let (status, _) = h
+        .call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"webhook_url": "ftp://nope"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let stranger = h.token(other.0, Role::Customer);
+    let (status, _) = h
+        .call(
+            "POST",
+            &path,
+            Some(&stranger),
+            Some(json!({"webhook_url": personal_url})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    let (status, _) = h.call("GET", &path, Some(&stranger), None).await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    let (status, set) = h
+        .call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"webhook_url": personal_url, "email": false})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{set}");
+    let secret = set["webhook_secret"].as_str().unwrap().to_owned();
+    let (_, shown) = h.call("GET", &path, Some(&token), None).await;
+    assert_eq!(shown["webhook_signed"], true);
+    assert!(
+        shown.get("webhook_secret").is_none(),
+        "the secret is shown once: {shown}"
+    );
+
+    let worker = tokio::spawn(
+        Worker::new(
+            h.state.clone(),
+            config("notify-own", &operator_url, Some(smtp_port), &dead),
+        )
+        .unwrap()
+        .run(std::future::pending()),
+    );
+    let show = h.show(4, 10).await;
+    let (booking, _) = h.lock(user.0, &show, &[3]).await;
+    h.pay(user.0, &booking).await;
+    let got = || personal.deliveries.lock().unwrap().clone();
+    wait_until("the user's own webhook", || {
+        got().iter().any(|d| d.kind == "booking_confirmed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.abort();
+    let mine = got()
+        .into_iter()
+        .find(|d| d.kind == "booking_confirmed")
+        .unwrap();
+    assert!(api::notify::verify(
+        secret.as_bytes(),
+        &mine.signature,
+        &mine.raw
+    ));
+    assert!(
+        !mine.signed,
+        "signed with the operator's secret instead of the user's"
+    );
+    let theirs = operator.deliveries.lock().unwrap().clone();
+    assert!(theirs.iter().any(|d| d.id == mine.id && d.signed));
+    assert!(mail.lock().unwrap().is_empty(), "email was turned off");
     h.stop().await;
 }

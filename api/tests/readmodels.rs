@@ -201,6 +201,35 @@ async fn trending_reflects_bookings_within_the_reported_staleness() {
     );
     assert_eq!(mine["recent_genres"], serde_json::json!(["action"]));
     assert_eq!(mine["for_you"][0]["title"], "Jawan");
+    // A booking in another city joins the user's history once that city's model,
+    // started by the signed-in feed, has read it.
+    let delhi = h.theater("delhi", "Delhi Screens", 4, 10).await;
+    let delhi_show = h.show_at(&delhi, "Stree 2", "horror", 2).await;
+    let (booking, _) = h.lock(8_001, &delhi_show, &[0]).await;
+    h.pay(8_001, &booking).await;
+    let mut mine = Value::Null;
+    for _ in 0..400 {
+        let (_, body) = h
+            .call("GET", "/api/v1/home/feeds?city=mumbai", Some(&me), None)
+            .await;
+        mine = body;
+        if mine["recent_cities"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        mine["recent_cities"],
+        serde_json::json!(["delhi", "mumbai"]),
+        "{mine}"
+    );
+    assert_eq!(
+        mine["recent_genres"],
+        serde_json::json!(["horror", "action"])
+    );
     let (status, _) = h
         .call(
             "GET",

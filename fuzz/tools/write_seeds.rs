@@ -10,7 +10,10 @@
 use seat_ledger_fuzz::{frame_all, seeded_ledger, T0_MS};
 use state_machine::snapshot::SnapshotBody;
 use state_machine::testkit::command;
-use state_machine::{BookingId, Command, CommandKind, LockId, Role, SeatId, ShowId, UserId};
+use state_machine::{
+    Actor, BookingId, Command, CommandKind, GatewayStatus, LockId, Role, SeatId, ShowId, TicketId,
+    TicketStatus, UserId,
+};
 use std::path::Path;
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -165,6 +168,158 @@ fn write_all_seeds() {
                         old_hash: "h1".into(),
                         new_hash: "h3".into(),
                         expires_at: at(10_000),
+                    },
+                ),
+            ],
+        ),
+        (
+            "payment-saga",
+            vec![
+                lock("r1", 1, 2, 7, &[30, 31]),
+                command(
+                    "r2",
+                    at(2),
+                    CommandKind::StartPayment {
+                        booking: BookingId(5),
+                        user: UserId(7),
+                        method: "sandbox-approve".into(),
+                        discount_minor: 0,
+                        coupon: None,
+                    },
+                ),
+                command(
+                    "r3",
+                    at(3),
+                    CommandKind::RecordGatewayState {
+                        booking: BookingId(5),
+                        gateway_ref: "pay_1".into(),
+                        payment_url: "http://127.0.0.1:1/pay/pay_1".into(),
+                        status: GatewayStatus::Succeeded,
+                        version: 2,
+                        amount_minor: 40_000,
+                        reason: None,
+                    },
+                ),
+                command(
+                    "r4",
+                    at(4),
+                    CommandKind::CancelBooking {
+                        booking: BookingId(5),
+                        user: UserId(7),
+                    },
+                ),
+            ],
+        ),
+        (
+            "coupons-referrals",
+            vec![
+                command(
+                    "r1",
+                    at(1),
+                    CommandKind::CreateCoupon {
+                        code: "FEST10".into(),
+                        percent: 10,
+                        max_discount_minor: 5_000,
+                        valid_from: at(0),
+                        valid_until: at(100_000),
+                        max_uses: 1,
+                    },
+                ),
+                command(
+                    "r2",
+                    at(2),
+                    CommandKind::ReserveCoupon {
+                        code: "FEST10".into(),
+                        booking: "mumbai-9".into(),
+                        user: UserId(7),
+                        price_minor: 40_000,
+                    },
+                ),
+                command(
+                    "r3",
+                    at(3),
+                    CommandKind::ReserveCoupon {
+                        code: "FEST10".into(),
+                        booking: "mumbai-10".into(),
+                        user: UserId(8),
+                        price_minor: 40_000,
+                    },
+                ),
+                command(
+                    "r4",
+                    at(4),
+                    CommandKind::SettleCouponUse {
+                        code: "FEST10".into(),
+                        booking: "mumbai-9".into(),
+                        confirmed: false,
+                    },
+                ),
+                command(
+                    "r5",
+                    at(5),
+                    CommandKind::RegisterReferral {
+                        referee: UserId(8),
+                        code: "REF-u4".into(),
+                    },
+                ),
+            ],
+        ),
+        (
+            "tickets-audit-cursor",
+            vec![
+                command(
+                    "r1",
+                    at(1),
+                    CommandKind::OpenTicket {
+                        customer: UserId(4),
+                        booking: "mumbai-5".into(),
+                        subject: "Refund".into(),
+                        body: "Where is my refund?".into(),
+                    },
+                ),
+                command(
+                    "r2",
+                    at(2),
+                    CommandKind::PostTicketMessage {
+                        ticket: TicketId(5),
+                        actor: Actor {
+                            user: UserId(1),
+                            agent: true,
+                        },
+                        body: "On its way.".into(),
+                    },
+                ),
+                command(
+                    "r3",
+                    at(3),
+                    CommandKind::SetTicketStatus {
+                        ticket: TicketId(5),
+                        actor: Actor {
+                            user: UserId(1),
+                            agent: true,
+                        },
+                        status: TicketStatus::Resolved,
+                    },
+                ),
+                command(
+                    "r4",
+                    at(4),
+                    CommandKind::RecordAudit {
+                        actor: "u1 (admin)".into(),
+                        action: "set_role".into(),
+                        target: "u4".into(),
+                        detail: "requested sre".into(),
+                    },
+                ),
+                command(
+                    "r5",
+                    at(5),
+                    CommandKind::AdvanceCursor {
+                        consumer: "notify".into(),
+                        stream: "mumbai".into(),
+                        index: 9,
+                        seq: 0,
+                        replay_from: 3,
                     },
                 ),
             ],

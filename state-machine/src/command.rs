@@ -202,6 +202,13 @@ pub enum CommandKind {
         referee: UserId,
         booking: String,
     },
+    /// `global` shard: where a user's notifications go (the api checked the caller).
+    SetNotificationChannels {
+        user: UserId,
+        webhook_url: Option<String>,
+        webhook_secret: Option<String>,
+        email: bool,
+    },
 }
 
 impl CommandKind {
@@ -234,6 +241,7 @@ impl CommandKind {
             CommandKind::SettleCouponUse { .. } => "settle_coupon_use",
             CommandKind::RegisterReferral { .. } => "register_referral",
             CommandKind::RewardReferral { .. } => "reward_referral",
+            CommandKind::SetNotificationChannels { .. } => "set_notification_channels",
         }
     }
 }

@@ -125,6 +125,7 @@ impl Ledger {
         self.check_payment_invariants()?;
         self.check_coupon_invariants()?;
         self.check_referral_invariants()?;
+        self.check_channel_invariants()?;
         Ok(())
     }
 }

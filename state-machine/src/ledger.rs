@@ -61,6 +61,8 @@ pub struct State {
     pub coupon_uses: BTreeMap<String, CouponUse>,
     /// Referrals by referee (`global` shard only).
     pub referrals: BTreeMap<UserId, crate::referrals::Referral>,
+    /// Users' notification channels (`global` shard only).
+    pub channels: BTreeMap<UserId, crate::channels::Channels>,
 }
 
 /// Lookup structures rebuilt from `State` on load; never persisted.
@@ -116,6 +118,7 @@ pub struct Changes {
     pub coupons: BTreeSet<String>,
     pub coupon_uses: BTreeSet<String>,
     pub referrals: BTreeSet<UserId>,
+    pub channels: BTreeSet<UserId>,
 }
 
 /// What one applied command produced.
@@ -525,6 +528,17 @@ impl Ledger {
             CommandKind::RewardReferral { referee, booking } => {
                 self.reward_referral(*referee, booking)
             }
+            CommandKind::SetNotificationChannels {
+                user,
+                webhook_url,
+                webhook_secret,
+                email,
+            } => self.set_channels(
+                *user,
+                webhook_url.as_deref(),
+                webhook_secret.as_deref(),
+                *email,
+            ),
         }
     }
 

@@ -27,6 +27,7 @@
 //! - `store`: the RocksDB image, atomic batches, reopen.
 //! - `snapshot`: the framed, checksummed snapshot format.
 //! - `support`: customer support tickets (the `global` shard).
+//! - `channels`: users' notification channels (the `global` shard).
 //! - `cursors`: durable positions of event-stream consumers (the `global` shard).
 //! - `codec`: the one binary encoding (bincode 2) with decode limits.
 //! - `planted` (feature `planted-bugs` only): switchable faults for the Jepsen-style suite.
@@ -34,6 +35,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod channels;
 pub mod codec;
 pub mod command;
 pub mod coupons;

@@ -131,6 +131,9 @@ pub enum Applied {
         referee: UserId,
         rewarded: bool,
     },
+    ChannelsSet {
+        user: UserId,
+    },
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each

@@ -131,6 +131,10 @@ pub enum Query {
     Referrals {
         user: UserId,
     },
+    /// `global` shard: a user's notification channels (the default when never set).
+    NotificationChannels {
+        user: UserId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +231,7 @@ pub enum QueryResponse {
         next: Option<String>,
     },
     Referrals(crate::referrals::ReferralSummary),
+    NotificationChannels(crate::channels::Channels),
 }
 
 impl Ledger {
@@ -389,6 +394,14 @@ impl Ledger {
                     return Err(Rejection::UnknownUser { user: *user });
                 }
                 Ok(QueryResponse::Referrals(self.referral_summary(*user)))
+            }
+            Query::NotificationChannels { user } => {
+                if !self.state.users.contains_key(user) {
+                    return Err(Rejection::UnknownUser { user: *user });
+                }
+                Ok(QueryResponse::NotificationChannels(
+                    self.state.channels.get(user).cloned().unwrap_or_default(),
+                ))
             }
         }
     }

@@ -11,11 +11,9 @@
 //! `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`, `S|show`, `X|show|seat`
 //! (only seats that are not available), `B|booking`, `R|request id`, `E|log index|seq`
 //! (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
-//! `W|consumer cursor`.
-//! `M:clock`, `M:marker`, `T|theater`, `S|show`, `X|show|seat` (only seats that are not
-//! available), `B|booking`, `R|request id`, `E|log index|seq` (events), `U|user`,
-//! `K|token hash`, `P|booking` (payments), `V|booking` (ratings), `C|code` (coupons),
-//! `Q|code/booking` (coupon uses), `F|referee` (referrals).
+//! `W|consumer cursor`, `N|user` (notification channels), `P|booking` (payments),
+//! `V|booking` (ratings), `C|code` (coupons), `O|code/booking` (coupon uses),
+//! `F|referee` (referrals). Every prefix byte is distinct (`PREFIXES`, tested).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -51,8 +49,32 @@ const CURSOR: u8 = b'W';
 const PAYMENT: u8 = b'P';
 const RATING: u8 = b'V';
 const COUPON: u8 = b'C';
-const COUPON_USE: u8 = b'Q';
+const COUPON_USE: u8 = b'O';
 const REFERRAL: u8 = b'F';
+const CHANNELS: u8 = b'N';
+/// Every key prefix byte (`M` starts the metadata keys). Two kinds of record under one
+/// byte would be read back as each other.
+#[cfg(test)]
+const PREFIXES: [u8; 18] = [
+    b'M',
+    THEATER,
+    SHOW,
+    SEAT,
+    BOOKING,
+    REQUEST,
+    EVENT,
+    USER,
+    REFRESH_TOKEN,
+    AUDIT,
+    TICKET,
+    CURSOR,
+    PAYMENT,
+    RATING,
+    COUPON,
+    COUPON_USE,
+    REFERRAL,
+    CHANNELS,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -253,6 +275,10 @@ impl LedgerStore {
             let value = state.referrals.get(&id);
             put_or_delete(batch, key(REFERRAL, &id.0.to_be_bytes()), value);
         }
+        for user in changes.channels {
+            let value = state.channels.get(&user);
+            put_or_delete(batch, key(CHANNELS, &user.0.to_be_bytes()), value);
+        }
         for id in changes.requests {
             put_or_delete(
                 batch,
@@ -416,6 +442,12 @@ impl LedgerStore {
         }
         for (id, referral) in &state.referrals {
             batch.put(key(REFERRAL, &id.0.to_be_bytes()), codec::encode(referral));
+        }
+        for (user, channels) in &state.channels {
+            batch.put(
+                key(CHANNELS, &user.0.to_be_bytes()),
+                codec::encode(channels),
+            );
         }
         for event in &decoded.events {
             batch.put(event_key(event.index, event.seq), codec::encode(event));
@@ -626,6 +658,12 @@ fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
             .insert(UserId(be_u64("referee id", id)?), referral);
         Ok(())
     })?;
+    scan(db, CHANNELS, "notification channels", |id, channels| {
+        state
+            .channels
+            .insert(UserId(be_u64("channels user", id)?), channels);
+        Ok(())
+    })?;
     Ok((state, marker))
 }
 
@@ -648,4 +686,19 @@ fn last_event_index(db: &DB) -> Result<Option<LogIndex>, StoreError> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    #[test]
+    fn every_key_prefix_is_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for prefix in super::PREFIXES {
+            assert!(
+                seen.insert(prefix),
+                "key prefix {:?} is used twice",
+                prefix as char
+            );
+        }
+    }
 }

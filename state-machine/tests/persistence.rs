@@ -328,7 +328,7 @@ fn a_well_framed_snapshot_that_breaks_invariants_is_refused() {
 }
 
 #[test]
-fn tickets_and_consumer_cursors_survive_reopen_and_snapshot() {
+fn tickets_cursors_and_channels_survive_reopen_and_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
     let at = |at_ms: u64, kind: CommandKind| Command {
@@ -377,8 +377,37 @@ fn tickets_and_consumer_cursors_survive_reopen_and_snapshot() {
             ),
         ),
     ];
+    let mut commands = commands;
+    commands.push((
+        4,
+        at(
+            13,
+            CommandKind::RegisterUser {
+                email: "kiran@example.test".into(),
+                phone: "+919800000888".into(),
+                name: "Kiran".into(),
+                password_hash: "hash".into(),
+                role: Role::Customer,
+            },
+        ),
+    ));
+    commands.push((
+        5,
+        at(
+            14,
+            CommandKind::SetNotificationChannels {
+                user: UserId(4),
+                webhook_url: Some("https://hooks.example/kiran".into()),
+                webhook_secret: Some("0123456789abcdef".into()),
+                email: false,
+            },
+        ),
+    ));
     let results = store.apply_batch(&commands, b"m").unwrap();
-    assert!(results.iter().all(|r| r.outcome.is_applied()));
+    assert!(
+        results.iter().all(|r| r.outcome.is_applied()),
+        "{results:?}"
+    );
     let digest = store.ledger().digest();
     let snapshot = store.export_snapshot().unwrap();
     drop(store);
@@ -391,6 +420,7 @@ fn tickets_and_consumer_cursors_survive_reopen_and_snapshot() {
         2
     );
     assert_eq!(reopened.ledger().state().cursors.len(), 1);
+    assert_eq!(reopened.ledger().state().channels.len(), 1);
     let other = tempfile::tempdir().unwrap();
     let mut installed = open(other.path());
     installed.install_snapshot(&snapshot).unwrap();
