@@ -1001,7 +1001,8 @@ async fn a_seat_hoarding_bot_is_capped_rate_limited_and_its_locks_expire() {
             "POST",
             &lock_path,
             Some(&bot),
-            Some(json!({"seats": [0, 1, 2, 3], "ttl_seconds": 3})),
+            // Long enough that the hammering below ends before it, even on a loaded machine.
+            Some(json!({"seats": [0, 1, 2, 3], "ttl_seconds": 8})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{lock}");
@@ -1041,7 +1042,7 @@ async fn a_seat_hoarding_bot_is_capped_rate_limited_and_its_locks_expire() {
         json!({"available": 16, "locked": 4, "booked": 0})
     );
     // The bot's locks expire on the ledger clock; the sweeper frees the seats.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
     loop {
         let counts = h.counts(&show).await;
         if counts["locked"] == json!(0) {
