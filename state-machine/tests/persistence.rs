@@ -93,7 +93,16 @@ fn command_log_mixed(seed: u64, len: usize, saga: bool) -> Vec<(LogIndex, Comman
         let user = UserId(rng.next_u64() % 6);
         let earlier = LockId(4 + rng.next_u64() % (index - 3));
         let kinds = if saga { 14 } else { 10 };
-        let kind = match rng.next_u64() % kinds {
+        // Half the granted locks are paid for at once (the next command).
+        let roll = match locks.last() {
+            Some((lock, _)) if saga && lock.0 == index - 1 && rng.next_u64() % 2 == 0 => 9,
+            // Without the saga, 9 is a sweep as it always was (same log per seed).
+            _ => match rng.next_u64() % kinds {
+                9 if !saga => 13,
+                roll => roll,
+            },
+        };
+        let kind = match roll {
             0..=3 => CommandKind::LockSeats {
                 show: ShowId(2 + rng.next_u64() % 2),
                 user,
@@ -117,7 +126,10 @@ fn command_log_mixed(seed: u64, len: usize, saga: bool) -> Vec<(LogIndex, Comman
             },
             // The booking saga: payments and gateway reports, coupons and their uses.
             9 => {
-                let recent = recent_lock(&locks, &mut rng, (earlier, user));
+                let recent = match locks.last() {
+                    Some(last) if last.0 .0 == index - 1 => *last,
+                    _ => recent_lock(&locks, &mut rng, (earlier, user)),
+                };
                 CommandKind::StartPayment {
                     booking: BookingId::of_lock(recent.0),
                     user: recent.1,
