@@ -95,7 +95,7 @@ fn command_log_mixed(seed: u64, len: usize, saga: bool) -> Vec<(LogIndex, Comman
         let kinds = if saga { 14 } else { 10 };
         // Half the granted locks are paid for at once (the next command).
         let roll = match locks.last() {
-            Some((lock, _)) if saga && lock.0 == index - 1 && rng.next_u64() % 2 == 0 => 9,
+            Some((lock, _)) if saga && lock.0 == index - 1 && rng.next_u64().is_multiple_of(2) => 9,
             // Without the saga, 9 is a sweep as it always was (same log per seed).
             _ => match rng.next_u64() % kinds {
                 9 if !saga => 13,
