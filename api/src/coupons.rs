@@ -349,6 +349,16 @@ async fn referral_summary(
 /// A confirmed booking may be its user's first: reward their referrer (the ledger
 /// rewards each referee once). Best effort; a confirmed booking is never undone for it.
 pub async fn reward_referrer(state: &Shared, shard: &str, booking: &Booking) {
+    // Most customers were referred by nobody: a read (no log write) says so.
+    let global = state.config.global_shard.clone();
+    let query = Query::Referrals { user: booking.user };
+    match state
+        .read(&global, query, Consistency::Linearizable, None)
+        .await
+    {
+        Ok((QueryResponse::Referrals(summary), _)) if summary.referred_by.is_some() => {}
+        _ => return,
+    }
     let command = CommandKind::RewardReferral {
         referee: booking.user,
         booking: ext_id(shard, booking.id.0),

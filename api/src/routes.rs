@@ -885,6 +885,16 @@ pub async fn payment_webhook(
         )
     })?;
     let (shard, number) = shard_id(&state, &booking, "booking")?;
+    if event.payment.status == GatewayStatus::Pending {
+        // "Still pending" decides nothing, and the create call's answer already told
+        // the ledger (or the poller will): one log write saved per payment.
+        metrics::counter!("seat_ledger_api_webhooks_total", "result" => "pending").increment(1);
+        return Ok(reply(
+            StatusCode::OK,
+            HeaderMap::new(),
+            json!({ "received": event.id, "saga_step": null }),
+        ));
+    }
     let written = crate::saga::record(&state, &shard, BookingId(number), &event.payment).await?;
     metrics::counter!("seat_ledger_api_webhooks_total", "result" => "recorded").increment(1);
     let mut status = None;

@@ -224,6 +224,9 @@ pub async fn settle(
 ) -> Result<(Booking, Option<Payment>, crate::app::ReadMeta), Problem> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(state.config.payment.wait_ms);
+    // Reads back off (25, 50, 100, 200 ms, ...) so that many waiting payers do not
+    // flood the replicas.
+    let mut pause = Duration::from_millis(25);
     loop {
         let found =
             read_payment(state, shard, booking, Consistency::Session, Some(min_index)).await?;
@@ -234,7 +237,8 @@ pub async fn settle(
         if !waiting || tokio::time::Instant::now() >= deadline {
             return Ok(found);
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 

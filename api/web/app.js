@@ -417,6 +417,11 @@
       confirmBooking(hold);
     } else if (status.status === "pending") {
       expireHold();
+    } else if (status.status === "refund_pending" || status.status === "refunded") {
+      clearHold();
+      say($("seat-message"), "The payment went through after your hold expired, so the " +
+        "seats were not kept; the full amount is refunded.", "error");
+      await refreshSeats();
     } else {
       clearHold();
       say($("seat-message"), `The payment was declined${status.reason ? ` (${status.reason})` : ""}. ` +

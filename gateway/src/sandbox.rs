@@ -750,3 +750,75 @@ async fn set_behaviour(
 async fn stats(State(inner): State<Shared>) -> Json<DeliveryStats> {
     Json(*lock(&inner.stats))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> CreatePayment {
+        CreatePayment {
+            amount_minor: 100,
+            currency: "INR".into(),
+            method: "sandbox-approve".into(),
+            metadata: BTreeMap::new(),
+            webhook_url: None,
+        }
+    }
+
+    #[test]
+    fn every_bound_of_a_create_is_enforced() {
+        assert!(check_create(&body()).is_ok());
+        let cases: Vec<CreatePayment> = vec![
+            CreatePayment {
+                amount_minor: 0,
+                ..body()
+            },
+            CreatePayment {
+                amount_minor: AMOUNT_MINOR_MAX + 1,
+                ..body()
+            },
+            CreatePayment {
+                currency: "inr".into(),
+                ..body()
+            },
+            CreatePayment {
+                metadata: (0..=METADATA_ENTRIES_MAX)
+                    .map(|n| (n.to_string(), String::new()))
+                    .collect(),
+                ..body()
+            },
+            CreatePayment {
+                metadata: BTreeMap::from([("k".into(), "v".repeat(TEXT_BYTES_MAX + 1))]),
+                ..body()
+            },
+            CreatePayment {
+                webhook_url: Some("ftp://example".into()),
+                ..body()
+            },
+            CreatePayment {
+                webhook_url: Some(format!("http://{}", "a".repeat(URL_BYTES_MAX))),
+                ..body()
+            },
+        ];
+        for case in cases {
+            assert!(check_create(&case).is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn methods_are_known_or_refused_by_name() {
+        for fine in [
+            "sandbox-approve",
+            "sandbox-decline",
+            "sandbox-timeout",
+            "sandbox-delay-0",
+            "sandbox-delay-600000",
+        ] {
+            assert!(validate_method(fine).is_ok(), "{fine}");
+        }
+        for bad in ["card", "sandbox-delay-600001", "sandbox-delay-x", ""] {
+            let error = validate_method(bad).unwrap_err();
+            assert!(error.contains("sandbox-approve"), "{error}");
+        }
+    }
+}

@@ -9,7 +9,7 @@
 //!   seat-map reads, and linearizable seat counts.
 //! - `expiry`: one show of 16 seats, locks of 1 or 2 s, and confirms sent within
 //!   +-400 ms of the lock's expiry, so that confirms race the expiry on log time.
-//! - `saga`: one show of 16 seats, locks of 2 or 3 s, and payments through the sandbox
+//! - `saga`: two shows of 48 seats, locks of 2 or 3 s, and payments through the sandbox
 //!   gateway with every outcome: approve, decline, never answer, and approve after
 //!   0.3, 1.5 or 4 s (past the lock: refunded). A payment is followed to its end
 //!   (bounded). A payment meant to succeed is a `confirm`; a declined one is a
@@ -65,7 +65,7 @@ impl Workload {
             Workload::Register => (1, 1, 4),
             Workload::Bookings => (2, 3, 16),
             Workload::Expiry => (1, 2, 8),
-            Workload::Saga => (1, 2, 8),
+            Workload::Saga => (2, 3, 16),
         }
     }
 }

@@ -1285,7 +1285,9 @@ impl Ledger {
                 .remove(&(booking.expires_at, booking_id.lock()));
         }
         let refund_due_minor = if was_paid && refund_full {
-            booking.total_price_minor
+            // What was paid: the price less a coupon's discount when the saga paid it.
+            self.paid_minor(booking_id)
+                .unwrap_or(booking.total_price_minor)
         } else {
             0
         };

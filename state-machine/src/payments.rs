@@ -454,6 +454,15 @@ impl Ledger {
         });
     }
 
+    /// What the customer paid for a booking through the saga (its captured payment).
+    pub(crate) fn paid_minor(&self, booking_id: BookingId) -> Option<u64> {
+        self.state
+            .payments
+            .get(&booking_id)
+            .filter(|p| p.status == PaymentStatus::Captured)
+            .map(|p| p.amount_minor)
+    }
+
     /// Called when a confirmed booking ends with `refund_minor` due: its captured
     /// payment, if the saga made one, now owes that refund.
     pub(crate) fn payment_after_cancel(&mut self, booking_id: BookingId, refund_minor: u64) {
@@ -1007,6 +1016,32 @@ mod tests {
             }
             assert_eq!(s.ledger.seat_counts(s.show).available, 40);
         }
+    }
+
+    #[test]
+    fn a_discounted_booking_cancelled_refunds_what_was_paid() {
+        let mut s = Saga::new(10 * HOUR_MS);
+        let Applied::SeatsLocked { booking, .. } = s.ok(CommandKind::LockSeats {
+            show: s.show,
+            user: ALICE,
+            seats: vec![SeatId(0)],
+            ttl_ms: Some(60_000),
+        }) else {
+            panic!()
+        };
+        s.ok(start(booking, 4_000));
+        s.ok(report(booking, GatewayStatus::Succeeded, 1, 16_000));
+        let Applied::BookingCancelled {
+            refund_due_minor, ..
+        } = s.ok(CommandKind::CancelBooking {
+            booking,
+            user: ALICE,
+        })
+        else {
+            panic!()
+        };
+        assert_eq!(refund_due_minor, 16_000);
+        assert_eq!(s.payment(booking).refund_minor, 16_000);
     }
 
     #[test]

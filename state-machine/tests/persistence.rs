@@ -26,9 +26,28 @@ fn rng(seed: u64) -> TestRng {
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
+/// One of the last three locks proposed, with its user.
+fn recent_lock(
+    locks: &[(LockId, UserId)],
+    rng: &mut TestRng,
+    fallback: (LockId, UserId),
+) -> (LockId, UserId) {
+    locks
+        .iter()
+        .rev()
+        .nth((rng.next_u64() % 3) as usize)
+        .copied()
+        .unwrap_or(fallback)
+}
+
 /// A log of `len` commands over two shows: setup, then random locks, confirms,
-/// releases, cancels and sweeps with a clock that sometimes goes back.
+/// releases, cancels and sweeps with a clock that sometimes goes back, and (with
+/// `saga`) payments, gateway reports, coupons and their uses.
 fn command_log(seed: u64, len: usize) -> Vec<(LogIndex, Command)> {
+    command_log_mixed(seed, len, true)
+}
+
+fn command_log_mixed(seed: u64, len: usize, saga: bool) -> Vec<(LogIndex, Command)> {
     let mut rng = rng(seed);
     let start = 5_000_000u64;
     let mut log = vec![
@@ -62,11 +81,28 @@ fn command_log(seed: u64, len: usize) -> Vec<(LogIndex, Command)> {
         ),
     ];
     let mut clock = start as i64;
+    // Locks granted so far with their users, so payments name their owner; a shadow
+    // ledger tells which were granted and what each payment asks.
+    let mut locks: Vec<(LockId, UserId)> = Vec::new();
+    let mut shadow = Ledger::new(Limits::default());
+    for (index, entry) in &log {
+        shadow.apply(*index, entry);
+    }
     for index in 4..len as u64 + 4 {
         clock = (clock + (rng.next_u64() % 50_000) as i64 - 10_000).max(0);
         let user = UserId(rng.next_u64() % 6);
         let earlier = LockId(4 + rng.next_u64() % (index - 3));
-        let kind = match rng.next_u64() % 10 {
+        let kinds = if saga { 14 } else { 10 };
+        // Half the granted locks are paid for at once (the next command).
+        let roll = match locks.last() {
+            Some((lock, _)) if saga && lock.0 == index - 1 && rng.next_u64().is_multiple_of(2) => 9,
+            // Without the saga, 9 is a sweep as it always was (same log per seed).
+            _ => match rng.next_u64() % kinds {
+                9 if !saga => 13,
+                roll => roll,
+            },
+        };
+        let kind = match roll {
             0..=3 => CommandKind::LockSeats {
                 show: ShowId(2 + rng.next_u64() % 2),
                 user,
@@ -88,6 +124,63 @@ fn command_log(seed: u64, len: usize) -> Vec<(LogIndex, Command)> {
                 booking: BookingId::of_lock(earlier),
                 user,
             },
+            // The booking saga: payments and gateway reports, coupons and their uses.
+            9 => {
+                let recent = match locks.last() {
+                    Some(last) if last.0 .0 == index - 1 => *last,
+                    _ => recent_lock(&locks, &mut rng, (earlier, user)),
+                };
+                CommandKind::StartPayment {
+                    booking: BookingId::of_lock(recent.0),
+                    user: recent.1,
+                    method: "sandbox-approve".into(),
+                    discount_minor: 0,
+                    coupon: None,
+                }
+            }
+            10 | 11 => {
+                let recent = recent_lock(&locks, &mut rng, (earlier, user));
+                CommandKind::RecordGatewayState {
+                    booking: BookingId::of_lock(recent.0),
+                    gateway_ref: format!("pay_{}", recent.0 .0),
+                    payment_url: String::new(),
+                    status: [
+                        GatewayStatus::Pending,
+                        GatewayStatus::Succeeded,
+                        GatewayStatus::Failed,
+                        GatewayStatus::Canceled,
+                        GatewayStatus::Refunded,
+                    ][(rng.next_u64() % 5) as usize],
+                    version: 1 + rng.next_u64() % 4,
+                    amount_minor: shadow
+                        .state()
+                        .payments
+                        .get(&BookingId::of_lock(recent.0))
+                        .map_or(20_000, |p| p.amount_minor),
+                    reason: None,
+                }
+            }
+            12 => match rng.next_u64() % 3 {
+                0 => CommandKind::CreateCoupon {
+                    code: format!("SAVE-{}", rng.next_u64() % 3),
+                    percent: 10,
+                    max_discount_minor: 5_000,
+                    valid_from: 0,
+                    valid_until: u64::MAX / 2,
+                    max_uses: 2,
+                },
+                1 => CommandKind::ReserveCoupon {
+                    code: format!("SAVE-{}", rng.next_u64() % 3),
+                    booking: format!("delhi-{}", earlier.0),
+                    user,
+                    price_minor: 20_000,
+                },
+                _ => CommandKind::SettleCouponUse {
+                    code: format!("SAVE-{}", rng.next_u64() % 3),
+                    booking: format!("delhi-{}", earlier.0),
+                    confirmed: rng.next_u64().is_multiple_of(2),
+                },
+            },
             _ => CommandKind::ExpireLocks { max_locks: 5 },
         };
         let request = format!(
@@ -98,7 +191,13 @@ fn command_log(seed: u64, len: usize) -> Vec<(LogIndex, Command)> {
                 index
             }
         );
-        log.push((index, command(&request, clock as u64, kind)));
+        let entry = command(&request, clock as u64, kind);
+        if let Outcome::Applied(Applied::SeatsLocked { lock, .. }) =
+            shadow.apply(index, &entry).outcome
+        {
+            locks.push((lock, user));
+        }
+        log.push((index, entry));
     }
     log
 }
@@ -120,6 +219,13 @@ fn replicas_restored_from_a_snapshot_reach_the_same_digest() {
     assert!(
         outcomes.iter().filter(|o| o.is_applied()).count() > 50,
         "the log does too little"
+    );
+    let state = memory.state();
+    assert!(
+        !state.payments.is_empty() && !state.coupons.is_empty(),
+        "seed {seed}: the log made no payment or coupon ({} payments, {} coupons)",
+        state.payments.len(),
+        state.coupons.len()
     );
 
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
@@ -201,7 +307,7 @@ fn events_beyond_the_retention_window_are_dropped() {
         ..Limits::default()
     };
     let mut store = LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
-    let log = command_log(11, 300);
+    let log = command_log_mixed(11, 300, false);
     for chunk in log.chunks(10) {
         store.apply_batch(chunk, b"m").unwrap();
     }
