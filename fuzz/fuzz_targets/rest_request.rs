@@ -78,7 +78,12 @@ fn target() -> &'static Target {
             },
             jwt: Default::default(),
             tls: None,
-            payment: Default::default(),
+            // The pay handler waits at most this for a result, within the request's
+            // 1 ms deadline.
+            payment: api::config::PaymentConfig {
+                wait_ms: 0,
+                ..Default::default()
+            },
         };
         let state = api::app::AppState::new(config, keys.clone(), gateway)
             .expect("fuzz api config is valid");
