@@ -31,9 +31,7 @@ use axum::response::{IntoResponse, Response};
 use raft_node::protocol::{Consistency, EventsReply};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use state_machine::{
-    BookingId, Event, EventRecord, Query, QueryResponse, Role, ShowId, UserId,
-};
+use state_machine::{BookingId, Event, EventRecord, Query, QueryResponse, Role, ShowId, UserId};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;

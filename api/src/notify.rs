@@ -900,7 +900,11 @@ mod tests {
         let refunded = notifications_of("mumbai", &payment(PaymentStatus::Refunded, 500), false);
         assert_eq!(refunded.len(), 1);
         assert_eq!(
-            (refunded[0].id.as_str(), refunded[0].kind, refunded[0].user_id),
+            (
+                refunded[0].id.as_str(),
+                refunded[0].kind,
+                refunded[0].user_id
+            ),
             ("mumbai-14-0-refund_issued", "refund_issued", 4)
         );
         assert_eq!(refunded[0].body["refund_minor"], 500);

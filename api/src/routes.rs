@@ -1071,9 +1071,8 @@ pub async fn cancel(
         }
         let mut body = views::booking(&shard, &now);
         body["payment_status"] = json!(refund_status);
-        let summary = format!(
-            "cancelled; refund {refund_minor} minor units, payment {refund_status}"
-        );
+        let summary =
+            format!("cancelled; refund {refund_minor} minor units, payment {refund_status}");
         Ok(((written.headers(), body), summary))
     };
     let (written_headers, body) = if booking.user == caller.id {

@@ -513,7 +513,13 @@ async fn coupon_creation_and_refunds_on_a_customers_behalf_are_audited() {
 
     // A customer cannot create coupons, and the refusal records nothing.
     let (status, _) = h
-        .call("POST", "/api/v1/coupons", &customer, Some(coupon.clone()), None)
+        .call(
+            "POST",
+            "/api/v1/coupons",
+            &customer,
+            Some(coupon.clone()),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(h.trail(&admin).await.is_empty());

@@ -605,7 +605,10 @@ async fn payment_events_have_shapes_and_only_the_payer_sees_them() {
         .all(|i| i.get("user_id").is_none_or(|u| u == 4_001)));
     let other = page_of(Some(h.token(4_002, Role::Customer)), events.clone()).await;
     assert!(payments(&other, &mine).is_empty(), "{other:?}");
-    assert_eq!(payments(&other, &theirs).len(), payments(&all, &theirs).len());
+    assert_eq!(
+        payments(&other, &theirs).len(),
+        payments(&all, &theirs).len()
+    );
     // Without a show filter too (payments are filtered by payer, not only by show).
     let unfiltered = page_of(Some(me), "/api/v1/events?city=mumbai".into()).await;
     assert!(payments(&unfiltered, &theirs).is_empty());

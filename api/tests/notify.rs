@@ -576,7 +576,10 @@ async fn refund_issued_is_sent_once_when_the_gateway_refund_is_recorded() {
     };
     let (booking, _) = h.lock(user, &show, &[0, 1]).await;
     h.pay(user, &booking).await;
-    wait_until("booking_confirmed", || !of_kind("booking_confirmed").is_empty()).await;
+    wait_until("booking_confirmed", || {
+        !of_kind("booking_confirmed").is_empty()
+    })
+    .await;
 
     // The gateway does not answer refunds: the cancellation leaves the refund due, and
     // nothing may claim it was issued.
@@ -591,7 +594,10 @@ async fn refund_issued_is_sent_once_when_the_gateway_refund_is_recorded() {
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["payment_status"], "refund_pending", "{cancelled}");
-    wait_until("booking_cancelled", || !of_kind("booking_cancelled").is_empty()).await;
+    wait_until("booking_cancelled", || {
+        !of_kind("booking_cancelled").is_empty()
+    })
+    .await;
     // Notifications of one event go out together; give the poller a few rounds too.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(
