@@ -1,7 +1,9 @@
 //! The audit trail as the api writes and serves it (`state_machine::audit`): admin
 //! actions that pass through the api (role changes, show cancellations with their
-//! refunds) are recorded in the `global` shard with who (the caller's user id and the
-//! role its token carried), when (the log entry's leader-stamped time) and what.
+//! refunds, an admin's cancellation of a customer's booking with its refund
+//! (`routes::cancel`), coupon creation (`coupons::create_coupon`)) are recorded in
+//! the `global` shard with who (the caller's user id and the role its token carried),
+//! when (the log entry's leader-stamped time) and what.
 //!
 //! An action is recorded twice: `requested ...` before it runs, so nothing happens
 //! unrecorded (if the trail cannot be written, the action is refused with 503), and

@@ -59,7 +59,7 @@ fn coupon_view(coupon: &Coupon) -> Value {
     })
 }
 
-/// `POST /api/v1/coupons` (admin).
+/// `POST /api/v1/coupons` (admin; audited).
 pub async fn create_coupon(
     State(state): State<Shared>,
     caller: AuthUser,
@@ -83,9 +83,31 @@ pub async fn create_coupon(
         max_uses: body.max_uses,
     };
     let global = state.config.global_shard.clone();
-    let written = state
-        .write(&global, &caller.request_id(&headers)?, command)
-        .await?;
+    let request = caller.request_id(&headers)?;
+    let terms = format!(
+        "{}% off, at most {} minor units, {} uses, valid {} to {}",
+        body.percent,
+        body.max_discount_minor,
+        body.max_uses,
+        views::rfc3339(valid_from),
+        views::rfc3339(valid_until)
+    );
+    // An admin action: recorded in the audit trail (requested, then applied/rejected).
+    let run = async {
+        let written = state.write(&global, &request, command).await?;
+        Ok((written, terms.clone()))
+    };
+    let target = format!("coupon:{}", body.code);
+    let written = crate::audit::audited(
+        &state,
+        &caller,
+        &request,
+        "create_coupon",
+        &target,
+        terms.clone(),
+        run,
+    )
+    .await?;
     let coupon = read_coupon(&state, &body.code, Some(written.index)).await?;
     Ok((
         StatusCode::CREATED,

@@ -8,9 +8,10 @@
 //! it saw: nothing skipped, nothing doubled.
 //!
 //! Access: admin and sre see every event; anyone else sees the events of their own
-//! bookings in full, catalog events, and other people's seat changes only as anonymous
-//! `seat_status` events (what a live seat map needs). The `global` shard is for admin
-//! and sre only.
+//! bookings in full (their payments and ratings too), catalog events, and other
+//! people's seat changes only as anonymous `seat_status` events (what a live seat map
+//! needs); other people's payments and ratings not at all, and the public seat stream
+//! never shows a payment or rating. The `global` shard is for admin and sre only.
 //!
 //! Retention: replicas keep a bounded window of events (`event_retention_indexes` in
 //! the cluster's ledger limits) in the state machine's store, so events outlive log
@@ -30,9 +31,7 @@ use axum::response::{IntoResponse, Response};
 use raft_node::protocol::{Consistency, EventsReply};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use state_machine::{
-    BookingId, Event, EventRecord, LockId, Query, QueryResponse, Role, ShowId, UserId,
-};
+use state_machine::{BookingId, Event, EventRecord, Query, QueryResponse, Role, ShowId, UserId};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -47,7 +46,8 @@ pub const STREAMS_MAX: usize = 1_024;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Consecutive failed fetches after which a stream gives up (the client reconnects).
 const STREAM_FAILURES_MAX: u32 = 25;
-/// Lock owners remembered per stream (for `lock_extended`, which names no user).
+/// Booking owners remembered per stream (for `lock_extended` and `booking_rated`,
+/// which name no user).
 const OWNER_CACHE_MAX: usize = 4_096;
 
 /// Shared by every request of this api node.
@@ -141,7 +141,8 @@ struct Reader {
     shard: String,
     viewer: Viewer,
     show: Option<ShowId>,
-    owners: BTreeMap<LockId, bool>,
+    /// Bookings (and their locks) known to be the viewer's or not.
+    owners: BTreeMap<BookingId, bool>,
 }
 
 /// One fetched page, shaped for the viewer.
@@ -285,7 +286,20 @@ impl Reader {
                 seat_status(&self.shard, record, *show, seats, "booked")
             }),
             Event::LockExtended { lock, .. } => match me {
-                Some(me) => self.owns(*lock, me, record.index).await?.then_some(full),
+                Some(me) => self
+                    .owns(BookingId::of_lock(*lock), me, record.index)
+                    .await?
+                    .then_some(full),
+                None => None,
+            },
+            // Payments are private like the booking they pay for: the payer sees them,
+            // nobody else (not even anonymously: amounts and refunds say too much).
+            Event::PaymentStarted { user, .. } | Event::PaymentChanged { user, .. } => {
+                (Some(*user) == me).then_some(full)
+            }
+            // A rating names the booking, not its author: only the author sees it.
+            Event::BookingRated { booking, .. } => match me {
+                Some(me) => self.owns(*booking, me, record.index).await?.then_some(full),
                 None => None,
             },
             // Accounts and anything newer are not for customers.
@@ -295,15 +309,13 @@ impl Reader {
         Ok(view)
     }
 
-    /// Whether `lock` is `me`'s, asked once per stream from a replica that has applied
-    /// the event that names it.
-    async fn owns(&mut self, lock: LockId, me: UserId, index: u64) -> Result<bool, Problem> {
-        if let Some(owned) = self.owners.get(&lock) {
+    /// Whether `booking` (or the lock of the same number) is `me`'s, asked once per
+    /// stream from a replica that has applied the event that names it.
+    async fn owns(&mut self, booking: BookingId, me: UserId, index: u64) -> Result<bool, Problem> {
+        if let Some(owned) = self.owners.get(&booking) {
             return Ok(*owned);
         }
-        let query = Query::Booking {
-            booking: BookingId::of_lock(lock),
-        };
+        let query = Query::Booking { booking };
         let owned = match self
             .state
             .read(&self.shard, query, Consistency::Session, Some(index))
@@ -317,7 +329,7 @@ impl Reader {
         if self.owners.len() >= OWNER_CACHE_MAX {
             self.owners.pop_first();
         }
-        self.owners.insert(lock, owned);
+        self.owners.insert(booking, owned);
         Ok(owned)
     }
 }
@@ -350,7 +362,10 @@ pub fn event_show(event: &Event) -> Option<ShowId> {
         | Event::LockReleased { show, .. }
         | Event::LockExpired { show, .. }
         | Event::BookingConfirmed { show, .. }
-        | Event::BookingCancelled { show, .. } => Some(*show),
+        | Event::BookingCancelled { show, .. }
+        | Event::PaymentStarted { show, .. }
+        | Event::PaymentChanged { show, .. }
+        | Event::BookingRated { show, .. } => Some(*show),
         #[allow(unreachable_patterns)]
         _ => None,
     }
@@ -364,7 +379,9 @@ pub fn event_user(event: &Event) -> Option<UserId> {
         | Event::LockReleased { user, .. }
         | Event::LockExpired { user, .. }
         | Event::BookingConfirmed { user, .. }
-        | Event::BookingCancelled { user, .. } => Some(*user),
+        | Event::BookingCancelled { user, .. }
+        | Event::PaymentStarted { user, .. }
+        | Event::PaymentChanged { user, .. } => Some(*user),
         #[allow(unreachable_patterns)]
         _ => None,
     }
@@ -491,6 +508,34 @@ pub fn event_json(shard: &str, record: &EventRecord) -> Value {
         }),
         Event::TicketStatusChanged { ticket, status } => json!({
             "type": "ticket_status_changed", "ticket_id": id(ticket.0), "status": status.as_str(),
+        }),
+        Event::PaymentStarted {
+            show,
+            booking,
+            user,
+            amount_minor,
+        } => json!({
+            "type": "payment_started", "show_id": id(show.0), "booking_id": id(booking.0),
+            "user_id": user.0, "amount_minor": amount_minor,
+        }),
+        Event::PaymentChanged {
+            show,
+            booking,
+            user,
+            status,
+            refund_minor,
+        } => json!({
+            "type": "payment_changed", "show_id": id(show.0), "booking_id": id(booking.0),
+            "user_id": user.0, "status": status.as_str(), "refund_minor": refund_minor,
+        }),
+        Event::BookingRated {
+            show,
+            theater,
+            booking,
+            stars,
+        } => json!({
+            "type": "booking_rated", "show_id": id(show.0), "theater_id": id(theater.0),
+            "booking_id": id(booking.0), "stars": stars,
         }),
         // Variants added later appear in their serde form until they get a shape here.
         #[allow(unreachable_patterns)]
@@ -723,6 +768,7 @@ fn problem_event(problem: &Problem) -> SseEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state_machine::LockId;
 
     #[test]
     fn positions_and_ids_round_trip() {
@@ -766,5 +812,72 @@ mod tests {
         let full = event_json("mumbai", &record);
         assert_eq!(full["user_id"], 77);
         assert_eq!(full["type"], "seats_locked");
+    }
+
+    #[test]
+    fn payment_and_rating_events_have_their_own_shapes() {
+        let record = |event| EventRecord {
+            index: 20,
+            seq: 2,
+            at_ms: 1_700_000_000_000,
+            event,
+        };
+        let started = event_json(
+            "mumbai",
+            &record(Event::PaymentStarted {
+                show: ShowId(3),
+                booking: BookingId(9),
+                user: UserId(77),
+                amount_minor: 45_000,
+            }),
+        );
+        assert_eq!(
+            started,
+            json!({
+                "type": "payment_started", "show_id": "mumbai-3", "booking_id": "mumbai-9",
+                "user_id": 77, "amount_minor": 45_000, "id": "20-2", "index": 20, "seq": 2,
+                "shard": "mumbai", "at": rfc3339(1_700_000_000_000),
+            })
+        );
+        let changed = event_json(
+            "mumbai",
+            &record(Event::PaymentChanged {
+                show: ShowId(3),
+                booking: BookingId(9),
+                user: UserId(77),
+                status: state_machine::PaymentStatus::Refunded,
+                refund_minor: 45_000,
+            }),
+        );
+        assert_eq!(changed["type"], "payment_changed");
+        assert_eq!(changed["status"], "refunded");
+        assert_eq!(changed["refund_minor"], 45_000);
+        assert_eq!(changed["user_id"], 77);
+        let rated = event_json(
+            "mumbai",
+            &record(Event::BookingRated {
+                show: ShowId(3),
+                theater: state_machine::TheaterId(1),
+                booking: BookingId(9),
+                stars: 4,
+            }),
+        );
+        assert_eq!(
+            (rated["type"].clone(), rated["theater_id"].clone()),
+            (json!("booking_rated"), json!("mumbai-1"))
+        );
+        assert_eq!(rated["stars"], 4);
+        for event in [&started, &changed, &rated] {
+            assert_eq!(event["show_id"], "mumbai-3");
+        }
+        // Show filters and per-user views know whose payment it is.
+        let payment = Event::PaymentStarted {
+            show: ShowId(3),
+            booking: BookingId(9),
+            user: UserId(77),
+            amount_minor: 1,
+        };
+        assert_eq!(event_show(&payment), Some(ShowId(3)));
+        assert_eq!(event_user(&payment), Some(UserId(77)));
     }
 }

@@ -39,6 +39,9 @@ pub const COLUMNS: &[&str] = &[
     "city",
     "ticket_id",
     "status",
+    "amount_minor",
+    "refund_minor",
+    "stars",
 ];
 
 /// What an export wrote.

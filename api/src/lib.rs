@@ -228,7 +228,8 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(
             "delete",
             "/api/v1/bookings/{booking_id}",
-            "Cancel a booking",
+            "Cancel a booking, refunding its payment (owner, or admin on the owner's \
+             behalf: recorded in the audit trail)",
             true,
             delete(cancel),
         ),
@@ -270,7 +271,7 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(
             "post",
             "/api/v1/coupons",
-            "Create a coupon (admin)",
+            "Create a coupon (admin; recorded in the audit trail)",
             true,
             post(crate::coupons::create_coupon),
         ),
@@ -300,7 +301,10 @@ pub fn routes() -> Vec<RouteSpec> {
             "/api/v1/events",
             "A city's domain events in log order (?city=&from_index=&cursor=&show=&limit=): \
              JSON page, or Server-Sent Events with Accept: text/event-stream (resume with \
-             Last-Event-ID); 410 with oldest_index when behind the retention window",
+             Last-Event-ID); 410 with oldest_index when behind the retention window. \
+             Admin and sre see every event; customers their own bookings', payments' \
+             (payment_started, payment_changed) and ratings' events, catalog events and \
+             others' seat changes as anonymous seat_status",
             true,
             get(crate::events::events),
         ),

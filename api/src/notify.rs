@@ -2,6 +2,13 @@
 //! event streams and delivers booking confirmed, booking cancelled, refund issued and
 //! lock about to expire to signed webhooks and to the user's email over SMTP.
 //!
+//! "Refund issued" means the money is on its way back: for a booking paid through the
+//! payment saga it is sent when the gateway's refund is recorded (`PaymentChanged` to
+//! refunded, once per payment, whether the refund followed a cancellation or a payment
+//! that succeeded after its lock ended), not when the cancellation merely made it due.
+//! Only a booking paid outside the saga (the node protocol's confirm, which has no
+//! gateway) has its refund announced with its cancellation.
+//!
 //! Delivery is at least once, and each notification carries an id derived from its
 //! event (`shard-index-seq-kind`, or `shard-lock-lock_expiring-expiry`), sent as
 //! `Idempotency-Key` / `X-Notification-Id` to webhooks and as the email's `Message-ID`:
@@ -27,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use state_machine::channels::Channels;
-use state_machine::{BookingId, CommandKind, Event, EventRecord, Query, QueryResponse, UserId};
+use state_machine::{
+    BookingId, CommandKind, Event, EventRecord, PaymentStatus, Query, QueryResponse, UserId,
+};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -173,8 +182,14 @@ pub struct Notification {
     pub body: Value,
 }
 
-/// The notifications an event causes.
-pub fn notifications_of(shard: &str, record: &EventRecord) -> Vec<Notification> {
+/// The notifications an event causes. `paid_through_saga` matters only for a
+/// cancellation with a refund due: whether the booking has a saga payment, whose
+/// refund is announced when the gateway's refund is recorded instead.
+pub fn notifications_of(
+    shard: &str,
+    record: &EventRecord,
+    paid_through_saga: bool,
+) -> Vec<Notification> {
     let make = |kind: &'static str, user: UserId, body: Value| Notification {
         id: format!("{shard}-{}-{kind}", event_id(record.index, record.seq)),
         kind,
@@ -208,11 +223,24 @@ pub fn notifications_of(shard: &str, record: &EventRecord) -> Vec<Notification> 
                                "show_id": ext_id(shard, show.0), "seats": seats(list),
                                "refund_minor": refund_due_minor });
             let mut all = vec![make("booking_cancelled", *user, body.clone())];
-            if *refund_due_minor > 0 {
+            if *refund_due_minor > 0 && !paid_through_saga {
                 all.push(make("refund_issued", *user, body));
             }
             all
         }
+        // The gateway's refund is recorded: the payment reaches refunded only once.
+        Event::PaymentChanged {
+            show,
+            booking,
+            user,
+            status: PaymentStatus::Refunded,
+            refund_minor,
+        } if *refund_minor > 0 => vec![make(
+            "refund_issued",
+            *user,
+            json!({ "booking_id": ext_id(shard, booking.0), "show_id": ext_id(shard, show.0),
+                    "refund_minor": refund_minor, "payment_status": "refunded" }),
+        )],
         _ => Vec::new(),
     }
 }
@@ -456,7 +484,18 @@ impl Worker {
         let next = Position::after(last.index, last.seq);
         for record in &page {
             self.watch(shard, record);
-            for notification in notifications_of(shard, record) {
+            let paid_through_saga = match &record.event {
+                Event::BookingCancelled {
+                    booking,
+                    refund_due_minor,
+                    ..
+                } if *refund_due_minor > 0 => {
+                    self.paid_through_saga(shard, *booking, record.index)
+                        .await?
+                }
+                _ => false,
+            };
+            for notification in notifications_of(shard, record, paid_through_saga) {
                 self.deliver(&notification).await;
             }
         }
@@ -494,6 +533,30 @@ impl Worker {
                 self.jump_to_ledger_cursor(shard).await?;
                 Ok(true)
             }
+            Err(problem) => Err(problem),
+        }
+    }
+
+    /// Whether `booking` has a saga payment, read from a replica that has applied
+    /// the event at `index` (payments are never removed; an unknown booking has none).
+    /// A failed read fails the page, which is retried from its start.
+    async fn paid_through_saga(
+        &self,
+        shard: &str,
+        booking: BookingId,
+        index: u64,
+    ) -> Result<bool, Problem> {
+        match crate::saga::read_payment(
+            &self.state,
+            shard,
+            booking,
+            Consistency::Session,
+            Some(index),
+        )
+        .await
+        {
+            Ok((_, payment, _)) => Ok(payment.is_some()),
+            Err(problem) if problem.status == axum::http::StatusCode::NOT_FOUND => Ok(false),
             Err(problem) => Err(problem),
         }
     }
@@ -805,13 +868,47 @@ mod tests {
                 refund_due_minor: 500,
             },
         };
-        let all = notifications_of("mumbai", &record);
+        // Paid outside the saga: the cancellation is the refund's only record.
+        let all = notifications_of("mumbai", &record, false);
         let ids: Vec<&str> = all.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(
             ids,
             ["mumbai-12-1-booking_cancelled", "mumbai-12-1-refund_issued"]
         );
-        assert_eq!(notifications_of("mumbai", &record)[1].id, all[1].id);
+        assert_eq!(notifications_of("mumbai", &record, false)[1].id, all[1].id);
+        // Paid through the saga: the refund waits for the gateway's.
+        let kinds: Vec<&str> = notifications_of("mumbai", &record, true)
+            .iter()
+            .map(|n| n.kind)
+            .collect();
+        assert_eq!(kinds, ["booking_cancelled"]);
+        let payment = |status, refund_minor| EventRecord {
+            index: 14,
+            seq: 0,
+            at_ms: 6,
+            event: Event::PaymentChanged {
+                show: state_machine::ShowId(3),
+                booking: BookingId(9),
+                user: UserId(4),
+                status,
+                refund_minor,
+            },
+        };
+        for status in [PaymentStatus::RefundDue, PaymentStatus::Captured] {
+            assert!(notifications_of("mumbai", &payment(status, 500), true).is_empty());
+        }
+        let refunded = notifications_of("mumbai", &payment(PaymentStatus::Refunded, 500), false);
+        assert_eq!(refunded.len(), 1);
+        assert_eq!(
+            (
+                refunded[0].id.as_str(),
+                refunded[0].kind,
+                refunded[0].user_id
+            ),
+            ("mumbai-14-0-refund_issued", "refund_issued", 4)
+        );
+        assert_eq!(refunded[0].body["refund_minor"], 500);
+        assert_eq!(refunded[0].body["booking_id"], "mumbai-9");
         let config = NotifyConfig {
             attempts_max: 0,
             ..NotifyConfig::default()

@@ -1042,33 +1042,63 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let (shard, booking, _) = own_booking(&state, caller, &id, Consistency::Linearizable).await?;
+    let request = caller.request_id(&headers)?;
     let command = CommandKind::CancelBooking {
         booking: booking.id,
         user: booking.user,
     };
-    let written = state
-        .write(&shard, &caller.request_id(&headers)?, command)
+    let run = async {
+        let written = state.write(&shard, &request, command).await?;
+        let (now, payment, _) = crate::saga::read_payment(
+            &state,
+            &shard,
+            booking.id,
+            Consistency::Session,
+            Some(written.index),
+        )
         .await?;
-    let (now, payment, _) = crate::saga::read_payment(
-        &state,
-        &shard,
-        booking.id,
-        Consistency::Session,
-        Some(written.index),
-    )
-    .await?;
-    let mut refund_status = payment_status(&now, payment.as_ref());
-    if let Some(payment) = payment.filter(|p| p.status == PaymentStatus::RefundDue) {
-        // Refund at once; if the gateway does not answer, the poller retries.
-        match crate::saga::advance(&state, &shard, &now, &payment).await {
-            Ok(Some(_)) => refund_status = "refunded",
-            Ok(None) => {}
-            Err(problem) => tracing::info!(detail = %problem.detail, "refund deferred"),
+        let mut refund_status = payment_status(&now, payment.as_ref());
+        let refund_minor = payment
+            .as_ref()
+            .map_or(now.refund_due_minor, |p| p.refund_minor);
+        if let Some(payment) = payment.filter(|p| p.status == PaymentStatus::RefundDue) {
+            // Refund at once; if the gateway does not answer, the poller retries.
+            match crate::saga::advance(&state, &shard, &now, &payment).await {
+                Ok(Some(_)) => refund_status = "refunded",
+                Ok(None) => {}
+                Err(problem) => tracing::info!(detail = %problem.detail, "refund deferred"),
+            }
         }
-    }
-    let mut body = views::booking(&shard, &now);
-    body["payment_status"] = json!(refund_status);
-    Ok(reply(StatusCode::OK, written.headers(), body))
+        let mut body = views::booking(&shard, &now);
+        body["payment_status"] = json!(refund_status);
+        let summary =
+            format!("cancelled; refund {refund_minor} minor units, payment {refund_status}");
+        Ok(((written.headers(), body), summary))
+    };
+    let (written_headers, body) = if booking.user == caller.id {
+        run.await?.0
+    } else {
+        // Only an admin reaches another user's booking: cancelling it (and issuing its
+        // refund) on the customer's behalf is an admin action, recorded in the trail.
+        let requested = format!(
+            "cancel the {} booking of user:{} for show:{}, price {} minor units",
+            booking.status.as_str(),
+            booking.user.0,
+            ext_id(&shard, booking.show.0),
+            booking.total_price_minor
+        );
+        crate::audit::audited(
+            &state,
+            &caller,
+            &request,
+            "cancel_booking",
+            &format!("booking:{}", ext_id(&shard, booking.id.0)),
+            requested,
+            run,
+        )
+        .await?
+    };
+    Ok(reply(StatusCode::OK, written_headers, body))
 }
 
 /// The caller's bookings across every city, newest first. The cursor lists, per

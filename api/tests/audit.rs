@@ -99,6 +99,7 @@ impl Harness {
         let url = format!("{}{path}", self.base);
         let mut request = match method {
             "POST" => self.http.post(url),
+            "DELETE" => self.http.delete(url),
             _ => self.http.get(url),
         }
         .bearer_auth(token);
@@ -493,5 +494,214 @@ async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
         .as_str()
         .unwrap()
         .contains(&format!("to node {follower}")));
+    h.stop().await;
+}
+
+/// Admin actions of the payment side: creating a coupon, and cancelling a customer's
+/// paid booking (which issues its refund) are in the trail with who and what; a
+/// customer cancelling their own booking is not an admin action and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coupon_creation_and_refunds_on_a_customers_behalf_are_audited() {
+    let h = Harness::start().await;
+    let (admin_id, admin) = h.account("payadmin", "+919833333311", Role::Admin).await;
+    let admin_actor = format!("user:{admin_id} (admin)");
+    let customer_id = 900_400u64;
+    let customer = h.token(customer_id, Role::Customer);
+    let until = api::views::rfc3339((api::auth::now_s() + 86_400) * 1_000);
+    let coupon = json!({"code": "AUDIT-20", "percent": 20, "max_discount_minor": 4_000,
+        "valid_until": until, "max_uses": 7});
+
+    // A customer cannot create coupons, and the refusal records nothing.
+    let (status, _) = h
+        .call(
+            "POST",
+            "/api/v1/coupons",
+            &customer,
+            Some(coupon.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(h.trail(&admin).await.is_empty());
+    // The admin's coupon: requested, then applied; a retry records nothing new.
+    for _ in 0..2 {
+        let (status, created) = h
+            .call(
+                "POST",
+                "/api/v1/coupons",
+                &admin,
+                Some(coupon.clone()),
+                Some("coupon-1"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    let trail = h.trail(&admin).await;
+    let coupon_target = "coupon:AUDIT-20".to_owned();
+    assert_eq!(
+        summary(&trail),
+        vec![
+            (
+                admin_actor.clone(),
+                "create_coupon".into(),
+                coupon_target.clone(),
+                "applied".into()
+            ),
+            (
+                admin_actor.clone(),
+                "create_coupon".into(),
+                coupon_target.clone(),
+                "requested".into()
+            ),
+        ]
+    );
+    let detail = trail[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("20% off") && detail.contains("7 uses"),
+        "{detail}"
+    );
+
+    // Two paid bookings of one customer.
+    let (status, theater) = h
+        .call(
+            "POST",
+            "/api/v1/theaters",
+            &admin,
+            Some(
+                json!({"city": "delhi", "name": "Refund Hall", "lat": 1.0, "long": 1.0,
+                "screens": [{"name": "One", "rows": [{"label": "A", "seats": 6}]}]}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{theater}");
+    let start_s = api::auth::now_s() + 86_400 * 2;
+    let (status, show) = h
+        .call(
+            "POST",
+            "/api/v1/shows",
+            &admin,
+            Some(
+                json!({"theater_id": theater["id"], "title": "Refunded Premiere",
+                "start_time": api::views::rfc3339(start_s * 1_000),
+                "end_time": api::views::rfc3339((start_s + 7_200) * 1_000),
+                "prices": {"normal_minor": 500, "premium_minor": 500, "vip_minor": 500}}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{show}");
+    let show_id = show["id"].as_str().unwrap().to_owned();
+    let mut bookings = Vec::new();
+    for seats in [json!([0, 1]), json!([2])] {
+        let (status, lock) = h
+            .call(
+                "POST",
+                &format!("/api/v1/shows/{show_id}/seats/lock"),
+                &customer,
+                Some(json!({ "seats": seats })),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{lock}");
+        let booking = lock["booking_id"].as_str().unwrap().to_owned();
+        let (status, paid) = h
+            .call(
+                "POST",
+                &format!("/api/v1/bookings/{booking}/payment"),
+                &customer,
+                Some(json!({"method": "sandbox-approve"})),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
+        bookings.push(booking);
+    }
+    let entries = h.trail(&admin).await.len();
+
+    // The customer cancels one themselves: refunded, and not in the trail.
+    let (status, own) = h
+        .call(
+            "DELETE",
+            &format!("/api/v1/bookings/{}", bookings[1]),
+            &customer,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(own["payment_status"], "refunded", "{own}");
+    assert_eq!(h.trail(&admin).await.len(), entries);
+
+    // The admin cancels the other on the customer's behalf: the refund is issued at
+    // the gateway and the trail says who did it, to which booking, and what came of it.
+    let (status, cancelled) = h
+        .call(
+            "DELETE",
+            &format!("/api/v1/bookings/{}", bookings[0]),
+            &admin,
+            None,
+            Some("refund-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(
+        (
+            cancelled["status"].clone(),
+            cancelled["payment_status"].clone()
+        ),
+        (json!("cancelled"), json!("refunded"))
+    );
+    let trail = h.trail(&admin).await;
+    assert_eq!(trail.len(), entries + 2);
+    let booking_target = format!("booking:{}", bookings[0]);
+    assert_eq!(
+        summary(&trail[..2]),
+        vec![
+            (
+                admin_actor.clone(),
+                "cancel_booking".into(),
+                booking_target.clone(),
+                "applied".into()
+            ),
+            (
+                admin_actor.clone(),
+                "cancel_booking".into(),
+                booking_target.clone(),
+                "requested".into()
+            ),
+        ]
+    );
+    let requested = trail[1]["detail"].as_str().unwrap();
+    assert!(
+        requested.contains(&format!("user:{customer_id}")) && requested.contains(&show_id),
+        "{requested}"
+    );
+    assert_eq!(
+        trail[0]["detail"],
+        json!("applied: cancelled; refund 1000 minor units, payment refunded")
+    );
+
+    // An admin's cancel of an already cancelled booking is refused, and recorded so.
+    let (status, again) = h
+        .call(
+            "DELETE",
+            &format!("/api/v1/bookings/{}", bookings[0]),
+            &admin,
+            None,
+            None,
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {again}");
+    let trail = h.trail(&admin).await;
+    assert_eq!(trail.len(), entries + 4);
+    assert!(
+        trail[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected:"),
+        "{}",
+        trail[0]
+    );
     h.stop().await;
 }

@@ -195,7 +195,13 @@ async fn customers_see_their_own_events_and_anonymous_seat_changes() {
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let items = page["items"].as_array().unwrap();
-    let types: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    // The customer's own payment events are there too (how many depends on whether the
+    // gateway's webhook beat the answer to the create call); the rest is exact.
+    let types: Vec<&str> = items
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .filter(|t| !t.starts_with("payment_"))
+        .collect();
     assert_eq!(
         types,
         [
@@ -207,7 +213,17 @@ async fn customers_see_their_own_events_and_anonymous_seat_changes() {
         ],
         "{page}"
     );
-    for item in items {
+    assert!(
+        items.iter().any(|i| i["type"] == "payment_started"),
+        "{page}"
+    );
+    let items: Vec<Value> = items
+        .iter()
+        .filter(|i| !i["type"].as_str().unwrap().starts_with("payment_"))
+        .cloned()
+        .collect();
+    let all_items = page["items"].as_array().unwrap();
+    for item in all_items {
         assert_eq!(item["show_id"], show.as_str());
         if let Some(user) = item.get("user_id") {
             assert_eq!(user, 3_001, "another user's id leaked: {item}");
@@ -248,7 +264,7 @@ async fn customers_see_their_own_events_and_anonymous_seat_changes() {
     while let Some(message) = stream.next(Duration::from_millis(800)).await {
         streamed.push(message.data);
     }
-    assert_eq!(&streamed, items);
+    assert_eq!(&streamed, all_items);
 
     // Anyone may follow the show's seat map without a token: only anonymous changes.
     let mut public = h
@@ -498,6 +514,114 @@ async fn analytics_export_writes_a_time_range_as_csv() {
         api::export::export_csv(&h.state, "mumbai", 5, 5, Vec::new())
             .await
             .is_err()
+    );
+    h.stop().await;
+}
+
+/// Payment events carry their own shapes (never the `other` catch-all) and are as
+/// private as bookings: the payer sees theirs, admin and sre see all, other customers
+/// and the public seat stream see none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payment_events_have_shapes_and_only_the_payer_sees_them() {
+    let h = Harness::start().await;
+    let show = h.show(4, 10).await;
+    let (mine, _) = h.lock(4_001, &show, &[0, 1]).await;
+    h.pay(4_001, &mine).await;
+    let (theirs, _) = h.lock(4_002, &show, &[6]).await;
+    h.pay(4_002, &theirs).await;
+    let me = h.token(4_001, Role::Customer);
+    let (status, cancelled) = h
+        .call(
+            "DELETE",
+            &format!("/api/v1/bookings/{mine}"),
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["payment_status"], "refunded", "{cancelled}");
+
+    let page_of = |token: Option<String>, path: String| {
+        let h = &h;
+        async move {
+            let (status, page) = h.call("GET", &path, token.as_deref(), None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"].as_array().unwrap().clone()
+        }
+    };
+    let payments = |items: &[Value], booking: &str| -> Vec<Value> {
+        items
+            .iter()
+            .filter(|i| i["type"].as_str().unwrap().starts_with("payment_"))
+            .filter(|i| i["booking_id"] == booking)
+            .cloned()
+            .collect()
+    };
+    let events = format!("/api/v1/events?city=mumbai&show={show}");
+
+    // The admin sees both payments, in full.
+    let admin = h.token(900_000, Role::Admin);
+    let all = page_of(Some(admin), events.clone()).await;
+    assert!(
+        all.iter().all(|i| i["type"] != "other"),
+        "an event without a shape: {all:?}"
+    );
+    let my_payment = payments(&all, &mine);
+    let started = &my_payment[0];
+    assert_eq!(started["type"], "payment_started", "{my_payment:?}");
+    assert_eq!(
+        (
+            started["show_id"].as_str(),
+            started["user_id"].as_u64(),
+            started["amount_minor"].as_u64()
+        ),
+        (Some(show.as_str()), Some(4_001), Some(50_000))
+    );
+    let statuses: Vec<&str> = my_payment[1..]
+        .iter()
+        .map(|i| {
+            assert_eq!(i["type"], "payment_changed");
+            assert_eq!(i["user_id"], 4_001);
+            i["status"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(statuses.last(), Some(&"refunded"), "{my_payment:?}");
+    assert!(statuses.contains(&"captured"), "{my_payment:?}");
+    assert_eq!(my_payment.last().unwrap()["refund_minor"], 50_000);
+    assert!(
+        payments(&all, &theirs)
+            .iter()
+            .any(|i| i["status"] == "captured" && i["user_id"] == 4_002),
+        "{all:?}"
+    );
+
+    // The payer sees their own payment events as the admin does, and none of the other
+    // customer's.
+    let own = page_of(Some(me.clone()), events.clone()).await;
+    assert_eq!(payments(&own, &mine), my_payment);
+    assert!(payments(&own, &theirs).is_empty(), "{own:?}");
+    assert!(own
+        .iter()
+        .all(|i| i.get("user_id").is_none_or(|u| u == 4_001)));
+    let other = page_of(Some(h.token(4_002, Role::Customer)), events.clone()).await;
+    assert!(payments(&other, &mine).is_empty(), "{other:?}");
+    assert_eq!(
+        payments(&other, &theirs).len(),
+        payments(&all, &theirs).len()
+    );
+    // Without a show filter too (payments are filtered by payer, not only by show).
+    let unfiltered = page_of(Some(me), "/api/v1/events?city=mumbai".into()).await;
+    assert!(payments(&unfiltered, &theirs).is_empty());
+    assert_eq!(payments(&unfiltered, &mine), my_payment);
+
+    // Anyone's seat stream: seat changes only, no payment of anybody.
+    let public = page_of(None, format!("/api/v1/shows/{show}/seats/events")).await;
+    assert!(!public.is_empty());
+    assert!(
+        public
+            .iter()
+            .all(|i| i["type"] == "show_published" || i["type"] == "seat_status"),
+        "{public:?}"
     );
     h.stop().await;
 }

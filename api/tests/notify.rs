@@ -542,3 +542,105 @@ async fn a_users_own_webhook_is_signed_with_their_secret_and_email_can_be_off() 
     assert!(mail.lock().unwrap().is_empty(), "email was turned off");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refund_issued_is_sent_once_when_the_gateway_refund_is_recorded() {
+    // A quick reconciliation poller, so a held refund is retried soon after release.
+    let h = Harness::start_configured(
+        state_machine::Limits::default(),
+        harness::timing(),
+        |config| {
+            config.payment.reconcile_interval_ms = 200;
+            config.payment.reconcile_min_age_ms = 300;
+        },
+    )
+    .await;
+    let receiver = Arc::new(Receiver::default());
+    let url = webhook_server(receiver.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let user = 9_301u64;
+    let token = h.token(user, Role::Customer);
+    let show = h.show(4, 10).await;
+    let worker = tokio::spawn(
+        Worker::new(h.state.clone(), config("notify-refund", &url, None, &dead))
+            .unwrap()
+            .run(std::future::pending()),
+    );
+    let deliveries = || receiver.deliveries.lock().unwrap().clone();
+    let of_kind = |kind: &str| {
+        deliveries()
+            .into_iter()
+            .filter(|d| d.kind == kind)
+            .collect::<Vec<_>>()
+    };
+    let (booking, _) = h.lock(user, &show, &[0, 1]).await;
+    h.pay(user, &booking).await;
+    wait_until("booking_confirmed", || {
+        !of_kind("booking_confirmed").is_empty()
+    })
+    .await;
+
+    // The gateway does not answer refunds: the cancellation leaves the refund due, and
+    // nothing may claim it was issued.
+    h.gateway.hold_refunds.store(true, Ordering::SeqCst);
+    let (status, cancelled) = h
+        .call(
+            "DELETE",
+            &format!("/api/v1/bookings/{booking}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["payment_status"], "refund_pending", "{cancelled}");
+    wait_until("booking_cancelled", || {
+        !of_kind("booking_cancelled").is_empty()
+    })
+    .await;
+    // Notifications of one event go out together; give the poller a few rounds too.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        of_kind("refund_issued").is_empty(),
+        "refund announced before the gateway refunded: {:?}",
+        of_kind("refund_issued")
+    );
+
+    // The gateway answers again: the poller refunds, the ledger records it, and the
+    // customer hears of it once, under the id of the event that recorded it.
+    h.gateway.hold_refunds.store(false, Ordering::SeqCst);
+    wait_until("refund_issued", || !of_kind("refund_issued").is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    worker.abort();
+    let refunds = of_kind("refund_issued");
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    let refund = &refunds[0];
+    assert!(refund.signed);
+    assert_eq!(refund.body["user_id"], user);
+    assert_eq!(refund.body["data"]["booking_id"], booking.as_str());
+    assert_eq!(refund.body["data"]["refund_minor"], 50_000);
+    let admin = h.token(900_000, Role::Admin);
+    let (status, page) = h
+        .call(
+            "GET",
+            &format!("/api/v1/events?city=mumbai&show={show}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    let recorded = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "payment_changed" && e["status"] == "refunded")
+        .unwrap_or_else(|| panic!("no refunded payment event: {page}"))
+        .clone();
+    assert_eq!(
+        refund.id,
+        format!("mumbai-{}-refund_issued", recorded["id"].as_str().unwrap())
+    );
+    assert_eq!(of_kind("booking_cancelled").len(), 1);
+    assert!(!dead.exists(), "nothing should be dead-lettered");
+    h.stop().await;
+}

@@ -7,11 +7,15 @@
 
 use api::app::AppState;
 use api::auth::Keys;
+use api::config::ApiConfig;
 use api::demo::DemoCluster;
+use api::payment::{GatewayError, GatewayEvent, GatewayPayment, NewPayment, PaymentGateway};
+use futures_util::future::BoxFuture;
 use raft_node::config::RaftTiming;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use state_machine::{Limits, Role, UserId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +25,54 @@ pub struct Harness {
     pub keys: Keys,
     pub http: reqwest::Client,
     pub state: api::app::Shared,
+    /// The api's payment gateway: the in-process sandbox, whose refunds a test can hold.
+    pub gateway: Arc<GatedGateway>,
     server: tokio::task::JoinHandle<()>,
+}
+
+/// The sandbox gateway (over HTTP, as always) with one switch: while `hold_refunds` is
+/// set, refund calls fail as if the gateway did not answer, so a refund stays due until
+/// the test lets it through and the saga's poller retries it.
+pub struct GatedGateway {
+    pub sandbox: api::payment::SandboxGateway,
+    pub hold_refunds: AtomicBool,
+}
+
+impl PaymentGateway for GatedGateway {
+    fn validate_method(&self, method: &str) -> Result<(), String> {
+        self.sandbox.validate_method(method)
+    }
+    fn create(&self, payment: NewPayment) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
+        self.sandbox.create(payment)
+    }
+    fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
+        self.sandbox.fetch(id)
+    }
+    fn cancel(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
+        self.sandbox.cancel(id)
+    }
+    fn refund(
+        &self,
+        id: &str,
+        amount_minor: u64,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
+        if self.hold_refunds.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(GatewayError::Unavailable(
+                    "refunds are held by the test".into(),
+                ))
+            });
+        }
+        self.sandbox.refund(id, amount_minor, idempotency_key)
+    }
+    fn verify_webhook(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<GatewayEvent, String> {
+        self.sandbox.verify_webhook(headers, body)
+    }
 }
 
 pub fn timing() -> RaftTiming {
@@ -39,6 +90,15 @@ impl Harness {
     }
 
     pub async fn start_with(limits: Limits, timing: RaftTiming) -> Harness {
+        Harness::start_configured(limits, timing, |_| {}).await
+    }
+
+    /// Like `start_with`, with a last word on the api's configuration.
+    pub async fn start_configured(
+        limits: Limits,
+        timing: RaftTiming,
+        configure: impl FnOnce(&mut ApiConfig),
+    ) -> Harness {
         let cluster = DemoCluster::start_with_limits(None, timing, limits)
             .await
             .expect("cluster");
@@ -48,18 +108,14 @@ impl Harness {
         let mut config = cluster.api_config(&addr);
         config.limits.requests_per_second = 10_000;
         config.limits.burst = 10_000;
-        let state = Arc::new(
-            AppState::new(
-                config,
-                keys.clone(),
-                Arc::new(
-                    api::payment::SandboxGateway::start()
-                        .await
-                        .expect("sandbox gateway"),
-                ),
-            )
-            .unwrap(),
-        );
+        configure(&mut config);
+        let gateway = Arc::new(GatedGateway {
+            sandbox: api::payment::SandboxGateway::start()
+                .await
+                .expect("sandbox gateway"),
+            hold_refunds: AtomicBool::new(false),
+        });
+        let state = Arc::new(AppState::new(config, keys.clone(), gateway.clone()).unwrap());
         let served = state.clone();
         let server = tokio::spawn(async move {
             api::serve(listener, served, std::future::pending())
@@ -72,6 +128,7 @@ impl Harness {
             keys,
             http: reqwest::Client::new(),
             state,
+            gateway,
             server,
         }
     }
