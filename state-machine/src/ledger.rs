@@ -992,12 +992,12 @@ impl Ledger {
         Ok(Applied::LocksExpired { locks: due })
     }
 
-    fn cancel_booking(
-        &mut self,
+    /// `user`'s booking `booking_id`: unknown ids and other users' bookings are refused.
+    pub(crate) fn own_booking(
+        &self,
         booking_id: BookingId,
         user: UserId,
-        events: &mut Vec<Event>,
-    ) -> Result<Applied, Rejection> {
+    ) -> Result<&Booking, Rejection> {
         let booking = self
             .state
             .bookings
@@ -1008,6 +1008,16 @@ impl Ledger {
         if booking.user != user {
             return Err(Rejection::NotOwner);
         }
+        Ok(booking)
+    }
+
+    fn cancel_booking(
+        &mut self,
+        booking_id: BookingId,
+        user: UserId,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, Rejection> {
+        let booking = self.own_booking(booking_id, user)?;
         let show = &self.state.shows[&booking.show];
         let cutoff_ms = self.limits.cancel_refund_cutoff_ms;
         let refund_full =

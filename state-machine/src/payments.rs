@@ -210,16 +210,7 @@ impl Ledger {
         if let Some(code) = coupon {
             self.check_text("coupon", code, false)?;
         }
-        let booking = self
-            .state
-            .bookings
-            .get(&booking_id)
-            .ok_or(Rejection::UnknownBooking {
-                booking: booking_id,
-            })?;
-        if booking.user != user {
-            return Err(Rejection::NotOwner);
-        }
+        self.own_booking(booking_id, user)?;
         if let Some(payment) = self.state.payments.get(&booking_id) {
             return Err(Rejection::PaymentExists {
                 booking: booking_id,
@@ -494,16 +485,7 @@ impl Ledger {
             return Err(Rejection::invalid("stars", "1 to 5"));
         }
         self.check_text("message", message, true)?;
-        let booking = self
-            .state
-            .bookings
-            .get(&booking_id)
-            .ok_or(Rejection::UnknownBooking {
-                booking: booking_id,
-            })?;
-        if booking.user != user {
-            return Err(Rejection::NotOwner);
-        }
+        let booking = self.own_booking(booking_id, user)?;
         let show = self.show(booking.show)?;
         if booking.status != BookingStatus::Confirmed || self.state.clock < show.end_ms {
             return Err(Rejection::NotAttended {
