@@ -37,6 +37,8 @@ pub struct AppState {
     /// The event stream's shared state (open-stream cap) and the read models built
     /// from the stream.
     pub events: crate::events::EventsHub,
+    /// Payers waiting for their payment to settle, woken when this node records it.
+    pub settle_waiters: crate::saga::SettleWaiters,
 }
 
 pub type Shared = Arc<AppState>;
@@ -160,6 +162,7 @@ impl AppState {
                 crate::login_guard::Throttle::from_limits(&config.limits),
             ),
             events: Default::default(),
+            settle_waiters: Default::default(),
             config,
         })
     }

@@ -799,6 +799,8 @@ pub async fn pay(
         discount_minor,
         coupon: code.map(str::to_owned),
     };
+    // Registered before the gateway is called: its webhook may arrive at once.
+    let mut wait = state.settle_waiters.register(&shard, booking.id);
     let started = match state.write(&shard, &request, command).await {
         Ok(started) => started,
         Err(problem) => {
@@ -822,7 +824,9 @@ pub async fn pay(
             index = index.max(written.index);
         }
     }
-    let (now, payment, meta) = crate::saga::settle(&state, &shard, booking.id, index).await?;
+    let (now, payment, meta) =
+        crate::saga::settle(&state, &shard, booking.id, index, &mut wait).await?;
+    drop(wait);
     if let Some(payment) = &payment {
         crate::coupons::after_payment(&state, &shard, &now, payment).await;
     }

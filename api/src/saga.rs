@@ -24,8 +24,101 @@ use state_machine::{
     Booking, BookingId, BookingStatus, CommandKind, GatewayStatus, Payment, PaymentStatus, Query,
     QueryResponse,
 };
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::watch;
 use tracing::Instrument;
+
+/// Wakes `pay` requests waiting for their payment to settle when this api node records
+/// a newer state of the payment (usually the gateway's webhook), so a payer is answered
+/// as soon as the ledger has the result instead of at the next poll. A result recorded
+/// by another api node is still found by `settle`'s backed-off polling.
+#[derive(Default)]
+pub struct SettleWaiters {
+    /// The highest log index at which this node recorded each waited-for payment.
+    waiting: Mutex<HashMap<(String, u64), watch::Sender<u64>>>,
+}
+
+/// One request's registration; unregisters when dropped.
+pub struct SettleWait<'a> {
+    waiters: &'a SettleWaiters,
+    key: (String, u64),
+    recorded: Option<watch::Receiver<u64>>,
+}
+
+impl SettleWaiters {
+    /// Registers interest in `booking`'s payment. Register before the step whose
+    /// result is awaited, so a webhook that arrives during the step is not missed.
+    pub fn register(&self, shard: &str, booking: BookingId) -> SettleWait<'_> {
+        let key = (shard.to_owned(), booking.0);
+        let recorded = self.waiting.lock().ok().map(|mut waiting| {
+            waiting
+                .entry(key.clone())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe()
+        });
+        SettleWait {
+            waiters: self,
+            key,
+            recorded,
+        }
+    }
+
+    /// This node recorded a state of `booking`'s payment at `index`.
+    pub fn recorded(&self, shard: &str, booking: BookingId, index: u64) {
+        let Ok(waiting) = self.waiting.lock() else {
+            return;
+        };
+        if let Some(sender) = waiting.get(&(shard.to_owned(), booking.0)) {
+            sender.send_if_modified(|known| {
+                let newer = index > *known;
+                *known = (*known).max(index);
+                newer
+            });
+        }
+    }
+
+    /// Payments waited for right now (for tests).
+    pub fn len(&self) -> usize {
+        self.waiting.lock().map_or(0, |waiting| waiting.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SettleWait<'_> {
+    /// The highest index this node recorded the payment at since registering.
+    fn recorded_index(&self) -> u64 {
+        self.recorded.as_ref().map_or(0, |rx| *rx.borrow())
+    }
+
+    /// Waits until this node records the payment again, at most `pause`.
+    async fn next(&mut self, pause: Duration) {
+        match self.recorded.as_mut() {
+            Some(rx) => {
+                let _ = tokio::time::timeout(pause, rx.changed()).await;
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
+impl Drop for SettleWait<'_> {
+    fn drop(&mut self) {
+        drop(self.recorded.take());
+        if let Ok(mut waiting) = self.waiters.waiting.lock() {
+            if waiting
+                .get(&self.key)
+                .is_some_and(|sender| sender.receiver_count() == 0)
+            {
+                waiting.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// Wall-clock milliseconds (the api's clock; the ledger never sees it).
 fn now_ms() -> u64 {
@@ -99,7 +192,9 @@ pub async fn record(
     );
     metrics::counter!("seat_ledger_api_saga_reports_total", "status" => report.status.as_str())
         .increment(1);
-    state.write(shard, &request, command).await
+    let written = state.write(shard, &request, command).await?;
+    state.settle_waiters.recorded(shard, booking, written.index);
+    Ok(written)
 }
 
 /// Whether a pending payment should be given up: its booking was released or
@@ -215,29 +310,35 @@ pub fn webhook_url(state: &Shared) -> String {
 }
 
 /// Waits (bounded by `payment.wait_ms`) until the payment leaves creating/pending, and
-/// returns the booking and payment as they are then.
+/// returns the booking and payment as they are then. `wait` (registered before the
+/// step that started the wait) wakes it when this node records the payment.
 pub async fn settle(
     state: &Shared,
     shard: &str,
     booking: BookingId,
     min_index: u64,
+    wait: &mut SettleWait<'_>,
 ) -> Result<(Booking, Option<Payment>, crate::app::ReadMeta), Problem> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(state.config.payment.wait_ms);
-    // Reads back off (25, 50, 100, 200 ms, ...) so that many waiting payers do not
-    // flood the replicas.
+    // Without a wake-up (the result went to another api node), reads back off (25, 50,
+    // 100, 200 ms, ...) so that many waiting payers do not flood the replicas.
     let mut pause = Duration::from_millis(25);
     loop {
+        // Read at least as far as this node recorded the payment, so a replica that
+        // has not applied the webhook's write yet waits for it.
+        let at_least = min_index.max(wait.recorded_index());
         let found =
-            read_payment(state, shard, booking, Consistency::Session, Some(min_index)).await?;
+            read_payment(state, shard, booking, Consistency::Session, Some(at_least)).await?;
         let waiting = found
             .1
             .as_ref()
             .is_some_and(|p| matches!(p.status, PaymentStatus::Creating | PaymentStatus::Pending));
-        if !waiting || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if !waiting || now >= deadline {
             return Ok(found);
         }
-        tokio::time::sleep(pause).await;
+        wait.next(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
@@ -319,4 +420,51 @@ async fn reconcile_shard(state: &Shared, shard: &str) -> Result<(), Problem> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod settle_waiter_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_recorded_payment_wakes_its_waiter_and_the_entry_goes_away() {
+        let waiters = SettleWaiters::default();
+        let mut wait = waiters.register("city-a", BookingId(7));
+        assert_eq!(wait.recorded_index(), 0);
+        // Another booking's record neither wakes nor moves this one.
+        waiters.recorded("city-a", BookingId(8), 40);
+        waiters.recorded("city-b", BookingId(7), 41);
+        assert_eq!(wait.recorded_index(), 0);
+        // A record before the wait starts is not lost.
+        waiters.recorded("city-a", BookingId(7), 42);
+        let started = std::time::Instant::now();
+        wait.next(Duration::from_secs(10)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the waiter slept"
+        );
+        assert_eq!(wait.recorded_index(), 42);
+        // An older index never moves it back.
+        waiters.recorded("city-a", BookingId(7), 30);
+        assert_eq!(wait.recorded_index(), 42);
+        let second = waiters.register("city-a", BookingId(7));
+        assert_eq!(waiters.len(), 1);
+        drop(wait);
+        assert_eq!(waiters.len(), 1, "a second waiter still holds the entry");
+        drop(second);
+        assert!(waiters.is_empty());
+        // Nobody waits: recording creates nothing.
+        waiters.recorded("city-a", BookingId(9), 50);
+        assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_record_the_wait_ends_after_its_pause() {
+        let waiters = SettleWaiters::default();
+        let mut wait = waiters.register("city-a", BookingId(1));
+        let started = std::time::Instant::now();
+        wait.next(Duration::from_millis(30)).await;
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(wait.recorded_index(), 0);
+    }
 }

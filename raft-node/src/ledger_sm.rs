@@ -101,11 +101,11 @@ fn lock<T>(mutex: &Mutex<T>) -> io::Result<std::sync::MutexGuard<'_, T>> {
 
 fn build(store: &SharedStore) -> io::Result<Snapshot> {
     let guard = read(store)?;
-    // Logs up to this point may be purged once the snapshot exists: make the ledger's
-    // own image durable first.
-    guard.sync_to_disk().map_err(io_error)?;
-    let bytes = guard.export_snapshot().map_err(io_error)?;
     let applied = decode_marker(guard.marker())?;
+    // The store stays locked only while the image is pinned, so applying goes on while
+    // a large shard is exported. Logs up to this point may be purged once the snapshot
+    // exists: the export makes the ledger's own image durable first.
+    let bytes = LedgerStore::export_snapshot_unlocked(guard).map_err(io_error)?;
     let meta = SnapshotMeta {
         last_log_id: applied.last_applied,
         last_membership: applied.membership,

@@ -27,9 +27,12 @@ use crate::model::{Booking, SeatState, Show, Theater};
 use crate::payments::{Payment, Rating};
 use crate::referrals::Referral;
 use crate::snapshot::{self, SnapshotBody, SnapshotError};
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    DBIteratorWithThreadMode, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::de::DeserializeOwned;
 use std::path::Path;
+use std::sync::Arc;
 
 const CLOCK_KEY: &[u8] = b"M:clock";
 const MARKER_KEY: &[u8] = b"M:marker";
@@ -99,7 +102,7 @@ pub enum Durability {
 
 /// A shard's ledger together with its RocksDB image.
 pub struct LedgerStore {
-    db: DB,
+    db: Arc<DB>,
     ledger: Ledger,
     marker: Vec<u8>,
     durability: Durability,
@@ -121,8 +124,8 @@ impl LedgerStore {
         // Many shards share a node: keep each instance's memory modest.
         options.set_write_buffer_size(16 << 20);
         options.set_max_write_buffer_number(3);
-        let db = DB::open(&options, path)?;
-        let (state, marker) = load_state(&db)?;
+        let db = Arc::new(DB::open(&options, path)?);
+        let (state, marker) = load_state(&*db)?;
         let mut ledger = Ledger::from_state(limits, state);
         ledger
             .check_invariants()
@@ -309,19 +312,7 @@ impl LedgerStore {
         from_index: LogIndex,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let start = event_key(from_index, 0);
-        let mut events = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            let (key, value) = item?;
-            if key.first() != Some(&EVENT) || events.len() >= limit {
-                break;
-            }
-            events.push(decode_value::<EventRecord>("event", &value)?);
-        }
-        Ok(events)
+        events_from(&*self.db, from_index, 0, limit)
     }
 
     /// Events from position `(from_index, from_seq)` on (inclusive), at most `limit`,
@@ -333,22 +324,7 @@ impl LedgerStore {
         from_seq: u32,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let start = event_key(from_index, from_seq);
-        let mut events = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            if events.len() >= limit {
-                break;
-            }
-            let (key, value) = item?;
-            if key.first() != Some(&EVENT) {
-                break;
-            }
-            events.push(decode_value::<EventRecord>("event", &value)?);
-        }
-        Ok(events)
+        events_from(&*self.db, from_index, from_seq, limit)
     }
 
     /// Every event at or after this index is still kept; a consumer that needs an
@@ -364,12 +340,37 @@ impl LedgerStore {
 
     /// The whole state, its kept events and the marker as snapshot bytes.
     pub fn export_snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let events = self.events_from(0, usize::MAX)?;
+        let events = events_from(&*self.db, 0, 0, usize::MAX)?;
         let body = SnapshotBody {
             marker: self.marker.clone(),
             state: self.ledger.state().clone(),
             events,
             events_kept_from: self.events_kept_from,
+        };
+        Ok(snapshot::encode(&body))
+    }
+
+    /// The same snapshot bytes as `export_snapshot`, but the store is locked only while
+    /// a RocksDB snapshot pins the current image (microseconds): the export reads that
+    /// image, not the ledger in memory, so applying goes on while a large shard is
+    /// encoded. `guard` is any lock guard of the store; it is dropped once the image is
+    /// pinned. The image is made durable (WAL synced) before the bytes are returned.
+    pub fn export_snapshot_unlocked<G>(guard: G) -> Result<Vec<u8>, StoreError>
+    where
+        G: std::ops::Deref<Target = LedgerStore>,
+    {
+        let db = Arc::clone(&guard.db);
+        let pinned = db.snapshot();
+        let events_kept_from = guard.events_kept_from;
+        drop(guard);
+        db.flush_wal(true)?;
+        let (state, marker) = load_state(&pinned)?;
+        let events = events_from(&pinned, 0, 0, usize::MAX)?;
+        let body = SnapshotBody {
+            marker,
+            state,
+            events,
+            events_kept_from,
         };
         Ok(snapshot::encode(&body))
     }
@@ -507,14 +508,63 @@ fn be_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(array))
 }
 
+/// Where the image is read from: the live database, or a RocksDB snapshot of it pinned
+/// at one applied position.
+trait Image {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>;
+    fn forward_from(&self, start: &[u8]) -> DBIteratorWithThreadMode<'_, DB>;
+}
+
+impl Image for DB {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        DB::get(self, key)
+    }
+
+    fn forward_from(&self, start: &[u8]) -> DBIteratorWithThreadMode<'_, DB> {
+        self.iterator(IteratorMode::From(start, Direction::Forward))
+    }
+}
+
+impl Image for rocksdb::Snapshot<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        rocksdb::Snapshot::get(self, key)
+    }
+
+    fn forward_from(&self, start: &[u8]) -> DBIteratorWithThreadMode<'_, DB> {
+        self.iterator(IteratorMode::From(start, Direction::Forward))
+    }
+}
+
+/// Events from position `(from_index, from_seq)` on, at most `limit`, in log order.
+fn events_from(
+    image: &impl Image,
+    from_index: LogIndex,
+    from_seq: u32,
+    limit: usize,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let start = event_key(from_index, from_seq);
+    let mut events = Vec::new();
+    for item in image.forward_from(&start) {
+        if events.len() >= limit {
+            break;
+        }
+        let (key, value) = item?;
+        if key.first() != Some(&EVENT) {
+            break;
+        }
+        events.push(decode_value::<EventRecord>("event", &value)?);
+    }
+    Ok(events)
+}
+
 /// Visits every key with `prefix`, decoding the value.
 fn scan<T: DeserializeOwned>(
-    db: &DB,
+    db: &impl Image,
     prefix: u8,
     what: &'static str,
     mut visit: impl FnMut(&[u8], T) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    for item in db.iterator(IteratorMode::From(&[prefix], Direction::Forward)) {
+    for item in db.forward_from(&[prefix]) {
         let (key, value) = item?;
         if key.first() != Some(&prefix) {
             break;
@@ -524,7 +574,7 @@ fn scan<T: DeserializeOwned>(
     Ok(())
 }
 
-fn load_state(db: &DB) -> Result<(State, Vec<u8>), StoreError> {
+fn load_state(db: &impl Image) -> Result<(State, Vec<u8>), StoreError> {
     let mut state = State::default();
     if let Some(bytes) = db.get(CLOCK_KEY)? {
         state.clock = be_u64("clock", &bytes)?;

@@ -243,6 +243,12 @@ fn replicas_restored_from_a_snapshot_reach_the_same_digest() {
         );
     }
     let snapshot = first.export_snapshot().unwrap();
+    // The export that reads a pinned RocksDB image instead of memory gives the same bytes.
+    assert_eq!(
+        LedgerStore::export_snapshot_unlocked(&first).unwrap(),
+        snapshot,
+        "seed {seed}: the image on disk and the ledger in memory export differently"
+    );
     let mut second = open(dirs[1].path());
     second.install_snapshot(&snapshot).unwrap();
     assert_eq!(second.marker(), first.marker());
@@ -322,6 +328,10 @@ fn events_beyond_the_retention_window_are_dropped() {
     assert_eq!(kept_from, log.last().unwrap().0 - 50);
     assert!(oldest >= kept_from);
     let snapshot = store.export_snapshot().unwrap();
+    assert_eq!(
+        LedgerStore::export_snapshot_unlocked(&store).unwrap(),
+        snapshot
+    );
     drop(store);
     let reopened = LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
     assert_eq!(reopened.events_kept_from(), kept_from);
