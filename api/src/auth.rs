@@ -14,6 +14,11 @@ use state_machine::{Role, UserId};
 pub const PASSWORD_CHARS_MIN: usize = 10;
 /// Longest password accepted (argon2 work is bounded by it).
 pub const PASSWORD_BYTES_MAX: usize = 256;
+/// Access tokens whose signature this node has verified, remembered so a client's next
+/// request skips the Ed25519 verification (at ~400 bytes each, a few MB at most).
+pub const VERIFIED_TOKENS_MAX: usize = 16_384;
+/// Seconds of clock difference tolerated on `exp` and `nbf`.
+const LEEWAY_S: u64 = 5;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
@@ -37,6 +42,10 @@ pub struct Keys {
     pub audience: String,
     pub access_ttl_s: u64,
     pub refresh_ttl_s: u64,
+    /// Tokens whose signature, algorithm, key, issuer and audience verified, with their
+    /// claims. Only the time checks are repeated on a hit. Keys never change while a
+    /// node runs, so an entry stays true until the token expires.
+    verified: std::sync::Arc<quick_cache::sync::Cache<String, Claims>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,7 @@ impl Keys {
             audience,
             access_ttl_s: 900,
             refresh_ttl_s: 30 * 86_400,
+            verified: std::sync::Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS_MAX)),
         })
     }
 
@@ -123,7 +133,33 @@ impl Keys {
     }
 
     /// Verifies signature, algorithm (EdDSA only), expiry, not-before, issuer and audience.
+    /// A token verified before only has its times checked again.
     pub fn verify(&self, token: &str) -> Result<Claims, Problem> {
+        self.verify_at(token, now_s())
+    }
+
+    /// `verify` with the time checks of a remembered token made at `now` (seconds).
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, Problem> {
+        if let Some(claims) = self.verified.get(token) {
+            if now >= claims.exp.saturating_add(LEEWAY_S) {
+                self.verified.remove(token);
+                return Err(Problem::unauthorized(
+                    "invalid token: ExpiredSignature; log in again",
+                ));
+            }
+            if claims.nbf > now.saturating_add(LEEWAY_S) {
+                return Err(Problem::unauthorized(
+                    "invalid token: ImmatureSignature; log in again",
+                ));
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token)?;
+        self.verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, Problem> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| Problem::unauthorized(format!("malformed bearer token: {e}")))?;
         if header.alg != Algorithm::EdDSA {
@@ -144,7 +180,7 @@ impl Keys {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_S;
         let mut last = Problem::unauthorized("no key matches the token's kid; log in again");
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
@@ -241,6 +277,34 @@ mod tests {
         );
         let old = keys.issue_access(UserId(5), Role::Customer, 1_000).unwrap();
         assert!(keys.verify(&old).is_err(), "an expired token verified");
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_forgeries_are_not_remembered() {
+        let (keys, _, _) = Keys::generate("seat-ledger", "clients").unwrap();
+        let now = now_s();
+        let token = keys.issue_access(UserId(9), Role::Admin, now).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, 9);
+        assert_eq!(keys.verified.len(), 1, "a verified token is remembered");
+        // A remembered token is refused once it expires, and before its nbf.
+        let expired = keys.verify_at(&token, now + keys.access_ttl_s + LEEWAY_S);
+        assert!(expired.unwrap_err().detail.contains("Expired"));
+        assert_eq!(keys.verified.len(), 0, "an expired token is forgotten");
+        keys.verify(&token).unwrap();
+        let early = keys.verify_at(&token, now - LEEWAY_S - 60);
+        assert!(early.unwrap_err().detail.contains("Immature"));
+        // A token differing by one byte from a remembered one is verified in full.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut signature = parts[2].as_bytes().to_vec();
+        signature[3] = if signature[3] == b'A' { b'B' } else { b'A' };
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            String::from_utf8(signature).unwrap()
+        );
+        assert!(keys.verify(&forged).is_err());
+        assert_eq!(keys.verified.len(), 1, "a forgery is never remembered");
     }
 
     #[test]

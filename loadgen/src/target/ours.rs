@@ -429,6 +429,12 @@ impl Rest {
             .map_err(|e| format!("api signing keys: {e}"))?;
         let config = cluster.api_config(&addr, cities);
         let gateway = api::payment::SandboxGateway::start().await?;
+        // The sandbox approves at once: the figures are our cost, not a bank's (its
+        // default simulates 20 ms of processing before the webhook).
+        gateway.server().set_behaviour(gateway::wire::Behaviour {
+            result_delay_ms: 0,
+            ..Default::default()
+        });
         let state = AppState::new(config, keys.clone(), Arc::new(gateway))?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -495,8 +501,9 @@ impl Target for Rest {
 
     fn describe(&self) -> String {
         "seat-ledger through the REST api (axum, JWT auth) -> client protocol -> leader; \
-         same 3-replica cluster, fsync on; confirm = sandbox payment (linearizable read, \
-         confirm write, session read)"
+         same 3-replica cluster, fsync on; confirm = the payment saga against the in-process \
+         sandbox gateway approving at once (linearizable read, StartPayment, gateway \
+         create, RecordGatewayState pending and succeeded via the webhook, session reads)"
             .into()
     }
 
