@@ -106,7 +106,7 @@ done
 # --- build and run ------------------------------------------------------------------
 cd "$repo"
 cargo build --release -p loadgen
-loadgen="$repo/target/release/loadgen"
+loadgen="${CARGO_TARGET_DIR:-$repo/target}/release/loadgen"
 common=(--out "$out" --data-dir "$work"
     --postgres-url "host=127.0.0.1 port=$pg_port user=postgres dbname=postgres"
     --redis-url "redis://127.0.0.1:$redis_port/")
@@ -119,14 +119,17 @@ common=(--out "$out" --data-dir "$work"
 } >"$out/machine.txt"
 
 if ((quick)); then
-    "$loadgen" run "${common[@]}" --scenarios stampede --clients 1,16,256 --warmup 1 --duration 5
+    "$loadgen" run "${common[@]}" --scenarios stampede --clients 1,16,256 --warmup 1 --duration 5 \
+        --targets ours,ours-saga,rest,postgres,redis \
+        --expected-rate 16000 --shows-max 100
     "$loadgen" run "${common[@]}" --no-baseline --scenarios multi-city,browsing --clients 64 \
         --warmup 1 --duration 5
     "$loadgen" run "${common[@]}" --no-baseline --scenarios stampede --clients none --rates 200 \
         --warmup 1 --duration 5
 else
     "$loadgen" run "${common[@]}" --scenarios stampede --clients 1,4,16,64,256 --warmup 2 \
-        --duration 10
+        --targets ours,ours-saga,rest,postgres,redis \
+        --duration 10 --expected-rate 16000 --shows-max 100
     "$loadgen" run "${common[@]}" --no-baseline --scenarios multi-city,browsing \
         --clients 1,16,64,256 --warmup 2 --duration 10
     "$loadgen" run "${common[@]}" --no-baseline --scenarios stampede --clients none \

@@ -273,8 +273,9 @@ async fn run_one(
     let spec = scenario.spec();
     let timeout = bounds.op_timeout;
     match target {
-        TargetName::Ours => {
-            let ours = Ours::start(spec.cities, data_dir, timeout).await?;
+        TargetName::Ours | TargetName::OursSaga => {
+            let saga = target == TargetName::OursSaga;
+            let ours = Ours::start(spec.cities, data_dir, timeout, saga).await?;
             drive(ours, target, args, &spec, mode, bounds).await
         }
         TargetName::Rest => {

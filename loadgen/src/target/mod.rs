@@ -30,6 +30,10 @@ use std::future::Future;
 pub enum TargetName {
     /// Our 3-replica cluster (fsync on) through the node client protocol.
     Ours,
+    /// Our cluster through the node client protocol, confirming with the ledger
+    /// commands of the REST payment saga (no gateway, no reads): the baseline that
+    /// isolates what the REST tier itself costs.
+    OursSaga,
     /// Our 3-replica cluster through the REST api (api -> client protocol -> leader).
     Rest,
     /// PostgreSQL, seed schema, `UPDATE ... WHERE status = 'available' RETURNING id`.
@@ -39,8 +43,9 @@ pub enum TargetName {
 }
 
 impl TargetName {
-    pub const ALL: [TargetName; 4] = [
+    pub const ALL: [TargetName; 5] = [
         TargetName::Ours,
+        TargetName::OursSaga,
         TargetName::Rest,
         TargetName::Postgres,
         TargetName::Redis,
@@ -49,6 +54,7 @@ impl TargetName {
     pub fn as_str(self) -> &'static str {
         match self {
             TargetName::Ours => "ours",
+            TargetName::OursSaga => "ours-saga",
             TargetName::Rest => "rest",
             TargetName::Postgres => "postgres",
             TargetName::Redis => "redis",

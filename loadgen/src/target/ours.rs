@@ -16,8 +16,9 @@ use raft_node::protocol::{Consistency, ReadReply, ReadRequest};
 use raft_node::server::RunningNode;
 use raft_node::types::NodeId;
 use state_machine::{
-    Applied, Category, CommandKind, Limits, LockId, Outcome, Prices, Query, QueryResponse,
-    Rejection, Role, RowSpec, Screen, ScreenIndex, SeatId, ShowId, TheaterId, UserId,
+    Applied, BookingId, Category, CommandKind, GatewayStatus, Limits, LockId, Outcome, Prices,
+    Query, QueryResponse, Rejection, Role, RowSpec, Screen, ScreenIndex, SeatId, ShowId, TheaterId,
+    UserId,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,6 +231,8 @@ pub struct OurShow {
 pub struct OurLock {
     shard: String,
     lock: LockId,
+    booking: BookingId,
+    price_minor: u64,
 }
 
 /// Request ids unique within a process: a random run prefix and a counter.
@@ -260,6 +263,8 @@ pub struct Ours {
     cluster: OurCluster,
     op_timeout: Duration,
     ids: RequestIds,
+    /// Confirm with the payment saga's commands instead of `ConfirmBooking`.
+    saga: bool,
 }
 
 impl Ours {
@@ -267,12 +272,60 @@ impl Ours {
         cities: usize,
         data_root: &Path,
         op_timeout: Duration,
+        saga: bool,
     ) -> Result<Ours, String> {
         Ok(Ours {
             cluster: OurCluster::start(cities, data_root).await?,
             op_timeout,
-            ids: RequestIds::new("ours"),
+            ids: RequestIds::new(if saga { "ours-saga" } else { "ours" }),
+            saga,
         })
+    }
+
+    async fn write(
+        &self,
+        session: &ClusterClient,
+        shard: &str,
+        command: CommandKind,
+    ) -> Result<Applied, String> {
+        let done = session
+            .write(shard, &self.ids.next(), command, self.op_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        match done.outcome {
+            Outcome::Applied(applied) => Ok(applied),
+            other => Err(format!("answered {other:?}")),
+        }
+    }
+
+    /// The ledger writes of a REST payment that the gateway approves: the intent, the
+    /// gateway's "pending" answer to create, then its "succeeded" webhook, which
+    /// confirms the booking.
+    async fn pay(&self, session: &ClusterClient, lock: &OurLock, user: u64) -> Result<(), String> {
+        let start = CommandKind::StartPayment {
+            booking: lock.booking,
+            user: UserId(user),
+            method: "sandbox-approve".into(),
+            discount_minor: 0,
+            coupon: None,
+        };
+        self.write(session, &lock.shard, start).await?;
+        for (version, status) in [(1, GatewayStatus::Pending), (2, GatewayStatus::Succeeded)] {
+            let report = CommandKind::RecordGatewayState {
+                booking: lock.booking,
+                gateway_ref: format!("loadgen-{}-{}", lock.shard, lock.booking.0),
+                payment_url: String::new(),
+                status,
+                version,
+                amount_minor: lock.price_minor,
+                reason: None,
+            };
+            match self.write(session, &lock.shard, report).await? {
+                Applied::PaymentRecorded { .. } => {}
+                other => return Err(format!("payment report answered {other:?}")),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -282,9 +335,16 @@ impl Target for Ours {
     type Lock = OurLock;
 
     fn describe(&self) -> String {
-        "seat-ledger, 3 replicas in one process on loopback, RocksDB log with synced appends \
-         (fsync on), node client protocol (JSON over HTTP)"
-            .into()
+        let confirm = if self.saga {
+            "confirm = the REST payment saga's ledger writes (StartPayment, gateway state \
+             pending, succeeded) without gateway or reads"
+        } else {
+            "confirm = ConfirmBooking"
+        };
+        format!(
+            "seat-ledger, 3 replicas in one process on loopback, RocksDB log with synced \
+             appends (fsync on), node client protocol (JSON over HTTP); {confirm}"
+        )
     }
 
     async fn prepare(
@@ -317,12 +377,17 @@ impl Target for Ours {
             .await
             .map_err(|e| e.to_string())?;
         match done.outcome {
-            Outcome::Applied(Applied::SeatsLocked { lock, .. }) => {
-                Ok(LockOutcome::Locked(OurLock {
-                    shard: show.shard.clone(),
-                    lock,
-                }))
-            }
+            Outcome::Applied(Applied::SeatsLocked {
+                lock,
+                booking,
+                total_price_minor,
+                ..
+            }) => Ok(LockOutcome::Locked(OurLock {
+                shard: show.shard.clone(),
+                lock,
+                booking,
+                price_minor: total_price_minor,
+            })),
             Outcome::Rejected(Rejection::SeatsTaken { .. }) => Ok(LockOutcome::Taken),
             other => Err(format!("lock answered {other:?}")),
         }
@@ -334,6 +399,9 @@ impl Target for Ours {
         lock: OurLock,
         user: u64,
     ) -> Result<(), String> {
+        if self.saga {
+            return self.pay(session, &lock, user).await;
+        }
         let command = CommandKind::ConfirmBooking {
             lock: lock.lock,
             user: UserId(user),
