@@ -293,7 +293,8 @@ impl ClusterClient {
                 continue;
             };
             let url = format!(
-                "http://{addr}/v1/shards/{shard}/events?from={from}&seq={from_seq}&limit={limit}"
+                "{}://{addr}/v1/shards/{shard}/events?from={from}&seq={from_seq}&limit={limit}",
+                self.scheme
             );
             let left = deadline.saturating_duration_since(Instant::now());
             match self.http.get(&url).timeout(left).send().await {
