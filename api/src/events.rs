@@ -458,21 +458,23 @@ pub fn event_json(shard: &str, record: &EventRecord) -> Value {
             lock,
             user,
             seats,
-        } => json!({
-            "type": "lock_released", "show_id": id(show.0), "lock_id": id(lock.0),
-            "booking_id": id(BookingId::of_lock(*lock).0), "user_id": user.0,
-            "seats": seats_json(seats),
-        }),
-        Event::LockExpired {
+        }
+        | Event::LockExpired {
             show,
             lock,
             user,
             seats,
-        } => json!({
-            "type": "lock_expired", "show_id": id(show.0), "lock_id": id(lock.0),
-            "booking_id": id(BookingId::of_lock(*lock).0), "user_id": user.0,
-            "seats": seats_json(seats),
-        }),
+        } => {
+            let kind = match &record.event {
+                Event::LockExpired { .. } => "lock_expired",
+                _ => "lock_released",
+            };
+            json!({
+                "type": kind, "show_id": id(show.0), "lock_id": id(lock.0),
+                "booking_id": id(BookingId::of_lock(*lock).0), "user_id": user.0,
+                "seats": seats_json(seats),
+            })
+        }
         Event::BookingConfirmed {
             show,
             booking,
@@ -783,6 +785,46 @@ mod tests {
         let position = Position { index: 7, seq: 2 };
         assert_eq!(Position::parse_cursor(&position.cursor()), Some(position));
         assert_eq!(Position::parse_cursor("7-2"), None);
+    }
+
+    #[test]
+    fn released_and_expired_locks_differ_only_in_their_type() {
+        let record = |event| EventRecord {
+            index: 9,
+            seq: 0,
+            at_ms: 1_700_000_000_000,
+            event,
+        };
+        let (show, lock, user, seats) = (
+            ShowId(3),
+            LockId(9),
+            UserId(77),
+            vec![state_machine::SeatId(4)],
+        );
+        let released = event_json(
+            "city-a",
+            &record(Event::LockReleased {
+                show,
+                lock,
+                user,
+                seats: seats.clone(),
+            }),
+        );
+        let mut expired = event_json(
+            "city-a",
+            &record(Event::LockExpired {
+                show,
+                lock,
+                user,
+                seats,
+            }),
+        );
+        assert_eq!(released["type"], "lock_released");
+        assert_eq!(expired["type"], "lock_expired");
+        assert_eq!(released["user_id"], 77);
+        assert_eq!(released["lock_id"], ext_id("city-a", 9));
+        expired["type"] = released["type"].clone();
+        assert_eq!(expired, released);
     }
 
     #[test]
