@@ -3,85 +3,49 @@
 //! hostile bodies and text, password guessing, and a seat-hoarding bot. Every case
 //! asserts the exact status and that nothing changed.
 
-use api::app::AppState;
 use api::auth::Keys;
 use api::config::ApiLimits;
-use api::demo::DemoCluster;
 use base64::Engine;
-use raft_node::config::RaftTiming;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use state_machine::{Limits, Role, UserId};
-use std::sync::Arc;
 use std::time::Duration;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-struct Harness {
-    cluster: DemoCluster,
-    base: String,
-    keys: Keys,
-    /// The signing key's PEM, to forge tokens with the right key but wrong claims.
-    private_pem: String,
-    public_pem: String,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
+mod harness;
+
+/// The shared harness (`harness/mod.rs`) with this file's own request helpers.
+struct Harness(harness::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = harness::Harness;
+
+    fn deref(&self) -> &harness::Harness {
+        &self.0
+    }
 }
 
-fn timing() -> RaftTiming {
-    RaftTiming {
-        heartbeat_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        ..RaftTiming::default()
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut harness::Harness {
+        &mut self.0
     }
 }
 
 impl Harness {
     async fn start(limits: Limits, api: impl FnOnce(&mut ApiLimits)) -> Harness {
-        let cluster = DemoCluster::start_with_limits(None, timing(), limits)
-            .await
-            .expect("cluster");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (keys, private_pem, public_pem) =
-            Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
-        let mut config = cluster.api_config(&addr);
-        config.limits.requests_per_second = 1_000;
-        config.limits.burst = 1_000;
-        api(&mut config.limits);
-        let state = Arc::new(
-            AppState::new(
-                config,
-                keys.clone(),
-                Arc::new(
-                    api::payment::SandboxGateway::start()
-                        .await
-                        .expect("sandbox gateway"),
-                ),
-            )
-            .unwrap(),
-        );
-        let server = tokio::spawn(async move {
-            api::serve(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-        Harness {
-            cluster,
-            base: format!("http://{addr}"),
-            keys,
-            private_pem,
-            public_pem,
-            http: reqwest::Client::new(),
-            server,
-        }
+        Harness(
+            harness::Harness::start_configured(limits, harness::timing(), |config| {
+                config.limits.requests_per_second = 1_000;
+                config.limits.burst = 1_000;
+                api(&mut config.limits);
+            })
+            .await,
+        )
     }
 
-    fn token(&self, user: u64, role: Role) -> String {
-        self.keys
-            .issue_access(UserId(user), role, api::auth::now_s())
-            .unwrap()
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     /// A token signed with the real key, over any claims and header.
@@ -214,12 +178,6 @@ impl Harness {
         let status = response.status();
         let body: Value = response.json().await.unwrap();
         (status, body, retry_after)
-    }
-
-    async fn stop(self) {
-        self.server.abort();
-        let _ = self.server.await;
-        self.cluster.stop().await;
     }
 }
 

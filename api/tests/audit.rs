@@ -2,69 +2,43 @@
 //! api, and a leader transfer through a node's admin API, are recorded in the `global`
 //! shard with who, when and what, and read back by admin and sre only.
 
-use api::app::AppState;
-use api::auth::Keys;
-use api::demo::DemoCluster;
-use raft_node::config::RaftTiming;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use state_machine::{Role, UserId};
-use std::sync::Arc;
+use state_machine::{Limits, Role};
 use std::time::Duration;
 
-struct Harness {
-    cluster: DemoCluster,
-    base: String,
-    keys: Keys,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
+mod harness;
+
+/// The shared harness (`harness/mod.rs`) with this file's own request helpers.
+struct Harness(harness::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = harness::Harness;
+
+    fn deref(&self) -> &harness::Harness {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut harness::Harness {
+        &mut self.0
+    }
 }
 
 impl Harness {
     async fn start() -> Harness {
-        let timing = RaftTiming {
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            ..RaftTiming::default()
-        };
-        let cluster = DemoCluster::start(None, timing).await.expect("cluster");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
-        let mut config = cluster.api_config(&addr);
-        config.limits.requests_per_second = 1_000;
-        config.limits.burst = 1_000;
-        let state = Arc::new(
-            AppState::new(
-                config,
-                keys.clone(),
-                Arc::new(
-                    api::payment::SandboxGateway::start()
-                        .await
-                        .expect("sandbox gateway"),
-                ),
-            )
-            .unwrap(),
-        );
-        let server = tokio::spawn(async move {
-            api::serve(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-        Harness {
-            cluster,
-            base: format!("http://{addr}"),
-            keys,
-            http: reqwest::Client::new(),
-            server,
-        }
+        Harness(
+            harness::Harness::start_configured(Limits::default(), harness::timing(), |config| {
+                config.limits.requests_per_second = 1_000;
+                config.limits.burst = 1_000;
+            })
+            .await,
+        )
     }
 
-    fn token(&self, user: u64, role: Role) -> String {
-        self.keys
-            .issue_access(UserId(user), role, api::auth::now_s())
-            .unwrap()
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     /// A real account with `role` (made in the `global` shard, as the demo's bootstrap
@@ -124,12 +98,6 @@ impl Harness {
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["items"].as_array().unwrap().clone()
-    }
-
-    async fn stop(self) {
-        self.server.abort();
-        let _ = self.server.await;
-        self.cluster.stop().await;
     }
 }
 

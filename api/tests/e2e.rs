@@ -1,69 +1,45 @@
 //! End to end over HTTP: a real three-node cluster (in-process, loopback sockets,
 //! RocksDB), the api on port 0, and a plain HTTP client, as apps and box offices see it.
 
-use api::app::AppState;
 use api::auth::Keys;
-use api::demo::DemoCluster;
-use raft_node::config::RaftTiming;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use state_machine::{Role, UserId};
+use state_machine::{Limits, Role, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Harness {
-    cluster: DemoCluster,
-    base: String,
-    keys: Keys,
-    http: reqwest::Client,
-    server: tokio::task::JoinHandle<()>,
+mod harness;
+
+/// The shared harness (`harness/mod.rs`) with this file's own request helpers.
+struct Harness(harness::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = harness::Harness;
+
+    fn deref(&self) -> &harness::Harness {
+        &self.0
+    }
 }
 
-fn timing() -> RaftTiming {
-    RaftTiming {
-        heartbeat_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        ..RaftTiming::default()
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut harness::Harness {
+        &mut self.0
     }
 }
 
 impl Harness {
     async fn start(requests_per_second: u32) -> Harness {
-        let cluster = DemoCluster::start(None, timing()).await.expect("cluster");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
-        let mut config = cluster.api_config(&addr);
-        config.limits.requests_per_second = requests_per_second;
-        config.limits.burst = requests_per_second;
-        let state = Arc::new(
-            AppState::new(
-                config,
-                keys.clone(),
-                Arc::new(api::payment::SandboxGateway::start().await.unwrap()),
-            )
-            .unwrap(),
-        );
-        let server = tokio::spawn(async move {
-            api::serve(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-        Harness {
-            cluster,
-            base: format!("http://{addr}"),
-            keys,
-            http: reqwest::Client::new(),
-            server,
-        }
+        Harness(
+            harness::Harness::start_configured(Limits::default(), harness::timing(), |config| {
+                config.limits.requests_per_second = requests_per_second;
+                config.limits.burst = requests_per_second;
+            })
+            .await,
+        )
     }
 
-    /// An access token for a user id the ledger never saw (city shards only need ids).
-    fn token(&self, user: u64, role: Role) -> String {
-        self.keys
-            .issue_access(UserId(user), role, api::auth::now_s())
-            .unwrap()
+    async fn stop(self) {
+        self.0.stop().await;
     }
 
     async fn call(
@@ -139,11 +115,6 @@ impl Harness {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{show}");
         show["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn stop(self) {
-        self.server.abort();
-        self.cluster.stop().await;
     }
 }
 

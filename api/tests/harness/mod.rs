@@ -23,6 +23,10 @@ pub struct Harness {
     pub cluster: DemoCluster,
     pub base: String,
     pub keys: Keys,
+    /// The signing key's PEM, to forge tokens with the right key but wrong claims.
+    pub private_pem: String,
+    /// Its public half (an HS256 forgery uses it as the HMAC secret).
+    pub public_pem: String,
     pub http: reqwest::Client,
     pub state: api::app::Shared,
     /// The api's payment gateway: the in-process sandbox, whose refunds a test can hold.
@@ -104,7 +108,8 @@ impl Harness {
             .expect("cluster");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let (keys, _, _) = Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
+        let (keys, private_pem, public_pem) =
+            Keys::generate("seat-ledger", "seat-ledger-clients").unwrap();
         let mut config = cluster.api_config(&addr);
         config.limits.requests_per_second = 10_000;
         config.limits.burst = 10_000;
@@ -126,6 +131,8 @@ impl Harness {
             cluster,
             base: format!("http://{addr}"),
             keys,
+            private_pem,
+            public_pem,
             http: reqwest::Client::new(),
             state,
             gateway,
@@ -296,6 +303,7 @@ impl Harness {
 
     pub async fn stop(self) {
         self.server.abort();
+        let _ = self.server.await;
         self.cluster.stop().await;
     }
 }
