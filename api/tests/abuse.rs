@@ -15,22 +15,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 
 mod harness;
 
-/// The shared harness (`harness/mod.rs`) with this file's own request helpers.
-struct Harness(harness::Harness);
-
-impl std::ops::Deref for Harness {
-    type Target = harness::Harness;
-
-    fn deref(&self) -> &harness::Harness {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut harness::Harness {
-        &mut self.0
-    }
-}
+harness::local_harness!();
 
 impl Harness {
     async fn start(limits: Limits, api: impl FnOnce(&mut ApiLimits)) -> Harness {
@@ -42,10 +27,6 @@ impl Harness {
             })
             .await,
         )
-    }
-
-    async fn stop(self) {
-        self.0.stop().await;
     }
 
     /// A token signed with the real key, over any claims and header.

@@ -9,22 +9,7 @@ use std::time::Duration;
 
 mod harness;
 
-/// The shared harness (`harness/mod.rs`) with this file's own request helpers.
-struct Harness(harness::Harness);
-
-impl std::ops::Deref for Harness {
-    type Target = harness::Harness;
-
-    fn deref(&self) -> &harness::Harness {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut harness::Harness {
-        &mut self.0
-    }
-}
+harness::local_harness!();
 
 impl Harness {
     async fn start() -> Harness {
@@ -35,10 +20,6 @@ impl Harness {
             })
             .await,
         )
-    }
-
-    async fn stop(self) {
-        self.0.stop().await;
     }
 
     /// A real account with `role` (made in the `global` shard, as the demo's bootstrap

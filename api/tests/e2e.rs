@@ -10,22 +10,7 @@ use std::time::Duration;
 
 mod harness;
 
-/// The shared harness (`harness/mod.rs`) with this file's own request helpers.
-struct Harness(harness::Harness);
-
-impl std::ops::Deref for Harness {
-    type Target = harness::Harness;
-
-    fn deref(&self) -> &harness::Harness {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut harness::Harness {
-        &mut self.0
-    }
-}
+harness::local_harness!();
 
 impl Harness {
     async fn start(requests_per_second: u32) -> Harness {
@@ -36,10 +21,6 @@ impl Harness {
             })
             .await,
         )
-    }
-
-    async fn stop(self) {
-        self.0.stop().await;
     }
 
     async fn call(

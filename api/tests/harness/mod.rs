@@ -19,6 +19,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A test file's own `Harness`: the shared one, reached through `Deref`, plus the
+/// file's request helpers in its own `impl Harness` (whose methods win over the shared
+/// ones of the same name).
+#[allow(unused_macros)] // each test crate uses a part of the harness
+macro_rules! local_harness {
+    () => {
+        struct Harness(harness::Harness);
+
+        impl std::ops::Deref for Harness {
+            type Target = harness::Harness;
+
+            fn deref(&self) -> &harness::Harness {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for Harness {
+            fn deref_mut(&mut self) -> &mut harness::Harness {
+                &mut self.0
+            }
+        }
+
+        impl Harness {
+            async fn stop(self) {
+                self.0.stop().await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use local_harness;
+
 pub struct Harness {
     pub cluster: DemoCluster,
     pub base: String,
