@@ -37,14 +37,7 @@ impl Harness {
 
     async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
         let response = request.send().await.expect("request");
-        let status = response.status();
-        let is_problem = response.headers().get("content-type").is_some_and(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .starts_with("application/problem+json")
-        });
-        let text = response.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let (status, value, is_problem) = harness::read_answer(response).await;
         if status.is_client_error() || status.is_server_error() {
             assert!(is_problem, "{status} without problem+json: {value}");
         }

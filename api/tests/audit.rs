@@ -64,13 +64,29 @@ impl Harness {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let (status, value, _) = harness::read_answer(request.send().await.unwrap()).await;
+        (status, value)
+    }
+
+    /// A theater in Delhi (one row of six seats) with one show two days ahead, both made
+    /// by `owner`; returns the show's id.
+    async fn delhi_show(&self, owner: &str, hall: &str, title: &str) -> String {
+        let theater = json!({"city": "delhi", "name": hall, "lat": 1.0, "long": 1.0,
+            "screens": [{"name": "One", "rows": [{"label": "A", "seats": 6}]}]});
+        let (status, theater) = self
+            .call("POST", "/api/v1/theaters", owner, Some(theater), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{theater}");
+        let start_s = api::auth::now_s() + 86_400 * 2;
+        let show = json!({"theater_id": theater["id"], "title": title,
+            "start_time": api::views::rfc3339(start_s * 1_000),
+            "end_time": api::views::rfc3339((start_s + 7_200) * 1_000),
+            "prices": {"normal_minor": 500, "premium_minor": 500, "vip_minor": 500}});
+        let (status, show) = self
+            .call("POST", "/api/v1/shows", owner, Some(show), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{show}");
+        show["id"].as_str().unwrap().to_owned()
     }
 
     async fn trail(&self, token: &str) -> Vec<Value> {
@@ -231,35 +247,9 @@ async fn admin_and_sre_actions_are_recorded_with_who_when_and_what() {
         .account("other", "+919833333303", Role::TheaterOwner)
         .await;
     let owner_actor = format!("user:{owner_id} (theater_owner)");
-    let (_, theater) = h
-        .call(
-            "POST",
-            "/api/v1/theaters",
-            &owner,
-            Some(
-                json!({"city": "delhi", "name": "Audit Hall", "lat": 1.0, "long": 1.0,
-                "screens": [{"name": "One", "rows": [{"label": "A", "seats": 6}]}]}),
-            ),
-            None,
-        )
+    let show_id = h
+        .delhi_show(&owner, "Audit Hall", "Cancelled Premiere")
         .await;
-    let start_s = api::auth::now_s() + 86_400 * 2;
-    let (status, show) = h
-        .call(
-            "POST",
-            "/api/v1/shows",
-            &owner,
-            Some(
-                json!({"theater_id": theater["id"], "title": "Cancelled Premiere",
-                "start_time": api::views::rfc3339(start_s * 1_000),
-                "end_time": api::views::rfc3339((start_s + 7_200) * 1_000),
-                "prices": {"normal_minor": 500, "premium_minor": 500, "vip_minor": 500}}),
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{show}");
-    let show_id = show["id"].as_str().unwrap().to_owned();
     let fan = h.token(900_300, Role::Customer);
     let (_, paid) = h
         .call(
@@ -511,36 +501,9 @@ async fn coupon_creation_and_refunds_on_a_customers_behalf_are_audited() {
     );
 
     // Two paid bookings of one customer.
-    let (status, theater) = h
-        .call(
-            "POST",
-            "/api/v1/theaters",
-            &admin,
-            Some(
-                json!({"city": "delhi", "name": "Refund Hall", "lat": 1.0, "long": 1.0,
-                "screens": [{"name": "One", "rows": [{"label": "A", "seats": 6}]}]}),
-            ),
-            None,
-        )
+    let show_id = h
+        .delhi_show(&admin, "Refund Hall", "Refunded Premiere")
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{theater}");
-    let start_s = api::auth::now_s() + 86_400 * 2;
-    let (status, show) = h
-        .call(
-            "POST",
-            "/api/v1/shows",
-            &admin,
-            Some(
-                json!({"theater_id": theater["id"], "title": "Refunded Premiere",
-                "start_time": api::views::rfc3339(start_s * 1_000),
-                "end_time": api::views::rfc3339((start_s + 7_200) * 1_000),
-                "prices": {"normal_minor": 500, "premium_minor": 500, "vip_minor": 500}}),
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{show}");
-    let show_id = show["id"].as_str().unwrap().to_owned();
     let mut bookings = Vec::new();
     for seats in [json!([0, 1]), json!([2])] {
         let (status, lock) = h

@@ -202,19 +202,12 @@ impl Harness {
             request = request.json(&body);
         }
         let response = request.send().await.expect("request");
-        let status = response.status();
         let index = response
             .headers()
             .get("x-index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let is_problem = response.headers().get("content-type").is_some_and(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .starts_with("application/problem+json")
-        });
-        let text = response.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let (status, value, is_problem) = read_answer(response).await;
         if status.is_client_error() || status.is_server_error() {
             assert!(is_problem, "{status} without problem+json: {value}");
         }
@@ -338,6 +331,20 @@ impl Harness {
         let _ = self.server.await;
         self.cluster.stop().await;
     }
+}
+
+/// A response's status, its body (JSON, or the text as a string when it is not JSON)
+/// and whether it is problem+json.
+pub async fn read_answer(response: reqwest::Response) -> (StatusCode, Value, bool) {
+    let status = response.status();
+    let is_problem = response.headers().get("content-type").is_some_and(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .starts_with("application/problem+json")
+    });
+    let text = response.text().await.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value, is_problem)
 }
 
 /// One dispatched Server-Sent Event.
