@@ -169,6 +169,16 @@ async fn a_tls_cluster_serves_the_api_end_to_end_and_refuses_strangers() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // The event stream is read from the nodes over mutual TLS too.
+    let response = https
+        .get(format!("{base}/api/v1/events?city=mumbai&limit=50"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.unwrap();
+    assert!(page.to_string().contains("seats_locked"), "{page}");
     // The cluster page gathers every node's admin status over mutual TLS.
     let status: Value = https
         .get(format!("{base}/api/v1/cluster"))

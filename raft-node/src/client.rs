@@ -216,8 +216,19 @@ impl ClusterClient {
         body: &B,
         deadline: Instant,
     ) -> Result<Attempt<R>, ClientError> {
+        self.exchange(self.http.post(url).json(body), deadline)
+            .await
+    }
+
+    /// Sends `request` within `deadline`. A 4xx is the node refusing the request itself
+    /// (final); any other failure is worth trying again, here or elsewhere.
+    async fn exchange<R: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Attempt<R>, ClientError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let response = match self.http.post(url).json(body).timeout(left).send().await {
+        let response = match request.timeout(left).send().await {
             Ok(response) => response,
             Err(error) => return Ok(Attempt::Retry(error.to_string())),
         };
@@ -235,6 +246,41 @@ impl ClusterClient {
         }
     }
 
+    /// Asks the replicas, `prefer` first and then the others, going round them with
+    /// backoff until one answers or `timeout` passes. `ask(node, address, deadline)`
+    /// gives the answer, or the problem to report if none answers.
+    async fn ask_replicas<T, F, Fut>(
+        &self,
+        prefer: &[NodeId],
+        timeout: Duration,
+        mut ask: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(NodeId, String, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, String>, ClientError>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut order: Vec<NodeId> = prefer.to_vec();
+        order.extend(self.nodes.keys().filter(|id| !prefer.contains(id)));
+        order.retain(|id| self.nodes.contains_key(id));
+        let mut last_problem = String::from("no node answered");
+        for attempt in 0.. {
+            if Instant::now() >= deadline || order.is_empty() {
+                break;
+            }
+            let node = order[attempt % order.len()];
+            let addr = self.nodes.get(&node).cloned().unwrap_or_default();
+            match ask(node, addr, deadline).await? {
+                Ok(answer) => return Ok(answer),
+                Err(problem) => last_problem = problem,
+            }
+            if attempt % order.len() == order.len() - 1 {
+                Self::backoff(attempt / order.len(), deadline).await;
+            }
+        }
+        Err(ClientError::Unknown { last_problem })
+    }
+
     /// Reads from `prefer` (or any node) and fails over to the others within `timeout`.
     pub async fn read(
         &self,
@@ -243,29 +289,17 @@ impl ClusterClient {
         prefer: &[NodeId],
         timeout: Duration,
     ) -> Result<ReadReply, ClientError> {
-        let deadline = Instant::now() + timeout;
-        let mut order: Vec<NodeId> = prefer.to_vec();
-        order.extend(self.nodes.keys().filter(|id| !prefer.contains(id)));
-        let mut last_problem = String::from("no node answered");
-        for attempt in 0.. {
-            if Instant::now() >= deadline || order.is_empty() {
-                break;
-            }
-            let node = order[attempt % order.len()];
-            let Some(addr) = self.nodes.get(&node) else {
-                continue;
-            };
+        self.ask_replicas(prefer, timeout, |node, addr, deadline| async move {
             let url = format!("{}://{addr}/v1/shards/{shard}/read", self.scheme);
-            match self.post::<_, ReadReply>(&url, request, deadline).await? {
-                Attempt::Done(reply @ ReadReply::Done { .. }) => return Ok(reply),
-                Attempt::Done(ReadReply::Unavailable { reason, .. }) => last_problem = reason,
-                Attempt::Retry(problem) => last_problem = format!("node {node}: {problem}"),
-            }
-            if attempt % order.len() == order.len() - 1 {
-                Self::backoff(attempt / order.len(), deadline).await;
-            }
-        }
-        Err(ClientError::Unknown { last_problem })
+            Ok(
+                match self.post::<_, ReadReply>(&url, request, deadline).await? {
+                    Attempt::Done(reply @ ReadReply::Done { .. }) => Ok(reply),
+                    Attempt::Done(ReadReply::Unavailable { reason, .. }) => Err(reason),
+                    Attempt::Retry(problem) => Err(format!("node {node}: {problem}")),
+                },
+            )
+        })
+        .await
     }
 
     /// A page of `shard`'s events from position `(from, from_seq)` on, read from the
@@ -280,42 +314,21 @@ impl ClusterClient {
         prefer: &[NodeId],
         timeout: Duration,
     ) -> Result<EventsReply, ClientError> {
-        let deadline = Instant::now() + timeout;
-        let mut order: Vec<NodeId> = prefer.to_vec();
-        order.extend(self.nodes.keys().filter(|id| !prefer.contains(id)));
-        let mut last_problem = String::from("no node answered");
-        for attempt in 0.. {
-            if Instant::now() >= deadline || order.is_empty() {
-                break;
-            }
-            let node = order[attempt % order.len()];
-            let Some(addr) = self.nodes.get(&node) else {
-                continue;
-            };
+        self.ask_replicas(prefer, timeout, |node, addr, deadline| async move {
             let url = format!(
                 "{}://{addr}/v1/shards/{shard}/events?from={from}&seq={from_seq}&limit={limit}",
                 self.scheme
             );
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.http.get(&url).timeout(left).send().await {
-                Ok(response) if response.status().is_client_error() => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    return Err(ClientError::Refused(format!("{status}: {text}")));
-                }
-                Ok(response) if response.status().is_success() => {
-                    match response.json::<EventsReply>().await {
-                        Ok(reply) => return Ok(reply),
-                        Err(error) => last_problem = format!("node {node}: {error}"),
-                    }
-                }
-                Ok(response) => last_problem = format!("node {node}: HTTP {}", response.status()),
-                Err(error) => last_problem = format!("node {node}: {error}"),
-            }
-            if attempt % order.len() == order.len() - 1 {
-                Self::backoff(attempt / order.len(), deadline).await;
-            }
-        }
-        Err(ClientError::Unknown { last_problem })
+            Ok(
+                match self
+                    .exchange::<EventsReply>(self.http.get(&url), deadline)
+                    .await?
+                {
+                    Attempt::Done(reply) => Ok(reply),
+                    Attempt::Retry(problem) => Err(format!("node {node}: {problem}")),
+                },
+            )
+        })
+        .await
     }
 }
