@@ -751,8 +751,8 @@ mod tests {
             }
         }
 
-        /// Locks `seats` for Alice with a 60 s lock and starts paying it.
-        fn lock_and_start(&mut self, seats: &[u32]) -> BookingId {
+        /// Locks `seats` for Alice with a 60 s lock; returns its booking.
+        fn lock(&mut self, seats: &[u32]) -> BookingId {
             let Applied::SeatsLocked { booking, .. } = self.ok(CommandKind::LockSeats {
                 show: self.show,
                 user: ALICE,
@@ -761,6 +761,12 @@ mod tests {
             }) else {
                 panic!("no lock")
             };
+            booking
+        }
+
+        /// Locks `seats` for Alice with a 60 s lock and starts paying it.
+        fn lock_and_start(&mut self, seats: &[u32]) -> BookingId {
+            let booking = self.lock(seats);
             self.ok(start(booking, 0));
             booking
         }
@@ -934,14 +940,7 @@ mod tests {
     #[test]
     fn starting_needs_a_live_own_lock_and_a_sane_discount() {
         let mut s = Saga::new(10 * HOUR_MS);
-        let Applied::SeatsLocked { booking, .. } = s.ok(CommandKind::LockSeats {
-            show: s.show,
-            user: ALICE,
-            seats: vec![SeatId(0)],
-            ttl_ms: Some(60_000),
-        }) else {
-            panic!()
-        };
+        let booking = s.lock(&[0]);
         let mut bob = start(booking, 0);
         if let CommandKind::StartPayment { user, .. } = &mut bob {
             *user = BOB;
@@ -1003,14 +1002,7 @@ mod tests {
     #[test]
     fn a_discounted_booking_cancelled_refunds_what_was_paid() {
         let mut s = Saga::new(10 * HOUR_MS);
-        let Applied::SeatsLocked { booking, .. } = s.ok(CommandKind::LockSeats {
-            show: s.show,
-            user: ALICE,
-            seats: vec![SeatId(0)],
-            ttl_ms: Some(60_000),
-        }) else {
-            panic!()
-        };
+        let booking = s.lock(&[0]);
         s.ok(start(booking, 4_000));
         s.ok(report(booking, GatewayStatus::Succeeded, 1, 16_000));
         let Applied::BookingCancelled {
