@@ -234,16 +234,8 @@ async fn each_notification_arrives_once_per_id_despite_a_worker_crash() {
             >= 2
     })
     .await;
+    h.cancel(user.0, &booking).await;
     let token = h.token(user.0, Role::Customer);
-    let (status, body) = h
-        .call(
-            "DELETE",
-            &format!("/api/v1/bookings/{booking}"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     // A short lock gets its reminder before it expires.
     let token_body = json!({ "seats": [5], "ttl_seconds": 10 });
     let (status, lock) = h
@@ -560,7 +552,6 @@ async fn refund_issued_is_sent_once_when_the_gateway_refund_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("dead.jsonl");
     let user = 9_301u64;
-    let token = h.token(user, Role::Customer);
     let show = h.show(4, 10).await;
     let worker = tokio::spawn(
         Worker::new(h.state.clone(), config("notify-refund", &url, None, &dead))
@@ -584,15 +575,7 @@ async fn refund_issued_is_sent_once_when_the_gateway_refund_is_recorded() {
     // The gateway does not answer refunds: the cancellation leaves the refund due, and
     // nothing may claim it was issued.
     h.gateway.hold_refunds.store(true, Ordering::SeqCst);
-    let (status, cancelled) = h
-        .call(
-            "DELETE",
-            &format!("/api/v1/bookings/{booking}"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{cancelled}");
+    let cancelled = h.cancel(user, &booking).await;
     assert_eq!(cancelled["payment_status"], "refund_pending", "{cancelled}");
     wait_until("booking_cancelled", || {
         !of_kind("booking_cancelled").is_empty()

@@ -308,6 +308,21 @@ impl Harness {
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     }
 
+    /// Cancels `user`'s booking; returns the answer (200 asserted).
+    pub async fn cancel(&self, user: u64, booking: &str) -> Value {
+        let token = self.token(user, Role::Customer);
+        let (status, body) = self
+            .call(
+                "DELETE",
+                &format!("/api/v1/bookings/{booking}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     /// Opens an SSE stream of `path` (with `Last-Event-ID` when given).
     pub async fn sse(&self, path: &str, token: &str, last_event_id: Option<&str>) -> SseReader {
         let mut request = self
