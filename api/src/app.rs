@@ -348,6 +348,19 @@ impl AuthUser {
         self.role == Role::Admin
     }
 
+    /// The user a `/users/{id}/...` request is about: the caller, or anyone for an
+    /// admin. Another user's id, like an id that is not a number, is 404.
+    pub fn own_or_admin(&self, id: &str) -> Result<state_machine::UserId, Problem> {
+        let user = id
+            .parse::<u64>()
+            .map(state_machine::UserId)
+            .map_err(|_| Problem::not_found("no such user"))?;
+        if user != self.id && !self.is_admin() {
+            return Err(Problem::not_found("no such user"));
+        }
+        Ok(user)
+    }
+
     /// The ledger request id of this caller's write (see `request_id`).
     pub fn request_id(&self, headers: &HeaderMap) -> Result<String, Problem> {
         request_id(headers, &self.id.to_string())
@@ -494,5 +507,32 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Par
             Ok(axum::extract::Query(value)) => Ok(Params(value)),
             Err(rejection) => Err(Problem::invalid("query", rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_path_is_the_callers_own_unless_an_admin_asks() {
+        let customer = AuthUser {
+            id: UserId(7),
+            role: Role::Customer,
+        };
+        let admin = AuthUser {
+            id: UserId(1),
+            role: Role::Admin,
+        };
+        assert_eq!(customer.own_or_admin("7").unwrap(), UserId(7));
+        for other in ["8", "x", "", "-7", "18446744073709551616"] {
+            assert_eq!(
+                customer.own_or_admin(other).unwrap_err().status,
+                404,
+                "{other}"
+            );
+        }
+        assert_eq!(admin.own_or_admin("8").unwrap(), UserId(8));
+        assert_eq!(admin.own_or_admin("x").unwrap_err().status, 404);
     }
 }

@@ -334,11 +334,8 @@ pub async fn get_referral(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let id: u64 = id.parse().map_err(|_| Problem::not_found("no such user"))?;
-    if caller.id.0 != id && !caller.is_admin() {
-        return Err(Problem::not_found("no such user"));
-    }
-    let summary = referral_summary(&state, state_machine::UserId(id), None).await?;
+    let user = caller.own_or_admin(&id)?;
+    let summary = referral_summary(&state, user, None).await?;
     Ok(Json(summary).into_response())
 }
 

@@ -934,19 +934,6 @@ fn yes() -> bool {
     true
 }
 
-/// The user a channels request is about: the caller, or anyone for an admin; another
-/// user's is 404.
-fn channels_user(caller: &crate::app::AuthUser, id: &str) -> Result<UserId, Problem> {
-    let user = id
-        .parse::<u64>()
-        .map(UserId)
-        .map_err(|_| Problem::not_found("no such user"))?;
-    if user != caller.id && !caller.is_admin() {
-        return Err(Problem::not_found("no such user"));
-    }
-    Ok(user)
-}
-
 /// `GET /api/v1/users/{userId}/notification-channels` (self or admin).
 pub async fn get_channels(
     axum::extract::State(state): axum::extract::State<Shared>,
@@ -954,7 +941,7 @@ pub async fn get_channels(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<axum::response::Response, Problem> {
     use axum::response::IntoResponse;
-    let user = channels_user(&caller, &id)?;
+    let user = caller.own_or_admin(&id)?;
     let global = state.config.global_shard.clone();
     let query = Query::NotificationChannels { user };
     let (response, meta) = state
@@ -984,7 +971,7 @@ pub async fn set_channels(
     crate::app::Body(body): crate::app::Body<ChannelsBody>,
 ) -> Result<axum::response::Response, Problem> {
     use axum::response::IntoResponse;
-    let user = channels_user(&caller, &id)?;
+    let user = caller.own_or_admin(&id)?;
     let secret = body
         .webhook_url
         .as_ref()

@@ -214,11 +214,7 @@ pub async fn get_user(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let id: u64 = id.parse().map_err(|_| Problem::not_found("no such user"))?;
-    if caller.id.0 != id && !caller.is_admin() {
-        return Err(Problem::not_found("no such user"));
-    }
-    let user = state.user(UserId(id)).await?;
+    let user = state.user(caller.own_or_admin(&id)?).await?;
     Ok(reply(StatusCode::OK, HeaderMap::new(), views::user(&user)))
 }
 
