@@ -15,8 +15,9 @@ pub const PASSWORD_CHARS_MIN: usize = 10;
 /// Longest password accepted (argon2 work is bounded by it).
 pub const PASSWORD_BYTES_MAX: usize = 256;
 /// Access tokens whose signature this node has verified, remembered so a client's next
-/// request skips the Ed25519 verification (at ~400 bytes each, a few MB at most).
-pub const VERIFIED_TOKENS_MAX: usize = 16_384;
+/// request skips the Ed25519 verification: the users active within a token's 15 minutes
+/// on one api node, at ~500 bytes each (about 32 MB at most).
+pub const VERIFIED_TOKENS_MAX: usize = 65_536;
 /// Seconds of clock difference tolerated on `exp` and `nbf`.
 const LEEWAY_S: u64 = 5;
 

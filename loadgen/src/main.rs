@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc as in the api and node binaries, so the in-process cluster runs as they do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = loadgen::cli::Cli::parse();
     tracing_subscriber::fmt()
