@@ -47,15 +47,7 @@ impl Harness {
 
     fn request(&self, method: &str, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
         let url = format!("{}{path}", self.base);
-        let request = match method {
-            "POST" => self.http.post(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.get(url),
-        };
-        match token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+        harness::request(&self.http, method, url, token, None)
     }
 
     async fn call(
@@ -65,11 +57,9 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self.request(method, path, token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        self.send(request).await
+        let url = format!("{}{path}", self.base);
+        self.send(harness::request(&self.http, method, url, token, body))
+            .await
     }
 
     /// A theater owned by `owner` (a theater_owner or admin token's user).

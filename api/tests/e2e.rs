@@ -32,19 +32,9 @@ impl Harness {
         key: Option<&str>,
     ) -> (StatusCode, Value) {
         let url = format!("{}{path}", self.base);
-        let mut request = match method {
-            "POST" => self.http.post(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.get(url),
-        };
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = harness::request(&self.http, method, url, token, body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
         }
         let response = request.send().await.expect("request");
         let (status, value, is_problem) = harness::read_answer(response).await;

@@ -6,12 +6,13 @@
 //! charged (or refunded). Every test finishes by checking that promise against the
 //! gateway's own books (`assert_money_matches_bookings`).
 
+mod harness;
+
 use api::app::AppState;
 use api::auth::Keys;
 use api::demo::DemoCluster;
 use api::payment::SandboxGateway;
 use gateway::wire::Behaviour;
-use raft_node::config::RaftTiming;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use state_machine::{CommandKind, Limits, Role, UserId};
@@ -37,15 +38,6 @@ struct Harness {
     lock_grace_ms: u64,
 }
 
-fn timing() -> RaftTiming {
-    RaftTiming {
-        heartbeat_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        ..RaftTiming::default()
-    }
-}
-
 impl Harness {
     /// A cluster with locks of 1 s minimum, one gateway, and `apis` api nodes whose
     /// pay requests wait at most `wait_ms` for the result.
@@ -54,7 +46,7 @@ impl Harness {
             lock_ttl_ms_min: 1_000,
             ..Limits::default()
         };
-        let cluster = DemoCluster::start_with_limits(None, timing(), limits)
+        let cluster = DemoCluster::start_with_limits(None, harness::timing(), limits)
             .await
             .expect("cluster");
         let gateway = Arc::new(SandboxGateway::start().await.expect("gateway"));
@@ -125,24 +117,9 @@ impl Harness {
         body: Option<Value>,
     ) -> (StatusCode, Value) {
         let url = format!("{}{path}", self.apis[node].base);
-        let mut request = match method {
-            "POST" => self.http.post(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.get(url),
-        };
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let request = harness::request(&self.http, method, url, token, body);
+        let (status, value, _) = harness::read_answer(request.send().await.expect("request")).await;
+        (status, value)
     }
 
     /// A show in Mumbai starting `start_in_s` from now, lasting `length_s`.

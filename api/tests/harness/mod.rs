@@ -189,19 +189,10 @@ impl Harness {
         body: Option<Value>,
     ) -> (StatusCode, Value, Option<u64>) {
         let url = format!("{}{path}", self.base);
-        let mut request = match method {
-            "POST" => self.http.post(url),
-            "DELETE" => self.http.delete(url),
-            "PATCH" => self.http.patch(url),
-            _ => self.http.get(url),
-        };
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
+        let response = request(&self.http, method, url, token, body)
+            .send()
+            .await
+            .expect("request");
         let index = response
             .headers()
             .get("x-index")
@@ -346,6 +337,29 @@ impl Harness {
         let _ = self.server.await;
         self.cluster.stop().await;
     }
+}
+
+/// A `method` request to `url` with an optional bearer token and JSON body.
+pub fn request(
+    http: &reqwest::Client,
+    method: &str,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::RequestBuilder {
+    let mut request = match method {
+        "POST" => http.post(url),
+        "DELETE" => http.delete(url),
+        "PATCH" => http.patch(url),
+        _ => http.get(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request
 }
 
 /// A response's status, its body (JSON, or the text as a string when it is not JSON)
