@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod group_commit;
 pub mod http;
 pub mod ledger_sm;
 pub mod log_store;

@@ -21,17 +21,24 @@
 //! - [`META_CF`]: `prefix ++ "vote"`, `prefix ++ "committed"` and `prefix ++ "last_purged"` map
 //!   to the bincode-encoded vote, committed log id and last purged log id.
 //!
-//! Open the instance once with [`open_db`] (or include [`column_family_descriptors`] when the
-//! application opens it itself), wrap it in an [`Arc`], and create one [`LogStore`] per shard
-//! with [`LogStore::new`]. [`LogStore::open`] is the single-shard shortcut.
+//! Open the instance once with [`open_db`] (or wrap an instance the application opened itself,
+//! with [`column_family_descriptors`] included, in [`LogDb::new`]), and create one [`LogStore`]
+//! per shard with [`LogStore::new`]. [`LogStore::open`] is the single-shard shortcut.
 //!
-//! # Durability
+//! # Durability: group commit across shards
 //!
-//! Appends, vote saves, truncations and purges are written with `sync = true`, so they are on
-//! disk before the call returns, and an append's [`IOFlushed`] callback fires only after its
-//! synced write has completed. The writes run on a blocking thread so that an fsync does not
-//! stall the async executor, and each call awaits its write before returning, which
-//! keeps all writes of one store in call order as openraft requires.
+//! Writes are made with `sync = false`, so they are readable at once, and made durable by the
+//! instance's [`GroupCommit`] thread, which syncs the write-ahead log once for every write made
+//! before the sync started, whatever shard it came from. So:
+//!
+//! - `append` returns as soon as its entries are written (readable, as openraft requires), and
+//!   its [`IOFlushed`] callback fires from the sync thread once they are on disk. The leader
+//!   therefore replicates while its own fsync runs, and concurrent appends of all shards of a
+//!   node share one fsync.
+//! - `save_vote`, `truncate_after` and `purge` return only once their write is on disk.
+//! - Completions run in the order the writes were made, so when any call returns or any
+//!   callback fires, every earlier write of the store is durable and reported, as openraft
+//!   requires of a log that is persisted in call order.
 
 use std::fmt;
 use std::io;
@@ -47,7 +54,6 @@ use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 use openraft::storage::LogState;
 use openraft::storage::RaftLogStorage;
-use openraft::AsyncRuntime;
 use openraft::OptionalSend;
 use openraft::RaftLogReader;
 use openraft::RaftTypeConfig;
@@ -61,6 +67,8 @@ use rocksdb::WriteOptions;
 use rocksdb::DB;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::group_commit::GroupCommit;
 
 /// Column family holding log entries of every shard.
 pub const LOG_CF: &str = "raft_log";
@@ -99,7 +107,7 @@ pub fn column_family_descriptors() -> Vec<ColumnFamilyDescriptor> {
 /// too, with default options, because RocksDB refuses to open a database without all of them.
 /// An application whose own column families need non-default options (a comparator or merge
 /// operator) must open the database itself with [`column_family_descriptors`] added.
-pub fn open_db(path: impl AsRef<Path>) -> io::Result<Arc<DB>> {
+pub fn open_db(path: impl AsRef<Path>) -> io::Result<LogDb> {
     let path = path.as_ref();
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -118,7 +126,46 @@ pub fn open_db(path: impl AsRef<Path>) -> io::Result<Arc<DB>> {
             path.display()
         ))
     })?;
-    Ok(Arc::new(db))
+    LogDb::new(Arc::new(db))
+}
+
+/// A RocksDB instance holding the logs of one or more shards, with its sync thread.
+///
+/// Cloning is cheap; every clone shares the instance and the thread, which stops when the last
+/// clone (including those inside [`LogStore`]s) is dropped.
+#[derive(Clone)]
+pub struct LogDb {
+    db: Arc<DB>,
+    group_commit: Arc<GroupCommit>,
+}
+
+impl LogDb {
+    /// Wraps an instance that has [`LOG_CF`] and [`META_CF`] and starts its sync thread.
+    pub fn new(db: Arc<DB>) -> io::Result<LogDb> {
+        for cf in [LOG_CF, META_CF] {
+            if db.cf_handle(cf).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("raft log store: RocksDB instance lacks column family {cf:?}"),
+                ));
+            }
+        }
+        let group_commit = Arc::new(GroupCommit::start(db.clone())?);
+        Ok(LogDb { db, group_commit })
+    }
+
+    /// The RocksDB instance, for callers that keep other column families in it or back it up.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+}
+
+impl fmt::Debug for LogDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogDb")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The Raft log and vote of one shard, stored in a (possibly shared) RocksDB instance.
@@ -129,6 +176,7 @@ where
     C: RaftTypeConfig,
 {
     db: Arc<DB>,
+    group_commit: Arc<GroupCommit>,
     shard: Arc<str>,
     prefix: Arc<[u8]>,
     _config: PhantomData<fn() -> C>,
@@ -141,6 +189,7 @@ where
     fn clone(&self) -> Self {
         Self {
             db: self.db.clone(),
+            group_commit: self.group_commit.clone(),
             shard: self.shard.clone(),
             prefix: self.prefix.clone(),
             _config: PhantomData,
@@ -168,11 +217,11 @@ where
         Self::new(open_db(path)?, DEFAULT_SHARD)
     }
 
-    /// Creates the store of shard `shard` in `db`, which must have [`LOG_CF`] and [`META_CF`].
+    /// Creates the store of shard `shard` in `db`.
     ///
     /// Several stores with different shard names may share one `db`; two live stores must not
     /// use the same shard name, because openraft assumes it is the only writer of its log.
-    pub fn new(db: Arc<DB>, shard: &str) -> io::Result<Self> {
+    pub fn new(db: LogDb, shard: &str) -> io::Result<Self> {
         if shard.is_empty() || shard.len() > MAX_SHARD_NAME_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -182,20 +231,13 @@ where
                 ),
             ));
         }
-        for cf in [LOG_CF, META_CF] {
-            if db.cf_handle(cf).is_none() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("raft log store: RocksDB instance lacks column family {cf:?}"),
-                ));
-            }
-        }
         let mut prefix = Vec::with_capacity(1 + shard.len());
         // The length check above guarantees the cast is lossless.
         prefix.push(shard.len() as u8);
         prefix.extend_from_slice(shard.as_bytes());
         Ok(Self {
-            db,
+            db: db.db,
+            group_commit: db.group_commit,
             shard: Arc::from(shard),
             prefix: Arc::from(prefix),
             _config: PhantomData,
@@ -410,24 +452,24 @@ where
         Ok(batch)
     }
 
-    /// Writes `batch` with fsync on a blocking thread and waits for it.
-    async fn write_synced(&self, op: &'static str, batch: WriteBatch) -> io::Result<()> {
-        let db = self.db.clone();
-        let write = move || {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts)
-        };
-        // openraft's tokio runtime does not override `spawn_blocking`, whose default starts an
-        // OS thread per call; tokio's own pool reuses threads, so prefer it when present.
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle
-                .spawn_blocking(write)
-                .await
-                .map_err(|e| io::Error::other(format!("blocking RocksDB write failed: {e}")))?,
-            Err(_) => C::AsyncRuntime::spawn_blocking(write).await?,
-        };
-        result.map_err(|e| self.rocks_error(op, e))
+    /// Writes `batch` without waiting for the disk; the data is readable on return.
+    fn write_unsynced(&self, op: &'static str, batch: WriteBatch) -> io::Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| self.rocks_error(op, e))
+    }
+
+    /// Writes `batch` and waits until it, and every earlier write, is on disk.
+    async fn write_durable(&self, op: &'static str, batch: WriteBatch) -> io::Result<()> {
+        self.write_unsynced(op, batch)?;
+        self.group_commit.synced().await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("raft log store (shard {}): {op}: {e}", self.shard),
+            )
+        })
     }
 }
 
@@ -494,7 +536,7 @@ where
         let bytes = self.encode("vote", vote)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(META_CF)?, self.meta_key(VOTE_KEY), bytes);
-        self.write_synced("write of the vote", batch).await
+        self.write_durable("write of the vote", batch).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
@@ -519,18 +561,26 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let written = match self.entries_batch(entries) {
-            Ok(batch) => self.write_synced("append to the log", batch).await,
-            Err(e) => Err(e),
-        };
-        // Report the outcome through the callback as well, since openraft may only be waiting
-        // on the callback; the returned error is for the caller of `append` itself.
+        let written = self
+            .entries_batch(entries)
+            .and_then(|batch| self.write_unsynced("append to the log", batch));
         match written {
             Ok(()) => {
-                callback.io_completed(Ok(()));
+                // Readable now; the callback fires once the sync thread has made it durable.
+                let shard = self.shard.clone();
+                self.group_commit.after_sync(Box::new(move |result| {
+                    callback.io_completed(result.map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("raft log store (shard {shard}): append to the log: {e}"),
+                        )
+                    }))
+                }));
                 Ok(())
             }
             Err(e) => {
+                // Report the failure through the callback as well, since openraft may only be
+                // waiting on the callback; the returned error is for the caller of `append`.
                 callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
                 Err(e)
             }
@@ -547,7 +597,7 @@ where
         };
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(LOG_CF)?, self.log_key(from), self.log_end_key());
-        self.write_synced("truncation of the log", batch).await
+        self.write_durable("truncation of the log", batch).await
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
@@ -558,7 +608,7 @@ where
         // deleted without a marker saying where the log now starts.
         batch.put_cf(self.cf(META_CF)?, self.meta_key(LAST_PURGED_KEY), bytes);
         batch.delete_range_cf(self.cf(LOG_CF)?, self.log_key(0), end);
-        self.write_synced("purge of the log", batch).await
+        self.write_durable("purge of the log", batch).await
     }
 }
 
@@ -675,6 +725,42 @@ mod tests {
         let got = store.try_get_log_entries(1..3).await.expect("read");
         assert!(matches!(got[0].payload, EntryPayload::Blank));
         assert!(matches!(&got[1].payload, EntryPayload::Membership(m) if *m == membership));
+    }
+
+    #[tokio::test]
+    async fn appends_report_durability_in_order_and_before_later_calls_return() {
+        let dir = TempDir::new().expect("temp dir");
+        let db = open_db(dir.path()).expect("open db");
+        let mut a = LogStore::<C>::new(db.clone(), "a").expect("shard a");
+        let mut b = LogStore::<C>::new(db.clone(), "b").expect("shard b");
+        let mut flushed = Vec::new();
+        for i in 1..=20u64 {
+            let (tx, rx) = C::oneshot();
+            let store = if i % 2 == 0 { &mut a } else { &mut b };
+            store
+                .append(entries(1, i..=i), IOFlushed::signal(tx))
+                .await
+                .expect("append");
+            // Readable as soon as `append` returns, whether or not it is on disk yet.
+            assert_eq!(
+                indexes(&store.try_get_log_entries(i..=i).await.expect("read")),
+                vec![i]
+            );
+            flushed.push(rx);
+        }
+        // A vote save returns only once it is durable, and completions run in order, so
+        // every earlier append of either shard has reported by then.
+        let vote = VoteOf::<C>::from_leader_id(<C as RaftTypeConfig>::LeaderId::new(1, 1), false);
+        a.save_vote(&vote).await.expect("vote");
+        for (i, mut rx) in flushed.into_iter().enumerate() {
+            match rx.try_recv() {
+                Ok(result) => result.expect("append flushed"),
+                Err(e) => panic!(
+                    "append {} had not reported when the vote returned: {e}",
+                    i + 1
+                ),
+            }
+        }
     }
 
     #[tokio::test]
@@ -1037,7 +1123,7 @@ mod tests {
     /// Builds each suite case as a new shard of one shared database whose other shards hold
     /// data, so any leak between shards shows up as a suite failure.
     struct SharedDbBuilder {
-        db: Arc<DB>,
+        db: LogDb,
         next_shard: AtomicU64,
     }
 

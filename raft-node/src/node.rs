@@ -95,7 +95,7 @@ struct Inner {
     config: NodeConfig,
     raft_config: Arc<openraft::Config>,
     peers: PeerClient,
-    log_db: Arc<rocksdb::DB>,
+    log_db: crate::log_store::LogDb,
     shards: RwLock<BTreeMap<String, Arc<Shard>>>,
     shutdown: watch::Sender<bool>,
     clock: ClusterClock,
@@ -185,7 +185,7 @@ impl Node {
 
     /// The RocksDB instance holding every shard's Raft log and vote (backups checkpoint it).
     pub fn log_db(&self) -> &Arc<rocksdb::DB> {
-        &self.inner.log_db
+        self.inner.log_db.db()
     }
 
     pub fn transport_config(&self) -> TransportConfig {

@@ -14,7 +14,7 @@ use openraft::vote::RaftLeaderIdExt;
 use openraft::RaftTypeConfig;
 use openraft::StorageError;
 use raft_node::ledger_sm::LedgerStateMachine;
-use raft_node::log_store::{open_db, LogStore};
+use raft_node::log_store::{open_db, LogDb, LogStore};
 use raft_node::types::{Membership, ShardCommand, TypeConfig};
 use state_machine::testkit;
 use state_machine::{
@@ -35,7 +35,7 @@ type Entry<C> = <C as RaftTypeConfig>::Entry;
 /// directory, which is the case's guard and is removed when the case ends.
 struct RealPairBuilder {
     _log_dir: TempDir,
-    log_db: Arc<rocksdb::DB>,
+    log_db: LogDb,
     next_shard: AtomicU64,
 }
 
