@@ -499,6 +499,10 @@ pub async fn serve(
     // The reconciliation poller lives exactly as long as this server.
     let _reconciler = saga::spawn_reconciler(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Answers are small and latency matters more than packet count: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

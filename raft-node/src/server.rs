@@ -75,6 +75,10 @@ impl RunningNode {
                             .await
                     }
                     (None, Some(plain)) => {
+                        // Replies are small and latency matters more than packet count.
+                        let plain = axum::serve::ListenerExt::tap_io(plain, |tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
                         axum::serve(plain, router)
                             .with_graceful_shutdown(shutdown)
                             .await
