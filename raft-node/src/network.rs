@@ -30,6 +30,9 @@ pub mod method {
     pub const PRE_VOTE: u8 = 6;
     /// Node-level, not per shard: the answering node's clock, for cluster time.
     pub const CLOCK: u8 = 7;
+    /// A follower's read index request that carries the follower's own vote, which the
+    /// leader may count as that follower's acknowledgement (see `Node::read_index`).
+    pub const READ_INDEX_ACKED: u8 = 8;
 }
 
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;

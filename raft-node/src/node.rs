@@ -16,6 +16,7 @@ use crate::types::{NodeId, NodeInfo, Raft, ShardCommand, TypeConfig};
 use futures_util::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::vote::RaftLeaderId;
 use openraft::{RaftMetrics, ReadPolicy, ServerState};
 use state_machine::codec;
 #[cfg(feature = "planted-bugs")]
@@ -373,17 +374,31 @@ impl Node {
             {
                 None
             }
-            Consistency::Linearizable => match self.read_index(&shard).await {
-                Ok(index) => Some(index),
-                Err(reason) => return Ok(unavailable(reason)),
-            },
+            Consistency::Linearizable => {
+                let started = Instant::now();
+                let role = if shard.raft.is_leader() {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                let index = self.read_index(&shard).await;
+                metrics::histogram!("seat_ledger_read_index_seconds", "role" => role)
+                    .record(started.elapsed().as_secs_f64());
+                match index {
+                    Ok(index) => Some(index),
+                    Err(reason) => return Ok(unavailable(reason)),
+                }
+            }
         };
         if let Some(index) = wait_for {
+            let started = Instant::now();
             let waited = shard
                 .raft
                 .wait(Some(READ_WAIT))
                 .applied_index_at_least(Some(index), "read")
                 .await;
+            metrics::histogram!("seat_ledger_read_apply_wait_seconds")
+                .record(started.elapsed().as_secs_f64());
             if waited.is_err() {
                 return Ok(unavailable(format!(
                     "this replica did not apply index {index} within {READ_WAIT:?}"
@@ -437,38 +452,62 @@ impl Node {
 
     /// The leader's read index: confirmed by a quorum round (ReadIndex), obtained locally
     /// on the leader or over the peer transport on a follower.
+    ///
+    /// A follower first reads its own vote from its Raft core and sends it along
+    /// (`READ_INDEX_ACKED`). Holding that vote when it sends, the follower has not moved to
+    /// a later term, which is what its answer to a leader's heartbeat would have said; so
+    /// when the leader, in its core, still holds the same vote and the two of them are a
+    /// quorum of its (single, not joint) configuration, it answers with its committed index
+    /// without a heartbeat round. Any leader of a later term elected before the read began
+    /// needed a vote of one of the two, so none exists; entries of earlier terms lie below
+    /// the leader's first entry, which its commit index has passed (checked). Otherwise the
+    /// leader runs the ordinary ReadIndex round.
     async fn read_index(&self, shard: &Shard) -> Result<u64, String> {
         if shard.raft.is_leader() {
-            let linearizer = shard
-                .raft
-                .get_read_linearizer(ReadPolicy::ReadIndex)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(linearizer.read_log_id().index());
+            return leader_read_index(&shard.raft).await;
         }
+        let vote = shard
+            .raft
+            .with_raft_state(|state| {
+                (state.server_state == ServerState::Follower && state.vote_ref().is_committed())
+                    .then(|| *state.vote_ref())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         let metrics = shard.metrics();
-        let leader = metrics
-            .current_leader
-            .ok_or("no leader is known for this shard")?;
+        let leader = match &vote {
+            Some(vote) => Some(*vote.leader_id().node_id()),
+            None => metrics.current_leader,
+        }
+        .ok_or("no leader is known for this shard")?;
         let info = metrics
             .membership_config
             .membership()
             .get_node(&leader)
             .cloned()
             .ok_or("the leader is not in the membership")?;
-        let bytes = self
-            .inner
-            .peers
-            .call(
+        let call = |method: u8, payload: Vec<u8>| {
+            self.inner.peers.call(
                 leader,
                 &info.peer_addr,
                 &shard.name,
-                method::READ_INDEX,
-                Vec::new(),
+                method,
+                payload,
                 READ_INDEX_TIMEOUT,
             )
-            .await
-            .map_err(|e| format!("read index from leader {leader}: {e}"))?;
+        };
+        let answer = match vote {
+            Some(vote) => match call(method::READ_INDEX_ACKED, codec::encode(&vote)).await {
+                // A leader that does not know the method (an older version) refuses it;
+                // the ordinary request is then still correct.
+                Err(crate::transport::TransportError::Remote(_)) => {
+                    call(method::READ_INDEX, Vec::new()).await
+                }
+                other => other,
+            },
+            None => call(method::READ_INDEX, Vec::new()).await,
+        };
+        let bytes = answer.map_err(|e| format!("read index from leader {leader}: {e}"))?;
         let answer: Result<u64, String> = decode("read index", &bytes)?;
         answer
     }
@@ -610,6 +649,68 @@ struct PeerHandler {
     node: Node,
 }
 
+/// The read index on this node as leader, after a quorum round (ReadIndex).
+async fn leader_read_index(raft: &Raft) -> Result<u64, String> {
+    metrics::counter!("seat_ledger_read_index_total", "round" => "quorum").increment(1);
+    let linearizer = raft
+        .get_read_linearizer(ReadPolicy::ReadIndex)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(linearizer.read_log_id().index())
+}
+
+/// The read index this leader may answer `follower` with, counting the follower's `vote`
+/// as its acknowledgement (see [`Node::read_index`]); `None` when the ordinary round is
+/// needed. Runs inside the Raft core, so the state cannot change while it looks.
+fn acked_read_index(
+    state: &openraft::RaftState<TypeConfig>,
+    follower: NodeId,
+    vote: &crate::network::Vote,
+) -> Option<u64> {
+    acked_index(
+        state.server_state == ServerState::Leader,
+        state.vote_ref(),
+        state
+            .membership_state
+            .effective()
+            .membership()
+            .get_joint_config(),
+        state.local_committed(),
+        follower,
+        vote,
+    )
+}
+
+/// [`acked_read_index`] over the parts of the leader's state it reads.
+fn acked_index(
+    leading: bool,
+    own: &crate::network::Vote,
+    configs: &[BTreeSet<NodeId>],
+    committed: Option<&openraft::alias::LogIdOf<TypeConfig>>,
+    follower: NodeId,
+    vote: &crate::network::Vote,
+) -> Option<u64> {
+    if !leading || !own.is_committed() || own != vote {
+        return None;
+    }
+    // One configuration (not joint) of at most three voters holding both: then this
+    // leader and the follower are a majority of it.
+    let [voters] = configs else {
+        return None;
+    };
+    let leader = *own.leader_id().node_id();
+    if voters.len() > 3 || follower == leader || !voters.contains(&follower) {
+        return None;
+    }
+    if !voters.contains(&leader) {
+        return None;
+    }
+    // The commit index must have reached this term's first entry, which lies above every
+    // entry of earlier terms; until then only the ordinary round may answer.
+    let committed = committed?;
+    (committed.committed_leader_id() == &own.leader_id().to_committed()).then_some(committed.index)
+}
+
 fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Vec<u8> {
     codec::encode(&result.map_err(|e| e.to_string()))
 }
@@ -652,9 +753,22 @@ impl RequestHandler for PeerHandler {
                     raft.handle_transfer_leader(decode("transfer", &payload)?)
                         .await,
                 ),
-                method::READ_INDEX => {
-                    let linearizer = raft.get_read_linearizer(ReadPolicy::ReadIndex).await;
-                    reply(linearizer.map(|l| l.read_log_id().index()))
+                method::READ_INDEX => reply(leader_read_index(&raft).await),
+                method::READ_INDEX_ACKED => {
+                    let vote: crate::network::Vote = decode("read index vote", &payload)?;
+                    let acked = raft
+                        .with_raft_state(move |state| acked_read_index(state, from_node, &vote))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let index = match acked {
+                        Some(index) => {
+                            metrics::counter!("seat_ledger_read_index_total", "round" => "acked")
+                                .increment(1);
+                            Ok(index)
+                        }
+                        None => leader_read_index(&raft).await,
+                    };
+                    reply(index)
                 }
                 other => return Err(format!("unknown peer method {other}")),
             })
@@ -743,6 +857,125 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
             if let Err(error) = node.write(&shard.name, None, kind).await {
                 tracing::warn!(shard = shard.name, %error, "expiry sweep failed");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::vote::{RaftLeaderIdExt, RaftVote};
+    use openraft::RaftTypeConfig;
+
+    type LeaderId = <TypeConfig as RaftTypeConfig>::LeaderId;
+
+    fn vote(term: u64, leader: NodeId, committed: bool) -> crate::network::Vote {
+        crate::network::Vote::from_leader_id(LeaderId::new(term, leader), committed)
+    }
+
+    fn log_id(term: u64, leader: NodeId, index: u64) -> openraft::alias::LogIdOf<TypeConfig> {
+        openraft::LogId {
+            leader_id: LeaderId::new_committed(term, leader),
+            index,
+        }
+    }
+
+    fn voters(ids: &[NodeId]) -> Vec<BTreeSet<NodeId>> {
+        vec![ids.iter().copied().collect()]
+    }
+
+    #[test]
+    fn a_follower_holding_the_leaders_vote_acknowledges_the_read() {
+        let own = vote(5, 1, true);
+        let committed = log_id(5, 1, 42);
+        let answer = acked_index(true, &own, &voters(&[1, 2, 3]), Some(&committed), 2, &own);
+        assert_eq!(answer, Some(42));
+        // Two voters: the pair is the whole configuration.
+        let answer = acked_index(true, &own, &voters(&[1, 2]), Some(&committed), 2, &own);
+        assert_eq!(answer, Some(42));
+    }
+
+    #[test]
+    fn anything_short_of_a_proven_majority_takes_the_ordinary_round() {
+        let own = vote(5, 1, true);
+        let committed = log_id(5, 1, 42);
+        let three = voters(&[1, 2, 3]);
+        let cases: Vec<(&str, Option<u64>)> = vec![
+            (
+                "not leading",
+                acked_index(false, &own, &three, Some(&committed), 2, &own),
+            ),
+            (
+                "follower moved to a later term",
+                acked_index(true, &own, &three, Some(&committed), 2, &vote(6, 3, true)),
+            ),
+            (
+                "follower still on an earlier term",
+                acked_index(true, &own, &three, Some(&committed), 2, &vote(4, 1, true)),
+            ),
+            (
+                "follower's vote for this leader not yet committed",
+                acked_index(true, &own, &three, Some(&committed), 2, &vote(5, 1, false)),
+            ),
+            (
+                "own vote not committed",
+                acked_index(
+                    true,
+                    &vote(5, 1, false),
+                    &three,
+                    Some(&committed),
+                    2,
+                    &vote(5, 1, false),
+                ),
+            ),
+            (
+                "five voters need a third acknowledgement",
+                acked_index(
+                    true,
+                    &own,
+                    &voters(&[1, 2, 3, 4, 5]),
+                    Some(&committed),
+                    2,
+                    &own,
+                ),
+            ),
+            (
+                "joint configuration",
+                acked_index(
+                    true,
+                    &own,
+                    &[
+                        [1, 2, 3].into_iter().collect(),
+                        [1, 2, 4].into_iter().collect(),
+                    ],
+                    Some(&committed),
+                    2,
+                    &own,
+                ),
+            ),
+            (
+                "requester is not a voter",
+                acked_index(true, &own, &three, Some(&committed), 4, &own),
+            ),
+            (
+                "requester claims to be the leader",
+                acked_index(true, &own, &three, Some(&committed), 1, &own),
+            ),
+            (
+                "leader is not a voter of its configuration",
+                acked_index(true, &own, &voters(&[2, 3, 4]), Some(&committed), 2, &own),
+            ),
+            (
+                "nothing of this term committed yet",
+                acked_index(true, &own, &three, Some(&log_id(4, 2, 40)), 2, &own),
+            ),
+            (
+                "nothing committed at all",
+                acked_index(true, &own, &three, None, 2, &own),
+            ),
+        ];
+        for (case, answer) in cases {
+            assert_eq!(answer, None, "{case}");
         }
     }
 }

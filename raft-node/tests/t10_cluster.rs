@@ -51,7 +51,9 @@ async fn t10_writes_replicate_and_replicas_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t20_follower_linearizable_read_sees_the_latest_write() {
-    // A linearizable read on a follower reflects a write acknowledged just before it.
+    // A linearizable read on a follower reflects a write acknowledged just before it,
+    // including when the leader counts the follower's vote as its acknowledgement.
+    let acked_before = acked_read_indexes();
     let cluster = TestCluster::start(3, &["mumbai"]).await;
     let show = cluster.seed_show("mumbai").await;
     let leader = cluster.wait_leader("mumbai").await;
@@ -87,7 +89,22 @@ async fn t20_follower_linearizable_read_sees_the_latest_write() {
             "the follower read missed an acknowledged lock"
         );
     }
+    assert!(
+        acked_read_indexes() > acked_before,
+        "no follower read took the acknowledged read index"
+    );
     cluster.stop_all().await;
+}
+
+/// Read indexes a leader answered by counting the requesting follower's vote, in this
+/// process so far (the metrics registry is shared by the tests of this file).
+fn acked_read_indexes() -> u64 {
+    raft_node::http::prometheus()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix("seat_ledger_read_index_total{round=\"acked\"} "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
