@@ -123,7 +123,7 @@ if ((quick)); then
         --targets ours,ours-saga,rest,postgres,redis \
         --expected-rate 16000 --shows-max 100
     "$loadgen" run "${common[@]}" --no-baseline --scenarios multi-city,browsing --clients 64 \
-        --warmup 1 --duration 5
+        --warmup 1 --duration 5 --expected-rate 16000 --shows-max 100
     "$loadgen" run "${common[@]}" --no-baseline --scenarios stampede --clients none --rates 200 \
         --warmup 1 --duration 5
 else
@@ -131,7 +131,7 @@ else
         --targets ours,ours-saga,rest,postgres,redis \
         --duration 10 --expected-rate 16000 --shows-max 100
     "$loadgen" run "${common[@]}" --no-baseline --scenarios multi-city,browsing \
-        --clients 1,16,64,256 --warmup 2 --duration 10
+        --clients 1,16,64,256 --warmup 2 --duration 10 --expected-rate 16000 --shows-max 100
     "$loadgen" run "${common[@]}" --no-baseline --scenarios stampede --clients none \
         --rates 200,800 --warmup 2 --duration 10
 fi

@@ -1,5 +1,5 @@
-//! Our system: three raft-nodes in this process on loopback (RocksDB log with synced
-//! appends, i.e. fsync on), one shard per city plus `global`, driven through the node
+//! Our system: three raft-nodes in this process on loopback (RocksDB log whose appends are
+//! acknowledged only after a group-committed fsync), one shard per city plus `global`, driven through the node
 //! client protocol (`ClusterClient`) or through the REST api served in the same
 //! process. Setup (theaters, shows) always goes through the client protocol and is not
 //! measured.
@@ -342,8 +342,9 @@ impl Target for Ours {
             "confirm = ConfirmBooking"
         };
         format!(
-            "seat-ledger, 3 replicas in one process on loopback, RocksDB log with synced \
-             appends (fsync on), node client protocol (JSON over HTTP); {confirm}"
+            "seat-ledger, 3 replicas in one process on loopback, RocksDB log with \
+             group-committed fsync before an append counts (fsync on), node client protocol \
+             (JSON over HTTP); {confirm}"
         )
     }
 
