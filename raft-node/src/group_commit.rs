@@ -56,6 +56,13 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 impl GroupCommit {
     /// Starts the sync thread of `db`.
     pub fn start(db: Arc<DB>) -> io::Result<GroupCommit> {
+        GroupCommit::start_with(move || db.flush_wal(true).map_err(|e| e.to_string()))
+    }
+
+    /// Starts a sync thread that makes writes durable with `sync` (tests inject failures).
+    fn start_with(
+        sync: impl FnMut() -> Result<(), String> + Send + 'static,
+    ) -> io::Result<GroupCommit> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -64,7 +71,7 @@ impl GroupCommit {
             .name("raft-log-sync".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&db, &shared)
+                move || run(sync, &shared)
             })?;
         Ok(GroupCommit {
             shared,
@@ -118,12 +125,12 @@ impl Drop for GroupCommit {
 
 fn sync_error(reason: &str) -> io::Error {
     io::Error::other(format!(
-        "syncing the raft log failed earlier ({reason}); nothing written since can be made \
-         durable, restart the node"
+        "syncing the raft log failed ({reason}); writes since the last good sync cannot be \
+         made durable: restart the node (it recovers what the log really holds)"
     ))
 }
 
-fn run(db: &DB, shared: &Shared) {
+fn run(mut sync: impl FnMut() -> Result<(), String>, shared: &Shared) {
     loop {
         let batch = {
             let mut state = lock(shared);
@@ -139,14 +146,13 @@ fn run(db: &DB, shared: &Shared) {
             std::mem::take(&mut state.waiting)
         };
         metrics::histogram!("seat_ledger_log_sync_batch").record(batch.len() as f64);
-        match db.flush_wal(true) {
+        match sync() {
             Ok(()) => {
                 for done in batch {
                     done(Ok(()));
                 }
             }
-            Err(e) => {
-                let reason = e.to_string();
+            Err(reason) => {
                 tracing::error!(error = %reason, "syncing the raft log failed; refusing further writes");
                 let waiting = {
                     let mut state = lock(shared);
@@ -182,6 +188,36 @@ mod tests {
         }
         group.synced().await.expect("synced");
         assert_eq!(*order.lock().expect("lock"), (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_what_waits_and_everything_after_it() {
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let group = GroupCommit::start_with({
+            let syncs = syncs.clone();
+            move || {
+                // The first sync succeeds, every later one fails.
+                match syncs.fetch_add(1, Ordering::SeqCst) {
+                    0 => Ok(()),
+                    _ => Err("injected EIO".into()),
+                }
+            }
+        })
+        .expect("start");
+        group.synced().await.expect("the first sync succeeds");
+        let error = group.synced().await.expect_err("the second sync fails");
+        assert!(error.to_string().contains("injected EIO"), "{error}");
+        // Sticky: nothing handed in later is reported durable, and no sync is tried.
+        let tried = syncs.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            let error = group.synced().await.expect_err("after a failure");
+            assert!(error.to_string().contains("restart the node"), "{error}");
+        }
+        assert_eq!(
+            syncs.load(Ordering::SeqCst),
+            tried,
+            "no sync after the failure"
+        );
     }
 
     #[test]
