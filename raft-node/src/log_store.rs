@@ -175,8 +175,7 @@ pub struct LogStore<C>
 where
     C: RaftTypeConfig,
 {
-    db: Arc<DB>,
-    group_commit: Arc<GroupCommit>,
+    db: LogDb,
     shard: Arc<str>,
     prefix: Arc<[u8]>,
     _config: PhantomData<fn() -> C>,
@@ -189,7 +188,6 @@ where
     fn clone(&self) -> Self {
         Self {
             db: self.db.clone(),
-            group_commit: self.group_commit.clone(),
             shard: self.shard.clone(),
             prefix: self.prefix.clone(),
             _config: PhantomData,
@@ -236,8 +234,7 @@ where
         prefix.push(shard.len() as u8);
         prefix.extend_from_slice(shard.as_bytes());
         Ok(Self {
-            db: db.db,
-            group_commit: db.group_commit,
+            db,
             shard: Arc::from(shard),
             prefix: Arc::from(prefix),
             _config: PhantomData,
@@ -251,7 +248,12 @@ where
 
     /// The shared RocksDB instance, for callers that keep other column families in it.
     pub fn db(&self) -> &Arc<DB> {
-        &self.db
+        &self.db.db
+    }
+
+    /// The RocksDB instance itself.
+    fn rocks(&self) -> &DB {
+        &self.db.db
     }
 
     fn log_key(&self, index: u64) -> Vec<u8> {
@@ -300,7 +302,7 @@ where
     fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
         // `new` checked the families exist and they are never dropped, so this only fails if
         // someone drops them behind our back; report it rather than panic.
-        self.db.cf_handle(name).ok_or_else(|| {
+        self.rocks().cf_handle(name).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
@@ -369,7 +371,7 @@ where
     fn read_meta<T: DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
         let cf = self.cf(META_CF)?;
         let bytes = self
-            .db
+            .rocks()
             .get_pinned_cf(cf, self.meta_key(name))
             .map_err(|e| self.rocks_error("read of metadata", e))?;
         match bytes {
@@ -397,7 +399,7 @@ where
         opts.set_iterate_lower_bound(self.log_key(0));
         let end = self.log_end_key();
         let mut iter =
-            self.db
+            self.rocks()
                 .iterator_cf_opt(cf, opts, IteratorMode::From(&end, Direction::Reverse));
         match iter.next() {
             None => Ok(None),
@@ -421,9 +423,9 @@ where
         let from = self.log_key(start);
         // An iterator reads from an implicit snapshot, so the result is atomic even while
         // another handle appends or truncates concurrently.
-        let iter = self
-            .db
-            .iterator_cf_opt(cf, opts, IteratorMode::From(&from, Direction::Forward));
+        let iter =
+            self.rocks()
+                .iterator_cf_opt(cf, opts, IteratorMode::From(&from, Direction::Forward));
         let mut entries: Vec<C::Entry> = Vec::new();
         for item in iter {
             let (key, value) = item.map_err(|e| self.rocks_error("scan of the log", e))?;
@@ -456,7 +458,7 @@ where
     fn write_unsynced(&self, op: &'static str, batch: WriteBatch) -> io::Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
-        self.db
+        self.rocks()
             .write_opt(batch, &opts)
             .map_err(|e| self.rocks_error(op, e))
     }
@@ -464,13 +466,17 @@ where
     /// Writes `batch` and waits until it, and every earlier write, is on disk.
     async fn write_durable(&self, op: &'static str, batch: WriteBatch) -> io::Result<()> {
         self.write_unsynced(op, batch)?;
-        self.group_commit.synced().await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("raft log store (shard {}): {op}: {e}", self.shard),
-            )
-        })
+        let synced = self.db.group_commit.synced().await;
+        synced.map_err(|e| sync_error(&self.shard, op, e))
     }
+}
+
+/// Names the shard and the operation whose write could not be made durable.
+fn sync_error(shard: &str, op: &str, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("raft log store (shard {shard}): {op}: {e}"),
+    )
 }
 
 /// Converts any `RangeBounds<u64>` into a start index and an exclusive end (`None` = unbounded).
@@ -545,7 +551,7 @@ where
         // No fsync: openraft calls this after every commit, and a lost update only makes the
         // node re-apply from an older committed id after a crash. RocksDB recovers a prefix of
         // its write-ahead log, so a committed id never survives without the entries before it.
-        self.db
+        self.rocks()
             .put_cf(cf, self.meta_key(COMMITTED_KEY), bytes)
             .map_err(|e| self.rocks_error("write of the committed log id", e))
     }
@@ -568,13 +574,10 @@ where
             Ok(()) => {
                 // Readable now; the callback fires once the sync thread has made it durable.
                 let shard = self.shard.clone();
-                self.group_commit.after_sync(Box::new(move |result| {
-                    callback.io_completed(result.map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("raft log store (shard {shard}): append to the log: {e}"),
-                        )
-                    }))
+                self.db.group_commit.after_sync(Box::new(move |result| {
+                    callback.io_completed(
+                        result.map_err(|e| sync_error(&shard, "append to the log", e)),
+                    )
                 }));
                 Ok(())
             }

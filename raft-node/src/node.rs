@@ -699,10 +699,11 @@ fn acked_index(
         return None;
     };
     let leader = *own.leader_id().node_id();
-    if voters.len() > 3 || follower == leader || !voters.contains(&follower) {
-        return None;
-    }
-    if !voters.contains(&leader) {
+    if voters.len() > 3
+        || follower == leader
+        || !voters.contains(&follower)
+        || !voters.contains(&leader)
+    {
         return None;
     }
     // The commit index must have reached this term's first entry, which lies above every
