@@ -133,6 +133,31 @@ impl TestCluster {
         None
     }
 
+    /// Moves `shard`'s leadership from `from` to `to` through the admin API and waits
+    /// until `to` leads.
+    pub async fn transfer_leader(&self, shard: &str, from: NodeId, to: NodeId) {
+        let url = format!(
+            "http://{}/admin/shards/{shard}/transfer-leader",
+            self.entry(from).client_addr
+        );
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({ "to": to }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.leader(shard).await != Some(to) {
+            assert!(Instant::now() < deadline, "leadership did not move to {to}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn wait_leader(&self, shard: &str) -> NodeId {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
