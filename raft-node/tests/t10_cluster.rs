@@ -392,29 +392,12 @@ async fn t70_transfer_leader_and_membership_change_while_writing() {
     };
     let leader = cluster.wait_leader("mumbai").await;
     let target = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
-    let http = reqwest::Client::new();
-    let admin = |id: u64| {
-        format!(
-            "http://{}/admin/shards/mumbai",
-            cluster.entry(id).client_addr
-        )
-    };
     cluster.transfer_leader("mumbai", leader, target).await;
     // Start a fourth node that hosts no shard yet, then add it as a learner.
     let mut file = cluster.file.clone();
     let extra = common::TestCluster::start_extra_node(&cluster, &mut file, 4).await;
     let info = serde_json::json!({ "node_id": 4, "info": { "peer_addr": extra.peer_addr.to_string(), "client_addr": extra.client_addr.to_string(), "region": "region-0" } });
-    let response = http
-        .post(format!("{}/learners", admin(target)))
-        .json(&info)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{:?}",
-        response.text().await
-    );
+    cluster.admin_post(target, "mumbai", "learners", info).await;
     let voters: Vec<u64> = cluster
         .nodes
         .keys()
@@ -422,17 +405,10 @@ async fn t70_transfer_leader_and_membership_change_while_writing() {
         .filter(|id| *id != leader)
         .chain([4])
         .collect();
-    let response = http
-        .post(format!("{}/membership", admin(target)))
-        .json(&serde_json::json!({ "voters": voters }))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{:?}",
-        response.text().await
-    );
+    let membership = serde_json::json!({ "voters": voters });
+    cluster
+        .admin_post(target, "mumbai", "membership", membership)
+        .await;
     let acked = writer.await.unwrap();
     assert!(
         acked.len() >= 50,

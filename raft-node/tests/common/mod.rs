@@ -136,26 +136,44 @@ impl TestCluster {
     /// Moves `shard`'s leadership from `from` to `to` through the admin API and waits
     /// until `to` leads.
     pub async fn transfer_leader(&self, shard: &str, from: NodeId, to: NodeId) {
-        let url = format!(
-            "http://{}/admin/shards/{shard}/transfer-leader",
-            self.entry(from).client_addr
-        );
-        let response = reqwest::Client::new()
-            .post(url)
-            .json(&serde_json::json!({ "to": to }))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{:?}",
-            response.text().await
-        );
+        self.admin_post(
+            from,
+            shard,
+            "transfer-leader",
+            serde_json::json!({ "to": to }),
+        )
+        .await;
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.leader(shard).await != Some(to) {
             assert!(Instant::now() < deadline, "leadership did not move to {to}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Posts `body` to node `node`'s admin endpoint `/admin/shards/{shard}/{action}` and
+    /// asserts it succeeded.
+    pub async fn admin_post(
+        &self,
+        node: NodeId,
+        shard: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) {
+        let url = format!(
+            "http://{}/admin/shards/{shard}/{action}",
+            self.entry(node).client_addr
+        );
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{action}: {:?}",
+            response.text().await
+        );
     }
 
     pub async fn wait_leader(&self, shard: &str) -> NodeId {
