@@ -376,12 +376,9 @@ impl Node {
             }
             Consistency::Linearizable => {
                 let started = Instant::now();
-                let role = if shard.raft.is_leader() {
-                    "leader"
-                } else {
-                    "follower"
-                };
-                let index = self.read_index(&shard).await;
+                let leading = shard.raft.is_leader();
+                let role = if leading { "leader" } else { "follower" };
+                let index = self.read_index(&shard, leading).await;
                 metrics::histogram!("seat_ledger_read_index_seconds", "role" => role)
                     .record(started.elapsed().as_secs_f64());
                 match index {
@@ -451,7 +448,8 @@ impl Node {
     }
 
     /// The leader's read index: confirmed by a quorum round (ReadIndex), obtained locally
-    /// on the leader or over the peer transport on a follower.
+    /// when `leading` (as the caller last saw it) or over the peer transport otherwise; a
+    /// stale `leading` only makes the attempt fail, never answer wrongly.
     ///
     /// A follower first reads its own vote from its Raft core and sends it along
     /// (`READ_INDEX_ACKED`). Holding that vote when it sends, the follower has not moved to
@@ -462,8 +460,8 @@ impl Node {
     /// needed a vote of one of the two, so none exists; entries of earlier terms lie below
     /// the leader's first entry, which its commit index has passed (checked). Otherwise the
     /// leader runs the ordinary ReadIndex round.
-    async fn read_index(&self, shard: &Shard) -> Result<u64, String> {
-        if shard.raft.is_leader() {
+    async fn read_index(&self, shard: &Shard, leading: bool) -> Result<u64, String> {
+        if leading {
             return leader_read_index(&shard.raft).await;
         }
         let vote = shard

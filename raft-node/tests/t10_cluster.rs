@@ -100,9 +100,8 @@ async fn t20_follower_linearizable_read_sees_the_latest_write() {
 async fn t25_a_deposed_leader_does_not_count_a_followers_old_vote() {
     // A follower's vote from before a leader change, sent to the old leader once that
     // one knows of the new term, gets no read index (it no longer leads, and no quorum
-    // round can confirm it); the new
-    // leader answers the follower's current vote with an index covering the latest
-    // write, and answers the stale vote only through its own quorum round.
+    // round can confirm it); the new leader answers the follower's current vote with an
+    // index covering the latest write, and the stale vote only through its own round.
     let cluster = TestCluster::start(3, &["mumbai"]).await;
     let show = cluster.seed_show("mumbai").await;
     let old = cluster.wait_leader("mumbai").await;
