@@ -26,11 +26,11 @@ fn unexpected_answer() -> Problem {
     )
 }
 
-fn reply(status: StatusCode, headers: HeaderMap, body: Value) -> Response {
+fn reply(status: StatusCode, headers: HeaderMap, body: impl serde::Serialize) -> Response {
     (status, headers, Json(body)).into_response()
 }
 
-fn read_reply(meta: &ReadMeta, body: Value) -> Response {
+fn read_reply(meta: &ReadMeta, body: impl serde::Serialize) -> Response {
     reply(StatusCode::OK, meta.headers(), body)
 }
 
@@ -534,7 +534,10 @@ pub async fn seats(
             min,
         )
         .await?;
-    Ok(read_reply(&meta, views::seat_map(&shard, &response)))
+    let QueryResponse::SeatMap(map) = &response else {
+        return Err(unexpected_answer());
+    };
+    Ok(read_reply(&meta, views::seat_map(&shard, map)))
 }
 
 // ----- booking ------------------------------------------------------------------------
