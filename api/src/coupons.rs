@@ -234,6 +234,12 @@ pub async fn after_payment(state: &Shared, shard: &str, booking: &Booking, payme
     if payment.status == PaymentStatus::Captured {
         reward_referrer(state, shard, booking).await;
     }
+    settle_coupon(state, shard, booking, payment).await;
+}
+
+/// Confirms or gives back the coupon use of a settled payment, if it used a coupon
+/// (best effort: the poller settles what is left).
+pub async fn settle_coupon(state: &Shared, shard: &str, booking: &Booking, payment: &Payment) {
     let Some(code) = payment.coupon.as_deref() else {
         return;
     };

@@ -817,25 +817,20 @@ pub async fn pay(
             return Err(problem);
         }
     };
-    let (now, payment, _) = crate::saga::read_payment(
-        &state,
-        &shard,
-        booking.id,
-        Consistency::Session,
-        Some(started.index),
-    )
-    .await?;
-    let mut index = started.index;
-    if let Some(payment) = payment.filter(|p| p.status == PaymentStatus::Creating) {
-        if let Some(written) = crate::saga::advance(&state, &shard, &now, &payment).await? {
-            index = index.max(written.index);
-        }
-    }
+    let Applied::PaymentStarted { amount_minor, .. } = started.applied else {
+        return Err(unexpected_answer());
+    };
+    let created = crate::saga::begin(&state, &shard, &booking, amount_minor, &body.method).await?;
+    let index = started.index.max(created.index);
+    // Whoever records the settling report (this request, a webhook, the poller) settles
+    // the coupon use and rewards the referrer. The payer settles the coupon use too (one
+    // write, the same request id), so that once a payer sees the payment settled, so is
+    // the coupon's count.
     let (now, payment, meta) =
         crate::saga::settle(&state, &shard, booking.id, index, &mut wait).await?;
     drop(wait);
     if let Some(payment) = &payment {
-        crate::coupons::after_payment(&state, &shard, &now, payment).await;
+        crate::coupons::settle_coupon(&state, &shard, &now, payment).await;
     }
     Ok(reply(
         StatusCode::ACCEPTED,
@@ -908,48 +903,21 @@ pub async fn payment_webhook(
     }
     let written = crate::saga::record(&state, &shard, BookingId(number), &event.payment).await?;
     metrics::counter!("seat_ledger_api_webhooks_total", "result" => "recorded").increment(1);
-    let mut status = None;
-    if let Applied::PaymentRecorded {
-        status: now,
-        changed,
-        ..
-    } = written.applied
+    let status = match written.applied {
+        Applied::PaymentRecorded { status, .. } => Some(status.as_str()),
+        _ => None,
+    };
+    let headers = written.headers();
+    // The report is recorded: what follows it (coupon, referral, a refund owed) is
+    // retried by the pollers if it fails now, so the gateway need not deliver again.
+    if let Err(problem) =
+        crate::saga::after_record(&state, &shard, BookingId(number), written).await
     {
-        status = Some(now.as_str());
-        if changed && !now.is_open() {
-            let found = crate::saga::read_payment(
-                &state,
-                &shard,
-                BookingId(number),
-                Consistency::Session,
-                Some(written.index),
-            )
-            .await;
-            if let Ok((booking, Some(payment), _)) = found {
-                crate::coupons::after_payment(&state, &shard, &booking, &payment).await;
-            }
-        }
-        if now == PaymentStatus::RefundDue && changed {
-            // A success after the lock ended: refund now (the poller retries failures).
-            let (booking, payment, _) = crate::saga::read_payment(
-                &state,
-                &shard,
-                BookingId(number),
-                Consistency::Session,
-                Some(written.index),
-            )
-            .await?;
-            if let Some(payment) = payment {
-                if let Err(problem) = crate::saga::advance(&state, &shard, &booking, &payment).await
-                {
-                    tracing::info!(detail = %problem.detail, "refund deferred to the poller");
-                }
-            }
-        }
+        tracing::info!(detail = %problem.detail, "saga follow-up deferred to the poller");
     }
     Ok(reply(
         StatusCode::OK,
-        written.headers(),
+        headers,
         json!({ "received": event.id, "saga_step": status }),
     ))
 }

@@ -217,31 +217,15 @@ pub async fn advance(
     let id = booking.id;
     let report = match (payment.status, payment.gateway_ref.as_deref()) {
         (PaymentStatus::Creating, _) => {
-            let created = gateway
-                .create(NewPayment {
-                    booking: ext_id(shard, id.0),
-                    amount_minor: payment.amount_minor,
-                    currency: payment.currency.clone(),
-                    method: payment.method.clone(),
-                    idempotency_key: payment_key(shard, id),
-                    webhook_url: Some(webhook_url(state)),
-                })
-                .await;
-            match created {
-                Ok(report) => report,
-                // The gateway will never take this payment: record it as failed so
-                // the lock is released rather than held until it expires.
-                Err(GatewayError::Refused(reason)) => GatewayPayment {
-                    id: format!("refused-{}", ext_id(shard, id.0)),
-                    status: GatewayStatus::Failed,
-                    version: 1,
-                    amount_minor: payment.amount_minor,
-                    payment_url: String::new(),
-                    failure_reason: Some(reason),
-                    booking: None,
-                },
-                Err(error) => return Err(gateway_problem(error)),
-            }
+            create(
+                state,
+                shard,
+                id,
+                payment.amount_minor,
+                &payment.currency,
+                &payment.method,
+            )
+            .await?
         }
         (PaymentStatus::Pending, Some(reference)) => {
             let mut report = gateway.fetch(reference).await.map_err(gateway_problem)?;
@@ -265,34 +249,106 @@ pub async fn advance(
         _ => return Ok(None),
     };
     let written = record(state, shard, id, &report).await?;
-    if let state_machine::Applied::PaymentRecorded {
+    Ok(Some(after_record(state, shard, id, written).await?))
+}
+
+/// The first step of a payment that `StartPayment` just created (`amount_minor` is its
+/// outcome's): the gateway's create call and its recorded answer. This is `advance` of a
+/// `Creating` payment without reading the payment back: a `PaymentStarted` outcome
+/// means the ledger holds exactly the payment these arguments describe (a request id
+/// reused with another body is refused), and a payment that moved on since is safe to
+/// create again (the gateway dedupes by the booking's key; the ledger ignores reports
+/// not newer than its last).
+pub async fn begin(
+    state: &Shared,
+    shard: &str,
+    booking: &Booking,
+    amount_minor: u64,
+    method: &str,
+) -> Result<Written, Problem> {
+    let report = create(
+        state,
+        shard,
+        booking.id,
+        amount_minor,
+        &booking.currency,
+        method,
+    )
+    .await?;
+    let written = record(state, shard, booking.id, &report).await?;
+    after_record(state, shard, booking.id, written).await
+}
+
+/// The gateway's create call for a booking's payment (idempotent by the booking's key).
+async fn create(
+    state: &Shared,
+    shard: &str,
+    id: BookingId,
+    amount_minor: u64,
+    currency: &str,
+    method: &str,
+) -> Result<GatewayPayment, Problem> {
+    let created = state
+        .gateway
+        .create(NewPayment {
+            booking: ext_id(shard, id.0),
+            amount_minor,
+            currency: currency.to_owned(),
+            method: method.to_owned(),
+            idempotency_key: payment_key(shard, id),
+            webhook_url: Some(webhook_url(state)),
+        })
+        .await;
+    match created {
+        Ok(report) => Ok(report),
+        // The gateway will never take this payment: record it as failed so the lock is
+        // released rather than held until it expires.
+        Err(GatewayError::Refused(reason)) => Ok(GatewayPayment {
+            id: format!("refused-{}", ext_id(shard, id.0)),
+            status: GatewayStatus::Failed,
+            version: 1,
+            amount_minor,
+            payment_url: String::new(),
+            failure_reason: Some(reason),
+            booking: None,
+        }),
+        Err(error) => Err(gateway_problem(error)),
+    }
+}
+
+/// What follows a recorded gateway report that changed the payment: a settled payment
+/// settles its coupon use and rewards a referrer (best effort: the pollers settle coupon
+/// uses left over); a success that came after the lock ended owes a refund, issued at
+/// once, and then the refund's write is returned.
+pub async fn after_record(
+    state: &Shared,
+    shard: &str,
+    id: BookingId,
+    written: Written,
+) -> Result<Written, Problem> {
+    let state_machine::Applied::PaymentRecorded {
         status,
         changed: true,
         ..
     } = written.applied
-    {
-        if !status.is_open() {
-            let found =
-                read_payment(state, shard, id, Consistency::Session, Some(written.index)).await;
-            if let Ok((booking, Some(payment), _)) = found {
-                crate::coupons::after_payment(state, shard, &booking, &payment).await;
-            }
-        }
-    }
-    // A success that came too late owes a refund at once.
-    if let state_machine::Applied::PaymentRecorded {
-        status: PaymentStatus::RefundDue,
-        changed: true,
-        ..
-    } = written.applied
-    {
+    else {
+        return Ok(written);
+    };
+    if status == PaymentStatus::RefundDue {
         let (booking, payment, _) =
             read_payment(state, shard, id, Consistency::Session, Some(written.index)).await?;
         if let Some(payment) = payment {
-            return Box::pin(advance(state, shard, &booking, &payment)).await;
+            if let Some(refunded) = Box::pin(advance(state, shard, &booking, &payment)).await? {
+                return Ok(refunded);
+            }
+        }
+    } else if !status.is_open() {
+        let found = read_payment(state, shard, id, Consistency::Session, Some(written.index)).await;
+        if let Ok((booking, Some(payment), _)) = found {
+            crate::coupons::after_payment(state, shard, &booking, &payment).await;
         }
     }
-    Ok(Some(written))
+    Ok(written)
 }
 
 /// This node's webhook endpoint as the gateway reaches it.
