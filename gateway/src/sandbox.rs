@@ -100,7 +100,10 @@ struct Inner {
     book: Mutex<Book>,
     behaviour: Mutex<Behaviour>,
     stats: Mutex<DeliveryStats>,
+    /// Webhook deliveries, one connection each.
     http: reqwest::Client,
+    /// Webhook deliveries over kept-alive connections (`Behaviour::webhook_keep_alive`).
+    http_kept_alive: reqwest::Client,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -192,11 +195,16 @@ pub fn start(config: SandboxConfig, listener: tokio::net::TcpListener) -> std::i
         config,
         book: Mutex::new(Book::default()),
         stats: Mutex::new(DeliveryStats::default()),
-        // One connection per delivery: a receiver that died is seen as dead at once,
-        // never reached through a kept-alive connection to what is left of it.
+        // One connection per delivery unless `webhook_keep_alive`: a receiver that died
+        // is seen as dead at once, never reached through a kept-alive connection to what
+        // is left of it.
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(0)
+            .build()
+            .map_err(std::io::Error::other)?,
+        http_kept_alive: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
             .build()
             .map_err(std::io::Error::other)?,
         shutdown: shutdown_rx.clone(),
@@ -565,8 +573,12 @@ async fn deliver(inner: &Inner, url: &str, event: &WebhookEvent, behaviour: &Beh
     let attempts = behaviour.delivery_attempts.clamp(1, 20);
     for attempt in 1..=attempts {
         let header = signature::sign(&inner.config.webhook_secret, now_ms(), &body);
-        let sent = inner
-            .http
+        let http = if behaviour.webhook_keep_alive {
+            &inner.http_kept_alive
+        } else {
+            &inner.http
+        };
+        let sent = http
             .post(url)
             .header("content-type", "application/json")
             .header(signature::HEADER, header)

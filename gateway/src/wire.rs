@@ -83,6 +83,11 @@ pub struct Behaviour {
     pub webhook_delay_ms: u64,
     /// Attempts per delivery before giving up (1 = no retry).
     pub delivery_attempts: u32,
+    /// Deliver webhooks over kept-alive connections, as a production gateway does. Off
+    /// by default: each delivery then opens its own connection, so a receiver that died
+    /// is seen dead at once (tests stop api nodes in-process, and a kept-alive connection
+    /// could still reach what is left of one).
+    pub webhook_keep_alive: bool,
 }
 
 impl Default for Behaviour {
@@ -94,6 +99,7 @@ impl Default for Behaviour {
             drop_webhooks: false,
             webhook_delay_ms: 0,
             delivery_attempts: 5,
+            webhook_keep_alive: false,
         }
     }
 }

@@ -48,6 +48,9 @@ struct Args {
     /// Attempts per webhook delivery.
     #[arg(long, default_value_t = 5)]
     delivery_attempts: u32,
+    /// Deliver webhooks over kept-alive connections (default: one connection each).
+    #[arg(long)]
+    webhook_keep_alive: bool,
 }
 
 #[tokio::main]
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
             drop_webhooks: args.drop_webhooks,
             webhook_delay_ms: args.webhook_delay_ms,
             delivery_attempts: args.delivery_attempts,
+            webhook_keep_alive: args.webhook_keep_alive,
         },
         payments_max: 1_000_000,
     };

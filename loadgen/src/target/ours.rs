@@ -499,9 +499,12 @@ impl Rest {
         let config = cluster.api_config(&addr, cities);
         let gateway = api::payment::SandboxGateway::start().await?;
         // The sandbox approves at once: the figures are our cost, not a bank's (its
-        // default simulates 20 ms of processing before the webhook).
+        // default simulates 20 ms of processing before the webhook). It keeps its webhook
+        // connections alive, as a production gateway does (by default it opens one per
+        // delivery, for tests that stop api nodes).
         gateway.server().set_behaviour(gateway::wire::Behaviour {
             result_delay_ms: 0,
+            webhook_keep_alive: true,
             ..Default::default()
         });
         let state = AppState::new(config, keys.clone(), Arc::new(gateway))?;
