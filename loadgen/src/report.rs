@@ -475,6 +475,24 @@ fn render_targets(out: &mut String, records: &[RunRecord], baseline: Option<&Bas
             );
         }
     }
+    // Browsing maps one REST call to one protocol call (a seat-map read, a lock), with
+    // no payment saga: the REST tier's own cost, operation for operation.
+    let browsing = ScenarioName::Browsing;
+    if let Some(&c) = common_clients(records, browsing, TargetName::Rest, TargetName::Ours).last() {
+        let rest = closed(records, browsing, TargetName::Rest, c);
+        let ours = closed(records, browsing, TargetName::Ours, c);
+        if let (Some(rest), Some(ours)) = (rest, ours) {
+            let r = ratio(rest.throughput.operations, ours.throughput.operations);
+            let _ = writeln!(
+                out,
+                "| REST tier costs < 30% of throughput (browsing, {c} clients) | rest {:.0} ops/s, protocol (ours) {:.0} ops/s | {} | {} |",
+                rest.throughput.operations,
+                ours.throughput.operations,
+                show_ratio(r),
+                verdict(r.map(|r| r > 0.7))
+            );
+        }
+    }
 }
 
 const COLORS: [(TargetName, &str); 5] = [
@@ -706,6 +724,36 @@ mod tests {
         let first = text.find("| ours | 1 clients |").unwrap();
         let later = text.find("| ours | 256 clients |").unwrap();
         assert!(first < later);
+    }
+
+    #[test]
+    fn the_rest_tier_is_judged_on_browsing_too() {
+        let browsing = |target, clients, operations| RunRecord {
+            scenario: ScenarioName::Browsing,
+            ..record(target, clients, operations, 1_000)
+        };
+        let records = vec![
+            browsing(TargetName::Ours, 16, 10_000),
+            browsing(TargetName::Rest, 16, 6_000),
+            browsing(TargetName::Ours, 64, 12_000),
+            browsing(TargetName::Rest, 64, 9_000),
+        ];
+        let text = render_markdown(&records, None, "Test");
+        // The highest common client count: 9,000 / 12,000 = 0.75, within the 30 % cost.
+        assert!(
+            text.contains(
+                "| REST tier costs < 30% of throughput (browsing, 64 clients) | rest 900 ops/s, \
+                 protocol (ours) 1200 ops/s | 0.75 | met |"
+            ),
+            "{text}"
+        );
+        let missed = vec![
+            browsing(TargetName::Ours, 16, 10_000),
+            browsing(TargetName::Rest, 16, 6_000),
+        ];
+        let text = render_markdown(&missed, None, "Test");
+        assert!(text.contains("(browsing, 16 clients)"), "{text}");
+        assert!(text.contains("| 0.60 | NOT met |"), "{text}");
     }
 
     #[test]
