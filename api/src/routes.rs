@@ -822,12 +822,19 @@ pub async fn pay(
     };
     let created = crate::saga::begin(&state, &shard, &booking, amount_minor, &body.method).await?;
     let index = started.index.max(created.index);
+    let pending = matches!(
+        created.applied,
+        Applied::PaymentRecorded {
+            status: PaymentStatus::Creating | PaymentStatus::Pending,
+            ..
+        }
+    );
     // Whoever records the settling report (this request, a webhook, the poller) settles
     // the coupon use and rewards the referrer. The payer settles the coupon use too (one
     // write, the same request id), so that once a payer sees the payment settled, so is
     // the coupon's count.
     let (now, payment, meta) =
-        crate::saga::settle(&state, &shard, booking.id, index, &mut wait).await?;
+        crate::saga::settle(&state, &shard, booking.id, index, pending, &mut wait).await?;
     drop(wait);
     if let Some(payment) = &payment {
         crate::coupons::settle_coupon(&state, &shard, &now, payment).await;
@@ -901,23 +908,20 @@ pub async fn payment_webhook(
             json!({ "received": event.id, "saga_step": null }),
         ));
     }
-    let written = crate::saga::record(&state, &shard, BookingId(number), &event.payment).await?;
+    let reported = crate::saga::record(&state, &shard, BookingId(number), &event.payment).await?;
     metrics::counter!("seat_ledger_api_webhooks_total", "result" => "recorded").increment(1);
-    let status = match written.applied {
+    let status = match reported.written.applied {
         Applied::PaymentRecorded { status, .. } => Some(status.as_str()),
         _ => None,
     };
-    let headers = written.headers();
     // The report is recorded: what follows it (coupon, referral, a refund owed) is
-    // retried by the pollers if it fails now, so the gateway need not deliver again.
-    if let Err(problem) =
-        crate::saga::after_record(&state, &shard, BookingId(number), written).await
-    {
+    // retried by the pollers if it failed, so the gateway need not deliver again.
+    if let Err(problem) = &reported.follow_up {
         tracing::info!(detail = %problem.detail, "saga follow-up deferred to the poller");
     }
     Ok(reply(
         StatusCode::OK,
-        headers,
+        reported.written.headers(),
         json!({ "received": event.id, "saga_step": status }),
     ))
 }

@@ -25,10 +25,13 @@ use state_machine::{
     QueryResponse,
 };
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
+
+/// A booking with its payment as a read found them, and where the read was answered.
+pub type FoundPayment = (Booking, Option<Payment>, crate::app::ReadMeta);
 
 /// Wakes `pay` requests waiting for their payment to settle when this api node records
 /// a newer state of the payment (usually the gateway's webhook), so a payer is answered
@@ -36,15 +39,24 @@ use tracing::Instrument;
 /// by another api node is still found by `settle`'s backed-off polling.
 #[derive(Default)]
 pub struct SettleWaiters {
-    /// The highest log index at which this node recorded each waited-for payment.
-    waiting: Mutex<HashMap<(String, u64), watch::Sender<u64>>>,
+    waiting: Mutex<HashMap<(String, u64), watch::Sender<Seen>>>,
+}
+
+/// What this node last recorded of a waited-for payment.
+#[derive(Clone, Default)]
+struct Seen {
+    /// The highest log index at which this node recorded the payment.
+    index: u64,
+    /// The settled payment as read back after the write at `index`, when the recorder
+    /// read it (the waiter then needs no read of its own).
+    settled: Option<Arc<FoundPayment>>,
 }
 
 /// One request's registration; unregisters when dropped.
 pub struct SettleWait<'a> {
     waiters: &'a SettleWaiters,
     key: (String, u64),
-    recorded: Option<watch::Receiver<u64>>,
+    recorded: Option<watch::Receiver<Seen>>,
 }
 
 impl SettleWaiters {
@@ -55,7 +67,7 @@ impl SettleWaiters {
         let recorded = self.waiting.lock().ok().map(|mut waiting| {
             waiting
                 .entry(key.clone())
-                .or_insert_with(|| watch::channel(0).0)
+                .or_insert_with(|| watch::channel(Seen::default()).0)
                 .subscribe()
         });
         SettleWait {
@@ -67,14 +79,35 @@ impl SettleWaiters {
 
     /// This node recorded a state of `booking`'s payment at `index`.
     pub fn recorded(&self, shard: &str, booking: BookingId, index: u64) {
+        self.publish(shard, booking, index, None);
+    }
+
+    /// This node recorded `booking`'s payment as settled at `index` and read it back
+    /// (`found`, at `index` or later).
+    pub fn settled(&self, shard: &str, booking: BookingId, index: u64, found: FoundPayment) {
+        self.publish(shard, booking, index, Some(Arc::new(found)));
+    }
+
+    fn publish(
+        &self,
+        shard: &str,
+        booking: BookingId,
+        index: u64,
+        settled: Option<Arc<FoundPayment>>,
+    ) {
         let Ok(waiting) = self.waiting.lock() else {
             return;
         };
         if let Some(sender) = waiting.get(&(shard.to_owned(), booking.0)) {
             sender.send_if_modified(|known| {
-                let newer = index > *known;
-                *known = (*known).max(index);
-                newer
+                // An older record never replaces a newer one; a newer one without a
+                // read-back makes the older read-back stale.
+                if index < known.index || (index == known.index && settled.is_none()) {
+                    return false;
+                }
+                known.index = index;
+                known.settled = settled;
+                true
             });
         }
     }
@@ -87,9 +120,12 @@ impl SettleWaiters {
 }
 
 impl SettleWait<'_> {
-    /// The highest index this node recorded the payment at since registering.
-    fn recorded_index(&self) -> u64 {
-        self.recorded.as_ref().map_or(0, |rx| *rx.borrow())
+    /// What this node recorded of the payment since registering, marked as seen (so
+    /// `next` waits for something newer).
+    fn latest(&mut self) -> Seen {
+        self.recorded
+            .as_mut()
+            .map_or_else(Seen::default, |rx| rx.borrow_and_update().clone())
     }
 
     /// Waits until this node records the payment again, at most `pause`.
@@ -165,13 +201,30 @@ pub async fn read_payment(
     }
 }
 
-/// Records what the gateway reported about `booking`'s payment.
+/// A gateway report recorded in the ledger, and what followed it.
+pub struct Reported {
+    /// The report's own write.
+    pub written: Written,
+    /// What followed (`follow_up`): the refund's write when one was issued. An error
+    /// leaves the report recorded; the pollers retry what failed.
+    pub follow_up: Result<Option<Written>, Problem>,
+}
+
+impl Reported {
+    /// The last write of the step: the refund's, else the report's.
+    fn last(self) -> Result<Written, Problem> {
+        Ok(self.follow_up?.unwrap_or(self.written))
+    }
+}
+
+/// Records what the gateway reported about `booking`'s payment, wakes the payer waiting
+/// for it on this node, and does what follows (`follow_up`).
 pub async fn record(
     state: &Shared,
     shard: &str,
     booking: BookingId,
     report: &GatewayPayment,
-) -> Result<Written, Problem> {
+) -> Result<Reported, Problem> {
     let command = CommandKind::RecordGatewayState {
         booking,
         gateway_ref: report.id.clone(),
@@ -190,8 +243,8 @@ pub async fn record(
     metrics::counter!("seat_ledger_api_saga_reports_total", "status" => report.status.as_str())
         .increment(1);
     let written = state.write(shard, &request, command).await?;
-    state.settle_waiters.recorded(shard, booking, written.index);
-    Ok(written)
+    let follow_up = follow_up(state, shard, booking, &written).await;
+    Ok(Reported { written, follow_up })
 }
 
 /// Whether a pending payment should be given up: its booking was released or
@@ -248,8 +301,7 @@ pub async fn advance(
         }
         _ => return Ok(None),
     };
-    let written = record(state, shard, id, &report).await?;
-    Ok(Some(after_record(state, shard, id, written).await?))
+    record(state, shard, id, &report).await?.last().map(Some)
 }
 
 /// The first step of a payment that `StartPayment` just created (`amount_minor` is its
@@ -275,8 +327,7 @@ pub async fn begin(
         method,
     )
     .await?;
-    let written = record(state, shard, booking.id, &report).await?;
-    after_record(state, shard, booking.id, written).await
+    record(state, shard, booking.id, &report).await?.last()
 }
 
 /// The gateway's create call for a booking's payment (idempotent by the booking's key).
@@ -316,39 +367,52 @@ async fn create(
     }
 }
 
-/// What follows a recorded gateway report that changed the payment: a settled payment
-/// settles its coupon use and rewards a referrer (best effort: the pollers settle coupon
-/// uses left over); a success that came after the lock ended owes a refund, issued at
-/// once, and then the refund's write is returned.
-pub async fn after_record(
+/// What follows a recorded gateway report (`written`). The payer waiting on this node
+/// is woken; a payment that settled is read back once, for that payer and to settle its
+/// coupon use and reward a referrer (best effort: the pollers settle coupon uses left
+/// over); a success that came after the lock ended owes a refund, issued at once, whose
+/// write is returned.
+async fn follow_up(
     state: &Shared,
     shard: &str,
     id: BookingId,
-    written: Written,
-) -> Result<Written, Problem> {
+    written: &Written,
+) -> Result<Option<Written>, Problem> {
+    let waiters = &state.settle_waiters;
     let state_machine::Applied::PaymentRecorded {
         status,
         changed: true,
         ..
     } = written.applied
     else {
-        return Ok(written);
+        waiters.recorded(shard, id, written.index);
+        return Ok(None);
     };
-    if status == PaymentStatus::RefundDue {
+    if status.is_open() {
+        waiters.recorded(shard, id, written.index);
+        if status != PaymentStatus::RefundDue {
+            return Ok(None);
+        }
         let (booking, payment, _) =
             read_payment(state, shard, id, Consistency::Session, Some(written.index)).await?;
-        if let Some(payment) = payment {
-            if let Some(refunded) = Box::pin(advance(state, shard, &booking, &payment)).await? {
-                return Ok(refunded);
-            }
-        }
-    } else if !status.is_open() {
-        let found = read_payment(state, shard, id, Consistency::Session, Some(written.index)).await;
-        if let Ok((booking, Some(payment), _)) = found {
+        return match payment {
+            Some(payment) => Box::pin(advance(state, shard, &booking, &payment)).await,
+            None => Ok(None),
+        };
+    }
+    match read_payment(state, shard, id, Consistency::Session, Some(written.index)).await {
+        Ok((booking, Some(payment), meta)) => {
+            waiters.settled(
+                shard,
+                id,
+                written.index,
+                (booking.clone(), Some(payment.clone()), meta),
+            );
             crate::coupons::after_payment(state, shard, &booking, &payment).await;
         }
+        _ => waiters.recorded(shard, id, written.index),
     }
-    Ok(written)
+    Ok(None)
 }
 
 /// This node's webhook endpoint as the gateway reaches it.
@@ -364,34 +428,47 @@ pub fn webhook_url(state: &Shared) -> String {
 
 /// Waits (bounded by `payment.wait_ms`) until the payment leaves creating/pending, and
 /// returns the booking and payment as they are then. `wait` (registered before the
-/// step that started the wait) wakes it when this node records the payment.
+/// step that started the wait) wakes it when this node records the payment, and hands
+/// over the settled payment when the recorder read it back. `pending` says the last
+/// write the caller saw (at `min_index`) left the payment pending: then the first read
+/// waits for news (at most the first pause), since it would find the same.
 pub async fn settle(
     state: &Shared,
     shard: &str,
     booking: BookingId,
     min_index: u64,
+    pending: bool,
     wait: &mut SettleWait<'_>,
-) -> Result<(Booking, Option<Payment>, crate::app::ReadMeta), Problem> {
+) -> Result<FoundPayment, Problem> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(state.config.payment.wait_ms);
     // Without a wake-up (the result went to another api node), reads back off (25, 50,
     // 100, 200 ms, ...) so that many waiting payers do not flood the replicas.
     let mut pause = Duration::from_millis(25);
+    let mut read_now = !pending;
     loop {
-        // Read at least as far as this node recorded the payment, so a replica that
-        // has not applied the webhook's write yet waits for it.
-        let at_least = min_index.max(wait.recorded_index());
-        let found =
-            read_payment(state, shard, booking, Consistency::Session, Some(at_least)).await?;
-        let waiting = found
-            .1
-            .as_ref()
-            .is_some_and(|p| matches!(p.status, PaymentStatus::Creating | PaymentStatus::Pending));
-        let now = tokio::time::Instant::now();
-        if !waiting || now >= deadline {
-            return Ok(found);
+        let seen = wait.latest();
+        if let Some(found) = seen.settled.filter(|_| seen.index >= min_index) {
+            return Ok(found.as_ref().clone());
         }
-        wait.next(pause.min(deadline - now)).await;
+        let now = tokio::time::Instant::now();
+        if read_now || seen.index > min_index || now >= deadline {
+            // Read at least as far as this node recorded the payment, so a replica
+            // that has not applied the webhook's write yet waits for it.
+            let at_least = min_index.max(seen.index);
+            let found =
+                read_payment(state, shard, booking, Consistency::Session, Some(at_least)).await?;
+            let waiting = found.1.as_ref().is_some_and(|p| {
+                matches!(p.status, PaymentStatus::Creating | PaymentStatus::Pending)
+            });
+            if !waiting || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+        }
+        read_now = true;
+        let now = tokio::time::Instant::now();
+        wait.next(pause.min(deadline.saturating_duration_since(now)))
+            .await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
@@ -478,16 +555,17 @@ async fn reconcile_shard(state: &Shared, shard: &str) -> Result<(), Problem> {
 #[cfg(test)]
 mod settle_waiter_tests {
     use super::*;
+    use state_machine::{SeatId, ShowId, UserId};
 
     #[tokio::test]
     async fn a_recorded_payment_wakes_its_waiter_and_the_entry_goes_away() {
         let waiters = SettleWaiters::default();
         let mut wait = waiters.register("city-a", BookingId(7));
-        assert_eq!(wait.recorded_index(), 0);
+        assert_eq!(wait.latest().index, 0);
         // Another booking's record neither wakes nor moves this one.
         waiters.recorded("city-a", BookingId(8), 40);
         waiters.recorded("city-b", BookingId(7), 41);
-        assert_eq!(wait.recorded_index(), 0);
+        assert_eq!(wait.latest().index, 0);
         // A record before the wait starts is not lost.
         waiters.recorded("city-a", BookingId(7), 42);
         let started = std::time::Instant::now();
@@ -496,10 +574,10 @@ mod settle_waiter_tests {
             started.elapsed() < Duration::from_secs(5),
             "the waiter slept"
         );
-        assert_eq!(wait.recorded_index(), 42);
+        assert_eq!(wait.latest().index, 42);
         // An older index never moves it back.
         waiters.recorded("city-a", BookingId(7), 30);
-        assert_eq!(wait.recorded_index(), 42);
+        assert_eq!(wait.latest().index, 42);
         let second = waiters.register("city-a", BookingId(7));
         assert_eq!(waiters.len(), 1);
         drop(wait);
@@ -518,6 +596,55 @@ mod settle_waiter_tests {
         let started = std::time::Instant::now();
         wait.next(Duration::from_millis(30)).await;
         assert!(started.elapsed() >= Duration::from_millis(30));
-        assert_eq!(wait.recorded_index(), 0);
+        assert_eq!(wait.latest().index, 0);
+    }
+
+    fn found(index: u64) -> FoundPayment {
+        let booking = Booking {
+            id: BookingId(7),
+            show: ShowId(1),
+            user: UserId(2),
+            seats: vec![SeatId(3)],
+            total_price_minor: 100,
+            currency: "INR".into(),
+            status: BookingStatus::Confirmed,
+            created_at: 0,
+            expires_at: 0,
+            payment_ref: None,
+            refund_due_minor: 0,
+            updated_at: 0,
+        };
+        let meta = crate::app::ReadMeta {
+            shard: "city-a".into(),
+            node: 1,
+            index,
+            consistency: Consistency::Session,
+        };
+        (booking, None, meta)
+    }
+
+    #[tokio::test]
+    async fn a_read_back_is_handed_over_only_while_it_is_the_newest_record() {
+        let waiters = SettleWaiters::default();
+        let mut wait = waiters.register("city-a", BookingId(7));
+        waiters.recorded("city-a", BookingId(7), 40);
+        waiters.settled("city-a", BookingId(7), 50, found(51));
+        let started = std::time::Instant::now();
+        wait.next(Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "not woken");
+        let seen = wait.latest();
+        assert_eq!(seen.index, 50);
+        assert_eq!(seen.settled.expect("the read-back").2.index, 51);
+        // The same write recorded again without a read-back keeps it.
+        waiters.recorded("city-a", BookingId(7), 50);
+        assert!(wait.latest().settled.is_some());
+        // An older read-back never replaces it.
+        waiters.settled("city-a", BookingId(7), 45, found(46));
+        assert_eq!(wait.latest().settled.expect("kept").2.index, 51);
+        // A newer write makes it stale.
+        waiters.recorded("city-a", BookingId(7), 60);
+        let seen = wait.latest();
+        assert_eq!(seen.index, 60);
+        assert!(seen.settled.is_none(), "a stale read-back was handed over");
     }
 }
