@@ -1,5 +1,5 @@
 //! The payload of a peer request (first byte: the method code) decoded into the openraft
-//! message the node would hand to Raft; and the client protocol's JSON bodies.
+//! message the node would hand to Raft; and the client protocol's bodies, JSON and binary.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -8,5 +8,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = raft_node::fuzzing::peer_payload(method % 8, payload);
-    let _ = raft_node::fuzzing::client_body(method & 0x80 != 0, payload);
+    let _ = raft_node::fuzzing::client_body(method & 0x80 != 0, method & 0x40 != 0, payload);
 });

@@ -5,11 +5,19 @@
 //!
 //! It never changes a write's request id between attempts, which makes every retry
 //! safe: the ledger returns the first outcome of a request id again.
+//!
+//! Writes and reads travel in the protocol's binary form; a node that answers "415
+//! unsupported media type" (an older version) is spoken to in JSON from then on.
 
-use crate::protocol::{EventsReply, LeaderHint, ReadReply, ReadRequest, WriteReply, WriteRequest};
+use crate::protocol::{
+    Binary, EventsReply, LeaderHint, ReadReply, ReadRequest, WriteReply, WriteRequest,
+    BINARY_MEDIA_TYPE,
+};
 use crate::types::NodeId;
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use state_machine::{CommandKind, Outcome};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +55,23 @@ pub struct ClusterClient {
     leaders: Arc<Mutex<BTreeMap<String, NodeId>>>,
     /// `http`, or `https` with mutual TLS against the cluster CA.
     scheme: &'static str,
+    /// Addresses of nodes that refused the binary form (older versions): JSON for them.
+    json_only: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// A request body in both forms: binary, and the value for JSON.
+struct Body<'a, B> {
+    value: &'a B,
+    binary: Bytes,
+}
+
+impl<'a, B: Binary + Clone> Body<'a, B> {
+    fn new(value: &'a B) -> Self {
+        Body {
+            value,
+            binary: Bytes::from(value.clone().into_binary()),
+        }
+    }
 }
 
 enum Attempt<T> {
@@ -66,6 +91,7 @@ impl ClusterClient {
             nodes: Arc::new(nodes),
             leaders: Arc::default(),
             scheme: "http",
+            json_only: Arc::default(),
         }
     }
 
@@ -86,6 +112,7 @@ impl ClusterClient {
             nodes: Arc::new(nodes),
             leaders: Arc::default(),
             scheme: "https",
+            json_only: Arc::default(),
         })
     }
 
@@ -141,10 +168,11 @@ impl ClusterClient {
         timeout: Duration,
     ) -> Result<WriteDone, ClientError> {
         let deadline = Instant::now() + timeout;
-        let body = WriteRequest {
+        let request = WriteRequest {
             request_id: Some(request_id.to_owned()),
             command,
         };
+        let body = Body::new(&request);
         let mut last_problem = String::from("no node answered");
         let start = fastrand::usize(..);
         for attempt in 0.. {
@@ -203,35 +231,84 @@ impl ClusterClient {
         &self,
         shard: &str,
         addr: &str,
-        body: &WriteRequest,
+        body: &Body<'_, WriteRequest>,
         deadline: Instant,
     ) -> Result<Attempt<WriteReply>, ClientError> {
-        let url = format!("{}://{addr}/v1/shards/{shard}/write", self.scheme);
-        self.post(&url, body, deadline).await
+        self.post(addr, &format!("/v1/shards/{shard}/write"), body, deadline)
+            .await
     }
 
-    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    fn speaks_binary(&self, addr: &str) -> bool {
+        self.json_only
+            .lock()
+            .map_or(true, |json_only| !json_only.contains(addr))
+    }
+
+    /// Posts `body` to `path` on the node at `addr`: in the binary form, or in JSON to a
+    /// node that does not take it (found out here, on its "415", and remembered).
+    async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned + Binary>(
         &self,
-        url: &str,
-        body: &B,
+        addr: &str,
+        path: &str,
+        body: &Body<'_, B>,
         deadline: Instant,
     ) -> Result<Attempt<R>, ClientError> {
-        self.exchange(self.http.post(url).json(body), deadline)
+        let url = format!("{}://{addr}{path}", self.scheme);
+        if self.speaks_binary(addr) {
+            let request = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, BINARY_MEDIA_TYPE)
+                .header(ACCEPT, BINARY_MEDIA_TYPE)
+                .body(body.binary.clone());
+            let response = match Self::send(request, deadline).await {
+                Ok(response) => response,
+                Err(problem) => return Ok(Attempt::Retry(problem)),
+            };
+            if response.status() != reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                return Self::receive(response).await;
+            }
+            tracing::info!(
+                node = addr,
+                "the node does not take binary bodies: JSON from now on"
+            );
+            if let Ok(mut json_only) = self.json_only.lock() {
+                json_only.insert(addr.to_owned());
+            }
+        }
+        self.exchange(self.http.post(&url).json(body.value), deadline)
             .await
+    }
+
+    async fn send(
+        request: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        request
+            .timeout(left)
+            .send()
+            .await
+            .map_err(|error| error.to_string())
     }
 
     /// Sends `request` within `deadline`. A 4xx is the node refusing the request itself
     /// (final); any other failure is worth trying again, here or elsewhere.
-    async fn exchange<R: serde::de::DeserializeOwned>(
+    async fn exchange<R: serde::de::DeserializeOwned + Binary>(
         &self,
         request: reqwest::RequestBuilder,
         deadline: Instant,
     ) -> Result<Attempt<R>, ClientError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let response = match request.timeout(left).send().await {
-            Ok(response) => response,
-            Err(error) => return Ok(Attempt::Retry(error.to_string())),
-        };
+        match Self::send(request, deadline).await {
+            Ok(response) => Self::receive(response).await,
+            Err(problem) => Ok(Attempt::Retry(problem)),
+        }
+    }
+
+    /// Reads a node's answer, JSON or binary as its `content-type` says.
+    async fn receive<R: serde::de::DeserializeOwned + Binary>(
+        response: reqwest::Response,
+    ) -> Result<Attempt<R>, ClientError> {
         let status = response.status();
         if status.is_client_error() {
             let text = response.text().await.unwrap_or_default();
@@ -240,7 +317,20 @@ impl ClusterClient {
         if !status.is_success() {
             return Ok(Attempt::Retry(format!("HTTP {status}")));
         }
-        match response.json::<R>().await {
+        let binary = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes() == BINARY_MEDIA_TYPE.as_bytes());
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => return Ok(Attempt::Retry(format!("unreadable reply: {error}"))),
+        };
+        let decoded = if binary {
+            R::from_binary(&bytes)
+        } else {
+            serde_json::from_slice(&bytes).map_err(|error| error.to_string())
+        };
+        match decoded {
             Ok(reply) => Ok(Attempt::Done(reply)),
             Err(error) => Ok(Attempt::Retry(format!("unreadable reply: {error}"))),
         }
@@ -289,10 +379,15 @@ impl ClusterClient {
         prefer: &[NodeId],
         timeout: Duration,
     ) -> Result<ReadReply, ClientError> {
+        let body = Body::new(request);
+        let body = &body;
         self.ask_replicas(prefer, timeout, |node, addr, deadline| async move {
-            let url = format!("{}://{addr}/v1/shards/{shard}/read", self.scheme);
+            let path = format!("/v1/shards/{shard}/read");
             Ok(
-                match self.post::<_, ReadReply>(&url, request, deadline).await? {
+                match self
+                    .post::<_, ReadReply>(&addr, &path, body, deadline)
+                    .await?
+                {
                     Attempt::Done(reply @ ReadReply::Done { .. }) => Ok(reply),
                     Attempt::Done(ReadReply::Unavailable { reason, .. }) => Err(reason),
                     Attempt::Retry(problem) => Err(format!("node {node}: {problem}")),
@@ -330,5 +425,70 @@ impl ClusterClient {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Consistency;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use state_machine::{Query, QueryResponse};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A node of an older version: JSON only, "415" to the binary form.
+    async fn json_only_node(binary_tries: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new().route(
+            "/v1/shards/{shard}/read",
+            axum::routing::post(move |headers: HeaderMap| {
+                let binary_tries = binary_tries.clone();
+                async move {
+                    if headers["content-type"] == BINARY_MEDIA_TYPE {
+                        binary_tries.fetch_add(1, Ordering::SeqCst);
+                        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+                    }
+                    axum::Json(ReadReply::Done {
+                        result: Ok(QueryResponse::Cities(vec!["pune".into()])),
+                        node: 1,
+                        applied_index: 3,
+                        consistency: Consistency::Stale,
+                        lag: None,
+                    })
+                    .into_response()
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_node_that_refuses_the_binary_form_is_spoken_to_in_json() {
+        let binary_tries = Arc::new(AtomicUsize::new(0));
+        let addr = json_only_node(binary_tries.clone()).await;
+        let client = ClusterClient::new(BTreeMap::from([(1, addr)]));
+        let request = ReadRequest {
+            query: Query::Cities,
+            consistency: Consistency::Stale,
+            min_index: None,
+        };
+        for _ in 0..3 {
+            let reply = client
+                .read("city", &request, &[1], Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(
+                matches!(reply, ReadReply::Done { result: Ok(QueryResponse::Cities(ref c)), .. } if c == &["pune"]),
+                "{reply:?}"
+            );
+        }
+        assert_eq!(
+            binary_tries.load(Ordering::SeqCst),
+            1,
+            "the binary form was tried again after the node refused it"
+        );
     }
 }

@@ -41,12 +41,18 @@ pub fn peer_payload(method: u8, payload: &[u8]) -> Result<(), String> {
     }
 }
 
-/// A client-protocol body (`POST /v1/shards/{shard}/write` or `/read`), as JSON.
-pub fn client_body(write: bool, body: &[u8]) -> Result<(), String> {
-    if write {
-        serde_json::from_slice::<WriteRequest>(body).map(drop)
-    } else {
-        serde_json::from_slice::<ReadRequest>(body).map(drop)
+/// A client-protocol body (`POST /v1/shards/{shard}/write` or `/read`), as JSON or in
+/// the binary form.
+pub fn client_body(write: bool, binary: bool, body: &[u8]) -> Result<(), String> {
+    use crate::protocol::Binary;
+    match (write, binary) {
+        (true, true) => WriteRequest::from_binary(body).map(drop),
+        (false, true) => ReadRequest::from_binary(body).map(drop),
+        (true, false) => serde_json::from_slice::<WriteRequest>(body)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        (false, false) => serde_json::from_slice::<ReadRequest>(body)
+            .map(drop)
+            .map_err(|e| e.to_string()),
     }
-    .map_err(|e| e.to_string())
 }

@@ -5,15 +5,17 @@
 //! `error` that says what was wrong and what to do.
 
 use crate::node::{Node, NodeError};
-use crate::protocol::{ReadRequest, WriteRequest};
+use crate::protocol::{Binary, ReadRequest, WriteRequest, BINARY_MEDIA_TYPE};
 use crate::types::{NodeId, NodeInfo};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use openraft::ServerState;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -118,11 +120,63 @@ async fn set_clock_offset(
     Ok(Json(serde_json::json!({ "node": node.id(), "offset_ms": body.offset_ms })).into_response())
 }
 
+/// Reads a client-protocol request body: JSON, or the binary form (see `protocol`).
+fn decode_request<T: DeserializeOwned + Binary>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    if media.eq_ignore_ascii_case(BINARY_MEDIA_TYPE) {
+        T::from_binary(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+    } else if media.eq_ignore_ascii_case("application/json") {
+        serde_json::from_slice(body).map_err(|e| {
+            let status = if e.is_data() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError(status, format!("malformed JSON body: {e}"))
+        })
+    } else {
+        Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send the body as application/json or {BINARY_MEDIA_TYPE}, not {content_type:?}"
+            ),
+        ))
+    }
+}
+
+/// A client-protocol reply in the form the request asked for (`accept`): binary, else
+/// JSON.
+fn encode_reply<T: Serialize + Binary>(headers: &HeaderMap, reply: T) -> Response {
+    let binary = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains(BINARY_MEDIA_TYPE));
+    if binary {
+        (
+            [(header::CONTENT_TYPE, BINARY_MEDIA_TYPE)],
+            reply.into_binary(),
+        )
+            .into_response()
+    } else {
+        Json(reply).into_response()
+    }
+}
+
 async fn write(
     State(node): State<Node>,
     Path(shard): Path<String>,
-    Json(request): Json<WriteRequest>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    let request: WriteRequest = decode_request(&headers, &body)?;
     if request.request_id.is_none()
         && !matches!(
             request.command,
@@ -134,19 +188,20 @@ async fn write(
             "request_id is required: it makes retries safe".into(),
         ));
     }
-    Ok(Json(
-        node.write(&shard, request.request_id, request.command)
-            .await?,
-    )
-    .into_response())
+    let reply = node
+        .write(&shard, request.request_id, request.command)
+        .await?;
+    Ok(encode_reply(&headers, reply))
 }
 
 async fn read(
     State(node): State<Node>,
     Path(shard): Path<String>,
-    Json(request): Json<ReadRequest>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    Ok(Json(node.read(&shard, request).await?).into_response())
+    let request: ReadRequest = decode_request(&headers, &body)?;
+    Ok(encode_reply(&headers, node.read(&shard, request).await?))
 }
 
 #[derive(Deserialize)]

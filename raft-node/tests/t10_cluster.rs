@@ -497,6 +497,130 @@ async fn t80_strangers_and_garbage_on_the_peer_port_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t82_the_client_protocol_takes_json_and_binary_and_refuses_bad_bodies() {
+    // The same write and read in JSON and in the binary form; a malformed binary body, an
+    // unknown media type and a JSON write without request id are refused (4xx, an error
+    // that says what was wrong) and lock nothing.
+    use raft_node::protocol::{Binary, ReadRequest, WriteRequest, BINARY_MEDIA_TYPE};
+    let cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let leader = cluster.wait_leader("mumbai").await;
+    let base = format!(
+        "http://{}/v1/shards/mumbai",
+        cluster.entry(leader).client_addr
+    );
+    let http = reqwest::Client::new();
+    let post = |path: &str, content_type: &str, body: Vec<u8>, binary_reply: bool| {
+        let mut request = http
+            .post(format!("{base}/{path}"))
+            .header("content-type", content_type)
+            .body(body);
+        if binary_reply {
+            request = request.header("accept", BINARY_MEDIA_TYPE);
+        }
+        request.send()
+    };
+    let json_write = serde_json::to_vec(&WriteRequest {
+        request_id: Some("json-1".into()),
+        command: lock(show, 1, &[0]),
+    })
+    .unwrap();
+    let answer = post("write", "application/json", json_write, false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let reply: WriteReply = answer.json().await.unwrap();
+    assert!(matches!(reply, WriteReply::Done { outcome, .. } if outcome.is_applied()));
+    let binary_write = WriteRequest {
+        request_id: Some("binary-1".into()),
+        command: lock(show, 2, &[1]),
+    }
+    .into_binary();
+    let answer = post("write", BINARY_MEDIA_TYPE, binary_write.clone(), true)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], BINARY_MEDIA_TYPE);
+    let reply = WriteReply::from_binary(&answer.bytes().await.unwrap()).unwrap();
+    assert!(matches!(reply, WriteReply::Done { outcome, .. } if outcome.is_applied()));
+
+    let truncated = binary_write[..binary_write.len() / 2].to_vec();
+    let refused = [
+        (
+            "write",
+            BINARY_MEDIA_TYPE,
+            truncated,
+            400,
+            "malformed binary write request",
+        ),
+        ("write", BINARY_MEDIA_TYPE, vec![0xff; 32], 400, "malformed"),
+        (
+            "write",
+            "text/plain",
+            b"lock seat 5".to_vec(),
+            415,
+            "application/json",
+        ),
+        (
+            "write",
+            "application/json",
+            serde_json::to_vec(&serde_json::json!({ "command": lock(show, 3, &[5]) })).unwrap(),
+            422,
+            "request_id is required",
+        ),
+        (
+            "read",
+            BINARY_MEDIA_TYPE,
+            b"{}".to_vec(),
+            400,
+            "malformed binary read request",
+        ),
+    ];
+    for (path, content_type, body, status, named) in refused {
+        let answer = post(path, content_type, body, true).await.unwrap();
+        assert_eq!(answer.status(), status, "{path} {content_type}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains(named), "{path} {content_type}: {text}");
+    }
+
+    // Both forms of the seat map agree: seats 0 and 1 locked, nothing else.
+    let read = ReadRequest {
+        query: Query::SeatMap { show },
+        consistency: Consistency::Linearizable,
+        min_index: None,
+    };
+    let answer = post("read", BINARY_MEDIA_TYPE, read.clone().into_binary(), true)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let binary = ReadReply::from_binary(&answer.bytes().await.unwrap()).unwrap();
+    let answer = post(
+        "read",
+        "application/json",
+        serde_json::to_vec(&read).unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    let json: ReadReply = answer.json().await.unwrap();
+    let seats = |reply: ReadReply| match reply {
+        ReadReply::Done {
+            result: Ok(QueryResponse::SeatMap(map)),
+            ..
+        } => map
+            .seats
+            .iter()
+            .filter(|seat| seat.status != SeatStatus::Available)
+            .map(|seat| seat.seat.0)
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(seats(binary), vec![0, 1]);
+    assert_eq!(seats(json), vec![0, 1]);
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t85_a_leader_with_a_skewed_clock_stops_stamping_and_hands_over() {
     // A leader whose clock jumps 5 s ahead of its quorum's refuses to stamp commands and
     // hands leadership to a voter that agrees; writes go on, and the shard clock never
