@@ -105,6 +105,9 @@ done
 
 # --- build and run ------------------------------------------------------------------
 cd "$repo"
+# The same build settings as the tests (ccache for RocksDB's C++): without them cargo
+# would rebuild RocksDB from scratch, for this build and the next test run.
+source scripts/env.sh
 cargo build --release -p loadgen
 loadgen="${CARGO_TARGET_DIR:-$repo/target}/release/loadgen"
 common=(--out "$out" --data-dir "$work"
