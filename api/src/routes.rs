@@ -914,8 +914,9 @@ pub async fn payment_webhook(
         Applied::PaymentRecorded { status, .. } => Some(status.as_str()),
         _ => None,
     };
-    // The report is recorded: what follows it (coupon, referral, a refund owed) is
-    // retried by the pollers if it failed, so the gateway need not deliver again.
+    // The report is recorded, so the gateway need not deliver again: the pollers retry
+    // a refund owed or a coupon settlement that failed here (a referral reward is best
+    // effort).
     if let Err(problem) = &reported.follow_up {
         tracing::info!(detail = %problem.detail, "saga follow-up deferred to the poller");
     }

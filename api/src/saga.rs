@@ -206,7 +206,7 @@ pub struct Reported {
     /// The report's own write.
     pub written: Written,
     /// What followed (`follow_up`): the refund's write when one was issued. An error
-    /// leaves the report recorded; the pollers retry what failed.
+    /// leaves the report recorded; the pollers retry the refund.
     pub follow_up: Result<Option<Written>, Problem>,
 }
 
