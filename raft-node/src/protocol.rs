@@ -5,9 +5,10 @@
 //! Bodies are JSON by default, for people and curl. A client may send and ask for the
 //! binary form instead ([`BINARY_MEDIA_TYPE`] as `content-type` and `accept`): the
 //! bincode encoding (standard configuration, `state_machine::codec`) of the same request
-//! types and of the replies' plain mirrors (`binary::*`, externally tagged, since the
-//! replies' JSON form is internally tagged). It carries the same values at a fraction
-//! of the cost: decoding a JSON seat map of hundreds of seats was the api's largest cost.
+//! types, and of the replies through serde `remote` definitions (`binary`, externally
+//! tagged, since the replies' JSON form is internally tagged). It carries the same values
+//! at a fraction of the cost: decoding a JSON seat map of hundreds of seats was the api's
+//! largest cost.
 
 use crate::types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -53,22 +54,22 @@ impl Binary for EventsReply {
 
 impl Binary for WriteReply {
     fn into_binary(self) -> Vec<u8> {
-        codec::encode(&binary::WriteReply::from(self))
+        codec::encode(&binary::WriteReply(self))
     }
     fn from_binary(bytes: &[u8]) -> Result<Self, String> {
         codec::decode::<binary::WriteReply>(bytes)
-            .map(WriteReply::from)
+            .map(|reply| reply.0)
             .map_err(|e| format!("malformed binary write reply: {e}"))
     }
 }
 
 impl Binary for ReadReply {
     fn into_binary(self) -> Vec<u8> {
-        codec::encode(&binary::ReadReply::from(self))
+        codec::encode(&binary::ReadReply(self))
     }
     fn from_binary(bytes: &[u8]) -> Result<Self, String> {
         codec::decode::<binary::ReadReply>(bytes)
-            .map(ReadReply::from)
+            .map(|reply| reply.0)
             .map_err(|e| format!("malformed binary read reply: {e}"))
     }
 }
@@ -292,13 +293,15 @@ mod wire {
     }
 }
 
-/// The replies' binary forms: the same variants and fields, externally tagged (bincode
-/// cannot read serde's internally tagged form).
+/// The replies' binary forms: serde's `remote` definitions of the same variants and
+/// fields (checked against the real enums at compile time), externally tagged, since
+/// bincode cannot read serde's internally tagged form.
 mod binary {
     use super::*;
 
     #[derive(Serialize, Deserialize)]
-    pub enum WriteReply {
+    #[serde(remote = "super::WriteReply")]
+    enum WriteReplyDef {
         Done {
             outcome: Outcome,
             index: u64,
@@ -318,54 +321,9 @@ mod binary {
         },
     }
 
-    impl From<super::WriteReply> for WriteReply {
-        fn from(reply: super::WriteReply) -> Self {
-            match reply {
-                super::WriteReply::Done {
-                    outcome,
-                    index,
-                    node,
-                } => WriteReply::Done {
-                    outcome,
-                    index,
-                    node,
-                },
-                super::WriteReply::NotLeader { leader, node } => {
-                    WriteReply::NotLeader { leader, node }
-                }
-                super::WriteReply::Unknown { reason, node } => WriteReply::Unknown { reason, node },
-                super::WriteReply::Unavailable { reason, node } => {
-                    WriteReply::Unavailable { reason, node }
-                }
-            }
-        }
-    }
-
-    impl From<WriteReply> for super::WriteReply {
-        fn from(reply: WriteReply) -> Self {
-            match reply {
-                WriteReply::Done {
-                    outcome,
-                    index,
-                    node,
-                } => super::WriteReply::Done {
-                    outcome,
-                    index,
-                    node,
-                },
-                WriteReply::NotLeader { leader, node } => {
-                    super::WriteReply::NotLeader { leader, node }
-                }
-                WriteReply::Unknown { reason, node } => super::WriteReply::Unknown { reason, node },
-                WriteReply::Unavailable { reason, node } => {
-                    super::WriteReply::Unavailable { reason, node }
-                }
-            }
-        }
-    }
-
     #[derive(Serialize, Deserialize)]
-    pub enum ReadReply {
+    #[serde(remote = "super::ReadReply")]
+    enum ReadReplyDef {
         Done {
             result: Result<QueryResponse, Rejection>,
             node: NodeId,
@@ -380,63 +338,11 @@ mod binary {
         },
     }
 
-    impl From<super::ReadReply> for ReadReply {
-        fn from(reply: super::ReadReply) -> Self {
-            match reply {
-                super::ReadReply::Done {
-                    result,
-                    node,
-                    applied_index,
-                    consistency,
-                    lag,
-                } => ReadReply::Done {
-                    result,
-                    node,
-                    applied_index,
-                    consistency,
-                    lag,
-                },
-                super::ReadReply::Unavailable {
-                    reason,
-                    node,
-                    leader,
-                } => ReadReply::Unavailable {
-                    reason,
-                    node,
-                    leader,
-                },
-            }
-        }
-    }
+    #[derive(Serialize, Deserialize)]
+    pub struct WriteReply(#[serde(with = "WriteReplyDef")] pub super::WriteReply);
 
-    impl From<ReadReply> for super::ReadReply {
-        fn from(reply: ReadReply) -> Self {
-            match reply {
-                ReadReply::Done {
-                    result,
-                    node,
-                    applied_index,
-                    consistency,
-                    lag,
-                } => super::ReadReply::Done {
-                    result,
-                    node,
-                    applied_index,
-                    consistency,
-                    lag,
-                },
-                ReadReply::Unavailable {
-                    reason,
-                    node,
-                    leader,
-                } => super::ReadReply::Unavailable {
-                    reason,
-                    node,
-                    leader,
-                },
-            }
-        }
-    }
+    #[derive(Serialize, Deserialize)]
+    pub struct ReadReply(#[serde(with = "ReadReplyDef")] pub super::ReadReply);
 }
 
 #[cfg(test)]
