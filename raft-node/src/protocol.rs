@@ -25,32 +25,23 @@ pub trait Binary: Sized {
     fn from_binary(bytes: &[u8]) -> Result<Self, String>;
 }
 
-impl Binary for WriteRequest {
-    fn into_binary(self) -> Vec<u8> {
-        codec::encode(&self)
-    }
-    fn from_binary(bytes: &[u8]) -> Result<Self, String> {
-        codec::decode(bytes).map_err(|e| format!("malformed binary write request: {e}"))
-    }
+/// `Binary` for a type whose binary form is its own serde form.
+macro_rules! binary_as_itself {
+    ($type:ty, $what:literal) => {
+        impl Binary for $type {
+            fn into_binary(self) -> Vec<u8> {
+                codec::encode(&self)
+            }
+            fn from_binary(bytes: &[u8]) -> Result<Self, String> {
+                codec::decode(bytes).map_err(|e| format!("malformed binary {}: {e}", $what))
+            }
+        }
+    };
 }
 
-impl Binary for ReadRequest {
-    fn into_binary(self) -> Vec<u8> {
-        codec::encode(&self)
-    }
-    fn from_binary(bytes: &[u8]) -> Result<Self, String> {
-        codec::decode(bytes).map_err(|e| format!("malformed binary read request: {e}"))
-    }
-}
-
-impl Binary for EventsReply {
-    fn into_binary(self) -> Vec<u8> {
-        codec::encode(&self)
-    }
-    fn from_binary(bytes: &[u8]) -> Result<Self, String> {
-        codec::decode(bytes).map_err(|e| format!("malformed binary events reply: {e}"))
-    }
-}
+binary_as_itself!(WriteRequest, "write request");
+binary_as_itself!(ReadRequest, "read request");
+binary_as_itself!(EventsReply, "events reply");
 
 impl Binary for WriteReply {
     fn into_binary(self) -> Vec<u8> {
