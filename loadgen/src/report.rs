@@ -450,49 +450,44 @@ fn render_targets(out: &mut String, records: &[RunRecord], baseline: Option<&Bas
         } else {
             TargetName::OursSaga
         };
-    let rest_clients = common_clients(records, stampede, TargetName::Rest, baseline);
-    match rest_clients.last() {
-        Some(&c) => {
-            let rest = closed(records, stampede, TargetName::Rest, c);
-            let ours = closed(records, stampede, baseline, c);
-            if let (Some(rest), Some(ours)) = (rest, ours) {
-                let r = ratio(rest.throughput.operations, ours.throughput.operations);
-                let _ = writeln!(
-                    out,
-                    "| REST tier costs < 30% of throughput (stampede, {c} clients) | rest {:.0} ops/s, protocol ({}) {:.0} ops/s | {} | {} |",
-                    rest.throughput.operations,
-                    baseline.as_str(),
-                    ours.throughput.operations,
-                    show_ratio(r),
-                    verdict(r.map(|r| r > 0.7))
-                );
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "| REST tier cost | no common run | n/a | not measured |"
-            );
-        }
+    if !rest_tier_row(out, records, stampede, baseline) {
+        let _ = writeln!(
+            out,
+            "| REST tier cost | no common run | n/a | not measured |"
+        );
     }
     // Browsing maps one REST call to one protocol call (a seat-map read, a lock), with
     // no payment saga: the REST tier's own cost, operation for operation.
-    let browsing = ScenarioName::Browsing;
-    if let Some(&c) = common_clients(records, browsing, TargetName::Rest, TargetName::Ours).last() {
-        let rest = closed(records, browsing, TargetName::Rest, c);
-        let ours = closed(records, browsing, TargetName::Ours, c);
-        if let (Some(rest), Some(ours)) = (rest, ours) {
-            let r = ratio(rest.throughput.operations, ours.throughput.operations);
-            let _ = writeln!(
-                out,
-                "| REST tier costs < 30% of throughput (browsing, {c} clients) | rest {:.0} ops/s, protocol (ours) {:.0} ops/s | {} | {} |",
-                rest.throughput.operations,
-                ours.throughput.operations,
-                show_ratio(r),
-                verdict(r.map(|r| r > 0.7))
-            );
-        }
+    rest_tier_row(out, records, ScenarioName::Browsing, TargetName::Ours);
+}
+
+/// The REST tier's cost on `scenario` against `baseline` at their highest common client
+/// count; false when they have no common run.
+fn rest_tier_row(
+    out: &mut String,
+    records: &[RunRecord],
+    scenario: ScenarioName,
+    baseline: TargetName,
+) -> bool {
+    let Some(&c) = common_clients(records, scenario, TargetName::Rest, baseline).last() else {
+        return false;
+    };
+    let rest = closed(records, scenario, TargetName::Rest, c);
+    let ours = closed(records, scenario, baseline, c);
+    if let (Some(rest), Some(ours)) = (rest, ours) {
+        let r = ratio(rest.throughput.operations, ours.throughput.operations);
+        let _ = writeln!(
+            out,
+            "| REST tier costs < 30% of throughput ({}, {c} clients) | rest {:.0} ops/s, protocol ({}) {:.0} ops/s | {} | {} |",
+            scenario.as_str(),
+            rest.throughput.operations,
+            baseline.as_str(),
+            ours.throughput.operations,
+            show_ratio(r),
+            verdict(r.map(|r| r > 0.7))
+        );
     }
+    true
 }
 
 const COLORS: [(TargetName, &str); 5] = [
