@@ -133,6 +133,9 @@ pub struct ApiLimits {
     pub login_backoff_account_max_ms: u64,
     pub login_backoff_ip_max_ms: u64,
     pub login_failures_forget_ms: u64,
+    /// Rendered seat maps kept to answer unchanged maps without rendering them again
+    /// (`seat_maps`), in bytes of JSON; 0 keeps none.
+    pub seat_map_cache_bytes: u64,
 }
 
 impl Default for ApiLimits {
@@ -149,6 +152,7 @@ impl Default for ApiLimits {
             login_backoff_account_max_ms: 60_000,
             login_backoff_ip_max_ms: 300_000,
             login_failures_forget_ms: 15 * 60_000,
+            seat_map_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

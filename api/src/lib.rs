@@ -51,6 +51,7 @@ pub mod readmodel;
 pub mod routes;
 pub mod saga;
 pub mod search;
+pub mod seat_maps;
 pub mod secrets;
 pub mod support;
 pub mod views;

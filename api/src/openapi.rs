@@ -134,6 +134,27 @@ pub fn document(routes: &[RouteSpec]) -> OpenApi {
                 );
             }
         }
+        if route.method == "get" && route.path == "/api/v1/shows/{id}/seats" {
+            operation = operation
+                .parameter(
+                    ParameterBuilder::new()
+                        .name("If-None-Match")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some(
+                            "the ETag of a seat map the caller holds: 304 while the map is \
+                             unchanged (tags the api did not issue never match)",
+                        ))
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                )
+                .response(
+                    "304",
+                    ResponseBuilder::new().description(
+                        "the map is still the one If-None-Match names (with its ETag and \
+                         the read's X- headers, no body)",
+                    ),
+                );
+        }
         if route.method != "get" {
             operation = operation.parameter(
                 ParameterBuilder::new()

@@ -19,7 +19,7 @@ type Result<T> = std::result::Result<T, Problem>;
 
 /// The cluster answered with a different kind of response than the query asks for: a
 /// version mismatch between api and nodes, never the client's fault.
-fn unexpected_answer() -> Problem {
+pub(crate) fn unexpected_answer() -> Problem {
     Problem::unavailable(
         "the cluster answered with an unexpected response type; \
          check that api and raft-node versions match, then retry",
@@ -524,20 +524,7 @@ pub async fn seats(
 ) -> Result<Response> {
     let (shard, number) = shard_id(&state, &id, "show")?;
     let (level, min) = consistency(params.consistency.as_deref(), &headers, Consistency::Stale)?;
-    let (response, meta) = state
-        .read(
-            &shard,
-            Query::SeatMap {
-                show: ShowId(number),
-            },
-            level,
-            min,
-        )
-        .await?;
-    let QueryResponse::SeatMap(map) = &response else {
-        return Err(unexpected_answer());
-    };
-    Ok(read_reply(&meta, views::seat_map(&shard, map)))
+    crate::seat_maps::read(&state, &shard, number, &headers, level, min).await
 }
 
 // ----- booking ------------------------------------------------------------------------

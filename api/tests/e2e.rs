@@ -820,3 +820,98 @@ async fn the_cluster_status_shows_a_stopped_node_as_unreachable() {
     }
     h.stop().await;
 }
+
+/// A seat-map read with `If-None-Match` (absent when `tag` is `None`) and, with the
+/// session level, `X-Min-Index`: status, `ETag`, `X-Index` and body.
+async fn seat_map(
+    h: &Harness,
+    show: &str,
+    query: &str,
+    tag: Option<&str>,
+) -> (StatusCode, String, Option<String>, String) {
+    let (query, min_index) = query.split_once('@').unwrap_or((query, ""));
+    let url = format!("{}/api/v1/shows/{show}/seats?{query}", h.base);
+    let mut request = h.http.get(url);
+    if let Some(tag) = tag {
+        request = request.header("if-none-match", tag);
+    }
+    if !min_index.is_empty() {
+        request = request.header("x-min-index", min_index);
+    }
+    let response = request.send().await.expect("request");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (etag, index) = (header("etag").unwrap_or_default(), header("x-index"));
+    let status = response.status();
+    (
+        status,
+        etag,
+        index,
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seat_maps_carry_an_etag_and_an_unchanged_map_answers_304() {
+    let h = Harness::start(1_000).await;
+    let show = h.show(2, 5).await;
+    let lin = "consistency=linearizable";
+    let (status, first_tag, _, first) = seat_map(&h, &show, lin, None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(
+        first_tag.starts_with('"') && first_tag.len() == 18,
+        "{first_tag}"
+    );
+    // Asked again, the map is the same, byte for byte, with the same tag.
+    let (status, tag, _, again) = seat_map(&h, &show, lin, None).await;
+    assert_eq!((status, &tag, &again), (StatusCode::OK, &first_tag, &first));
+    // The caller's own copy is still good: 304, no body, and the read's headers.
+    let (status, tag, index, body) = seat_map(&h, &show, lin, Some(&first_tag)).await;
+    assert_eq!(
+        (status, &tag, body.as_str()),
+        (StatusCode::NOT_MODIFIED, &first_tag, "")
+    );
+    assert!(
+        index.is_some(),
+        "a 304 still says where the read was answered"
+    );
+    for header in [
+        format!("W/{first_tag}"),
+        format!("\"junk\", {first_tag}"),
+        "*".into(),
+    ] {
+        let (status, ..) = seat_map(&h, &show, lin, Some(&header)).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{header}");
+    }
+    // A lock changes the map: the old tag gets the new map, and so does a plain read
+    // (the api's kept rendering is not served once the replica says it changed).
+    let (_, locked_at) = h.lock(7, &show, &[3]).await;
+    let (status, locked_tag, _, locked) = seat_map(&h, &show, lin, Some(&first_tag)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(locked_tag, first_tag);
+    let map: Value = serde_json::from_str(&locked).unwrap();
+    assert_eq!(seat_status(&map, 3), "locked", "{map}");
+    assert_eq!(seat_status(&map, 2), "available", "{map}");
+    let (_, tag, _, plain) = seat_map(&h, &show, lin, None).await;
+    assert_eq!((&tag, &plain), (&locked_tag, &locked));
+    // A session read at the lock's index from any replica agrees.
+    let session = format!("consistency=session@{locked_at}");
+    let (status, ..) = seat_map(&h, &show, &session, Some(&locked_tag)).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    // Tags that are not ours never match, and never fail the read.
+    for header in ["\"0\"", "nonsense", "\"ffffffffffffffff\""] {
+        let (status, tag, _, body) = seat_map(&h, &show, lin, Some(header)).await;
+        assert_eq!(
+            (status, &tag, &body),
+            (StatusCode::OK, &locked_tag, &locked)
+        );
+    }
+    let (status, ..) = seat_map(&h, "mumbai-999999", lin, Some(&locked_tag)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    h.stop().await;
+}

@@ -18,6 +18,13 @@ pub enum Query {
     SeatMap {
         show: ShowId,
     },
+    /// The seat map, unless its [`SeatMap::digest`] is still `digest`: then only
+    /// [`QueryResponse::SeatMapUnchanged`] (a reader that kept the map it rendered
+    /// skips the transfer and the rendering).
+    SeatMapIfChanged {
+        show: ShowId,
+        digest: u64,
+    },
     /// A show with its theater and seat counts.
     Show {
         show: ShowId,
@@ -161,6 +168,19 @@ pub struct SeatMap {
     pub seats: Vec<SeatView>,
 }
 
+impl SeatMap {
+    /// A digest of everything the map says (show, currency, each seat's place, price and
+    /// status): equal digests mean equal maps, so a reader may keep what it rendered from
+    /// a map and ask for it again only if it changed. Stable across builds that encode
+    /// the map alike (BLAKE3 of its codec encoding, first 8 bytes).
+    pub fn digest(&self) -> u64 {
+        let hash = blake3::hash(&crate::codec::encode(self));
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatCounts {
     pub available: u32,
@@ -179,6 +199,10 @@ pub struct ShowView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryResponse {
     SeatMap(SeatMap),
+    /// The seat map's digest is still the one the query named.
+    SeatMapUnchanged {
+        digest: u64,
+    },
     Show(ShowView),
     Booking(Booking),
     /// A page of bookings and the cursor of the next page, if any.
@@ -240,6 +264,14 @@ impl Ledger {
     pub fn query(&self, query: &Query) -> Result<QueryResponse, Rejection> {
         match query {
             Query::SeatMap { show } => self.seat_map(*show).map(QueryResponse::SeatMap),
+            Query::SeatMapIfChanged { show, digest } => {
+                let map = self.seat_map(*show)?;
+                Ok(if map.digest() == *digest {
+                    QueryResponse::SeatMapUnchanged { digest: *digest }
+                } else {
+                    QueryResponse::SeatMap(map)
+                })
+            }
             Query::Show { show } => self.show_view(*show).map(QueryResponse::Show),
             Query::Booking { booking } => self
                 .state

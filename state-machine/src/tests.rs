@@ -559,6 +559,70 @@ fn queries_page_and_search() {
     assert_eq!(cities, vec!["mumbai".to_string()]);
 }
 
+fn seat_map_digest(f: &Fixture) -> u64 {
+    let QueryResponse::SeatMap(map) = f.ledger.query(&Query::SeatMap { show: f.show }).unwrap()
+    else {
+        panic!()
+    };
+    map.digest()
+}
+
+fn if_changed(f: &Fixture, digest: u64) -> QueryResponse {
+    let query = Query::SeatMapIfChanged {
+        show: f.show,
+        digest,
+    };
+    f.ledger.query(&query).unwrap()
+}
+
+#[test]
+fn a_seat_map_digest_changes_exactly_when_the_map_does() {
+    let mut f = Fixture::new();
+    let fresh = seat_map_digest(&f);
+    assert_eq!(
+        if_changed(&f, fresh),
+        QueryResponse::SeatMapUnchanged { digest: fresh }
+    );
+    // A lock changes it, and a reader with the old digest gets the whole map.
+    f.lock(ALICE, &[4]);
+    let locked = seat_map_digest(&f);
+    assert_ne!(locked, fresh);
+    let QueryResponse::SeatMap(map) = if_changed(&f, fresh) else {
+        panic!("an old digest must get the map")
+    };
+    assert_eq!(map.digest(), locked);
+    assert_eq!(map.seats[4].status, SeatStatus::Locked);
+    // A command elsewhere in the shard leaves it alone...
+    f.now += 1_000;
+    f.ok(create_theater(
+        "mumbai",
+        UserId(9),
+        vec![screen("Audi 2", 2, 2)],
+    ));
+    assert_eq!(seat_map_digest(&f), locked);
+    // ...until the shard clock passes the lock's expiry: the seat shows as available
+    // again before any sweep, and the digest is the unlocked map's again.
+    f.now += Limits::default().lock_ttl_ms_default;
+    f.ok(create_theater(
+        "mumbai",
+        UserId(9),
+        vec![screen("Audi 3", 2, 2)],
+    ));
+    assert_eq!(seat_map_digest(&f), fresh);
+    assert!(matches!(
+        if_changed(&f, locked),
+        QueryResponse::SeatMap(map) if map.seats[4].status == SeatStatus::Available
+    ));
+    let unknown = Query::SeatMapIfChanged {
+        show: ShowId(99),
+        digest: fresh,
+    };
+    assert!(matches!(
+        f.ledger.query(&unknown),
+        Err(Rejection::UnknownShow { .. })
+    ));
+}
+
 fn hash(n: u8) -> String {
     format!("{n:02x}").repeat(32)
 }
