@@ -761,53 +761,76 @@ pub async fn pay(
     Path(id): Path<String>,
     Body(body): Body<views::PaymentBody>,
 ) -> Result<Response> {
-    // Only what never changes is used from the booking (owner, id, price), and
-    // StartPayment checks its state in the ledger: a local (stale) read suffices when
-    // this replica already has the booking, which saves a quorum round per payment.
-    let (shard, booking, _) = match own_booking(&state, caller, &id, Consistency::Stale).await {
-        Err(problem) if problem.status == StatusCode::NOT_FOUND => {
-            own_booking(&state, caller, &id, Consistency::Linearizable).await?
-        }
-        found => found?,
-    };
+    let (shard, number) = shard_id(&state, &id, "booking")?;
+    let booking_id = BookingId(number);
     state
         .gateway
         .validate_method(&body.method)
         .map_err(|reason| Problem::invalid("method", reason))?;
     let request = request_id(&headers, &caller.id.to_string())?;
-    // Cross-shard: a use of the coupon is reserved in `global` before the payment
-    // starts in the city shard, and confirmed or given back when it settles.
     let code = body
         .promocode
         .as_deref()
         .map(str::trim)
         .filter(|code| !code.is_empty());
-    let discount_minor = match code {
-        Some(code) => crate::coupons::reserve(&state, &shard, &booking, code).await?,
-        None => 0,
+    // StartPayment checks in the ledger that the payer owns the booking (another's is
+    // NotOwner, answered as 404) and that its lock is live, and answers with the amount
+    // and currency: a customer paying without a coupon needs no read first. A coupon
+    // needs the booking's price, and an admin pays on the owner's behalf: those read
+    // the booking, locally when this replica already has it (only what never changes
+    // is used from it).
+    let (user, discount_minor) = if code.is_some() || caller.is_admin() {
+        let (_, booking, _) = match own_booking(&state, caller, &id, Consistency::Stale).await {
+            Err(problem) if problem.status == StatusCode::NOT_FOUND => {
+                own_booking(&state, caller, &id, Consistency::Linearizable).await?
+            }
+            found => found?,
+        };
+        // Cross-shard: a use of the coupon is reserved in `global` before the payment
+        // starts in the city shard, and confirmed or given back when it settles.
+        let discount_minor = match code {
+            Some(code) => crate::coupons::reserve(&state, &shard, &booking, code).await?,
+            None => 0,
+        };
+        (booking.user, discount_minor)
+    } else {
+        (caller.id, 0)
     };
     let command = CommandKind::StartPayment {
-        booking: booking.id,
-        user: booking.user,
+        booking: booking_id,
+        user,
         method: body.method.clone(),
         discount_minor,
         coupon: code.map(str::to_owned),
     };
     // Registered before the gateway is called: its webhook may arrive at once.
-    let mut wait = state.settle_waiters.register(&shard, booking.id);
+    let mut wait = state.settle_waiters.register(&shard, booking_id);
     let started = match state.write(&shard, &request, command).await {
         Ok(started) => started,
         Err(problem) => {
             if let Some(code) = code {
-                give_back_unused(&state, &shard, booking.id, code).await;
+                give_back_unused(&state, &shard, booking_id, code).await;
             }
             return Err(problem);
         }
     };
-    let Applied::PaymentStarted { amount_minor, .. } = started.applied else {
+    let Applied::PaymentStarted {
+        amount_minor,
+        currency,
+        ..
+    } = started.applied
+    else {
         return Err(unexpected_answer());
     };
-    let created = crate::saga::begin(&state, &shard, &booking, amount_minor, &body.method).await?;
+    let created = crate::saga::begin(
+        &state,
+        &shard,
+        booking_id,
+        amount_minor,
+        &currency,
+        &body.method,
+    )
+    .await?;
     let index = started.index.max(created.index);
     let pending = matches!(
         created.applied,
@@ -821,7 +844,7 @@ pub async fn pay(
     // write, the same request id), so that once a payer sees the payment settled, so is
     // the coupon's count.
     let (now, payment, meta) =
-        crate::saga::settle(&state, &shard, booking.id, index, pending, &mut wait).await?;
+        crate::saga::settle(&state, &shard, booking_id, index, pending, &mut wait).await?;
     drop(wait);
     if let Some(payment) = &payment {
         crate::coupons::settle_coupon(&state, &shard, &now, payment).await;

@@ -314,20 +314,13 @@ pub async fn advance(
 pub async fn begin(
     state: &Shared,
     shard: &str,
-    booking: &Booking,
+    booking: BookingId,
     amount_minor: u64,
+    currency: &str,
     method: &str,
 ) -> Result<Written, Problem> {
-    let report = create(
-        state,
-        shard,
-        booking.id,
-        amount_minor,
-        &booking.currency,
-        method,
-    )
-    .await?;
-    record(state, shard, booking.id, &report).await?.last()
+    let report = create(state, shard, booking, amount_minor, currency, method).await?;
+    record(state, shard, booking, &report).await?.last()
 }
 
 /// The gateway's create call for a booking's payment (idempotent by the booking's key).

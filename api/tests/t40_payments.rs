@@ -415,6 +415,51 @@ async fn success_after_the_lock_expired_is_refunded_and_the_seat_is_not_sold_twi
     h.stop().await;
 }
 
+/// Only the booking's owner can pay for it: a stranger's payment request (and one for
+/// a booking that does not exist) is 404, starts nothing at the gateway and leaves the
+/// owner free to pay; an admin may pay on the owner's behalf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_owner_or_an_admin_pays_and_a_stranger_changes_nothing() {
+    let h = Harness::start(1, 3_000).await;
+    let show = h.show(86_400, 3_600).await;
+    let riya = h.token(16_001, Role::Customer);
+    let booking = h.lock(&riya, &show, &[2], 60).await;
+    let stranger = h.token(16_002, Role::Customer);
+    let missing = format!("{}9999", booking);
+    for target in [&booking, &missing] {
+        let (status, body) = h
+            .call(
+                0,
+                "POST",
+                &format!("/api/v1/bookings/{target}/payment"),
+                Some(&stranger),
+                Some(json!({ "method": "sandbox-approve" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    assert!(
+        h.gateway.server().payments().is_empty(),
+        "nothing reached the gateway"
+    );
+    assert_eq!(h.seat(&show, 2).await, "locked");
+    let paid = h.pay(0, &riya, &booking, "sandbox-approve").await;
+    let done = match paid["status"].as_str() {
+        Some("completed") => paid,
+        _ => h.wait_for_status(0, &riya, &booking, "completed").await,
+    };
+    assert_eq!(done["booking_status"], json!("confirmed"), "{done}");
+    assert_eq!(h.seat(&show, 2).await, "booked");
+
+    let asha = h.token(16_003, Role::Customer);
+    let hers = h.lock(&asha, &show, &[3], 60).await;
+    let admin = h.token(900_000, Role::Admin);
+    h.pay(0, &admin, &hers, "sandbox-approve").await;
+    h.wait_for_status(0, &asha, &hers, "completed").await;
+    h.assert_money_matches_bookings().await;
+    h.stop().await;
+}
+
 /// The gateway loses every webhook: the reconciliation poller asks it and settles
 /// both a success and a decline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

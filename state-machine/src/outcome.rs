@@ -97,10 +97,12 @@ pub enum Applied {
         index: u64,
         seq: u32,
     },
-    /// The payment intent is recorded; the gateway is asked next.
+    /// The payment intent is recorded; the gateway is asked next (for `amount_minor` in
+    /// the booking's `currency`).
     PaymentStarted {
         booking: BookingId,
         amount_minor: u64,
+        currency: String,
     },
     /// A gateway report was applied; `changed` is false for a stale or repeated one.
     PaymentRecorded {

@@ -255,10 +255,12 @@ impl Ledger {
             user,
             amount_minor,
         });
+        let currency = payment.currency.clone();
         self.put_payment(payment);
         Ok(Applied::PaymentStarted {
             booking: booking_id,
             amount_minor,
+            currency,
         })
     }
 
