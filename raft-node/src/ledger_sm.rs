@@ -11,14 +11,56 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use state_machine::{Command, LedgerStore};
+use state_machine::{Command, LedgerStore, PinnedImage};
 use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The store shared by the state machine (writer) and the read path (readers).
 pub type SharedStore = Arc<RwLock<LedgerStore>>;
 
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, LedgerImage>;
+
+/// A shard's snapshot data. A snapshot this replica built (or installed) is a pinned,
+/// durable image of its store, encoded only when a follower needs the bytes: building a
+/// snapshot costs a WAL sync, not an export of the whole shard, and no replica keeps
+/// the encoded bytes of every shard in memory. A snapshot received from the leader
+/// arrives as bytes.
+#[derive(Clone)]
+pub enum LedgerImage {
+    Pinned(Arc<PinnedImage>),
+    Encoded(Vec<u8>),
+}
+
+impl LedgerImage {
+    /// The snapshot bytes; encoding a pinned image reads the whole shard, so call it
+    /// off the async executor.
+    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+        match self {
+            LedgerImage::Encoded(bytes) => Ok(bytes),
+            LedgerImage::Pinned(image) => {
+                let bytes = image.encode().map_err(io_error)?;
+                metrics::gauge!("seat_ledger_snapshot_bytes").set(bytes.len() as f64);
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// `into_bytes` on the blocking pool.
+    pub async fn into_bytes_blocking(self) -> io::Result<Vec<u8>> {
+        tokio::task::spawn_blocking(move || self.into_bytes())
+            .await
+            .map_err(io_error)?
+    }
+}
+
+impl std::fmt::Debug for LedgerImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerImage::Pinned(image) => write!(f, "Pinned({image:?})"),
+            LedgerImage::Encoded(bytes) => write!(f, "Encoded({} bytes)", bytes.len()),
+        }
+    }
+}
 
 /// What the ledger's marker holds for openraft.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -80,12 +122,12 @@ pub struct LedgerSnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for LedgerSnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = LedgerImage;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
-        // Export off the async executor: a large shard takes a while to encode.
-        let snapshot = tokio::task::spawn_blocking(move || build(&store))
+        // Off the async executor: pinning syncs the write-ahead log.
+        let snapshot = tokio::task::spawn_blocking(move || pin(&store))
             .await
             .map_err(io_error)??;
         *lock(&self.current)? = Some(snapshot.clone());
@@ -99,26 +141,23 @@ fn lock<T>(mutex: &Mutex<T>) -> io::Result<std::sync::MutexGuard<'_, T>> {
         .map_err(|_| io_error("snapshot slot poisoned by a panic"))
 }
 
-fn build(store: &SharedStore) -> io::Result<Snapshot> {
-    let guard = read(store)?;
-    let applied = decode_marker(guard.marker())?;
-    // The store stays locked only while the image is pinned, so applying goes on while
-    // a large shard is exported. Logs up to this point may be purged once the snapshot
-    // exists: the export makes the ledger's own image durable first.
-    let bytes = LedgerStore::export_snapshot_unlocked(guard).map_err(io_error)?;
+/// A snapshot of the store as it is now: its image pinned (the store stays locked only
+/// while RocksDB pins it) and durable, so logs up to its marker may be purged.
+fn pin(store: &SharedStore) -> io::Result<Snapshot> {
+    let image = LedgerStore::pin_image(read(store)?).map_err(io_error)?;
+    let applied = decode_marker(image.marker())?;
     let meta = SnapshotMeta {
         last_log_id: applied.last_applied,
         last_membership: applied.membership,
     };
-    metrics::gauge!("seat_ledger_snapshot_bytes").set(bytes.len() as f64);
     Ok(Snapshot {
         meta,
-        snapshot: bytes,
+        snapshot: LedgerImage::Pinned(Arc::new(image)),
     })
 }
 
 impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = LedgerImage;
     type SnapshotBuilder = LedgerSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -176,18 +215,20 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: LedgerImage,
     ) -> Result<(), io::Error> {
         let store = self.store.clone();
-        let bytes = snapshot.clone();
-        let marker = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+        // The installed state is pinned again as this replica's current snapshot, so
+        // the received bytes need not stay in memory.
+        let image = tokio::task::spawn_blocking(move || -> io::Result<PinnedImage> {
+            let bytes = snapshot.into_bytes()?;
             let mut guard = write(&store)?;
             guard.install_snapshot(&bytes).map_err(io_error)?;
-            Ok(guard.marker().to_vec())
+            LedgerStore::pin_image(guard).map_err(io_error)
         })
         .await
         .map_err(io_error)??;
-        let applied = decode_marker(&marker)?;
+        let applied = decode_marker(image.marker())?;
         if applied.last_applied != meta.last_log_id {
             return Err(io_error(format!(
                 "snapshot bytes end at {:?} but its meta says {:?}",
@@ -197,7 +238,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         self.applied = applied;
         *lock(&self.current)? = Some(Snapshot {
             meta: meta.clone(),
-            snapshot,
+            snapshot: LedgerImage::Pinned(Arc::new(image)),
         });
         Ok(())
     }

@@ -35,7 +35,7 @@ pub mod method {
     pub const READ_INDEX_ACKED: u8 = 8;
 }
 
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub type Snapshot = crate::ledger_sm::Snapshot;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 
 /// Decodes a peer's payload, naming what was expected on failure.
@@ -106,7 +106,7 @@ impl PeerNetwork {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::ledger_sm::LedgerImage;
 
     async fn append_entries(
         &mut self,
@@ -145,18 +145,25 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = (vote, snapshot.meta, snapshot.snapshot);
         // A snapshot may be large: allow it far longer than a heartbeat.
         let timeout = option.hard_ttl().max(Duration::from_secs(60));
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            result = self.call(method::FULL_SNAPSHOT, &request, timeout) => {
-                result.map_err(|error| match rpc_error(error) {
+        let send = async {
+            // Encoded now, from the image pinned when the snapshot was built.
+            let bytes = snapshot.snapshot.into_bytes_blocking().await.map_err(|e| {
+                NetworkError::from_string(format!("encoding the snapshot to send: {e}"))
+            })?;
+            let request = (vote, snapshot.meta, bytes);
+            self.call(method::FULL_SNAPSHOT, &request, timeout)
+                .await
+                .map_err(|error| match rpc_error(error) {
                     RPCError::Unreachable(e) => StreamingError::Unreachable(e),
                     RPCError::Network(e) => StreamingError::Network(e),
                     other => StreamingError::Network(NetworkError::from_string(other)),
                 })
-            }
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = send => result,
         }
     }
 

@@ -744,7 +744,7 @@ impl RequestHandler for PeerHandler {
                     ) = decode("snapshot", &payload)?;
                     let snapshot = crate::network::Snapshot {
                         meta,
-                        snapshot: bytes,
+                        snapshot: crate::ledger_sm::LedgerImage::Encoded(bytes),
                     };
                     reply(raft.install_full_snapshot(vote, snapshot).await)
                 }

@@ -261,6 +261,8 @@ async fn normal_entries_apply_survive_a_reopen_and_travel_in_a_snapshot() {
     assert_eq!(digest(&other), before);
 
     // Reopening the store (a restart) recovers the ledger and openraft's applied state.
+    // A built snapshot is an image pinned in the store's database: it goes first.
+    drop(snapshot);
     drop(state_machine);
     let store = LedgerStore::open(
         &dir.path().join("ledger"),

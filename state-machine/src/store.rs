@@ -359,20 +359,28 @@ impl LedgerStore {
     where
         G: std::ops::Deref<Target = LedgerStore>,
     {
-        let db = Arc::clone(&guard.db);
-        let pinned = db.snapshot();
+        LedgerStore::pin_image(guard)?.encode()
+    }
+
+    /// Pins the store's current image (a RocksDB snapshot, taken while `guard` holds the
+    /// store so no apply is half in it) and makes it durable (WAL synced): it can stand
+    /// for a snapshot at the marker it holds, and be encoded later, only if someone needs
+    /// the bytes ([`PinnedImage::encode`]). Until it is dropped, RocksDB keeps the
+    /// versions it sees.
+    pub fn pin_image<G>(guard: G) -> Result<PinnedImage, StoreError>
+    where
+        G: std::ops::Deref<Target = LedgerStore>,
+    {
+        let cell = PinnedCell::new(Arc::clone(&guard.db), |db| db.snapshot());
         let events_kept_from = guard.events_kept_from;
         drop(guard);
-        db.flush_wal(true)?;
-        let (state, marker) = load_state(&pinned)?;
-        let events = events_from(&pinned, 0, 0, usize::MAX)?;
-        let body = SnapshotBody {
-            marker,
-            state,
-            events,
+        cell.borrow_owner().flush_wal(true)?;
+        let marker = cell.borrow_dependent().get(MARKER_KEY)?.unwrap_or_default();
+        Ok(PinnedImage {
+            cell,
             events_kept_from,
-        };
-        Ok(snapshot::encode(&body))
+            marker,
+        })
     }
 
     /// Replaces this replica's state with the snapshot's. Bad bytes are refused before
@@ -510,6 +518,56 @@ fn be_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
 
 /// Where the image is read from: the live database, or a RocksDB snapshot of it pinned
 /// at one applied position.
+type DbSnapshot<'a> = rocksdb::Snapshot<'a>;
+
+self_cell::self_cell!(
+    /// A RocksDB snapshot together with the database it pins.
+    struct PinnedCell {
+        owner: Arc<DB>,
+        #[covariant]
+        dependent: DbSnapshot,
+    }
+);
+
+/// A durable image of the store at one marker, pinned in RocksDB
+/// ([`LedgerStore::pin_image`]): the snapshot bytes of that moment, encoded on demand.
+pub struct PinnedImage {
+    cell: PinnedCell,
+    events_kept_from: LogIndex,
+    marker: Vec<u8>,
+}
+
+impl PinnedImage {
+    /// The marker (the caller's applied position) the image holds.
+    pub fn marker(&self) -> &[u8] {
+        &self.marker
+    }
+
+    /// The image as snapshot bytes, the same as [`LedgerStore::export_snapshot`] gave
+    /// when it was pinned. Takes time on a large shard: call it off the async executor.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let pinned = self.cell.borrow_dependent();
+        let (state, marker) = load_state(pinned)?;
+        let events = events_from(pinned, 0, 0, usize::MAX)?;
+        let body = SnapshotBody {
+            marker,
+            state,
+            events,
+            events_kept_from: self.events_kept_from,
+        };
+        Ok(snapshot::encode(&body))
+    }
+}
+
+impl std::fmt::Debug for PinnedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedImage")
+            .field("events_kept_from", &self.events_kept_from)
+            .field("marker_bytes", &self.marker.len())
+            .finish()
+    }
+}
+
 trait Image {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>;
     fn forward_from(&self, start: &[u8]) -> DBIteratorWithThreadMode<'_, DB>;

@@ -344,7 +344,7 @@ impl Target for Ours {
         format!(
             "seat-ledger, 3 replicas in one process on loopback, RocksDB log with \
              group-committed fsync before an append counts (fsync on), node client protocol \
-             (JSON over HTTP); {confirm}"
+             (bincode bodies over HTTP); {confirm}"
         )
     }
 
@@ -589,8 +589,9 @@ impl Target for Rest {
     fn describe(&self) -> String {
         "seat-ledger through the REST api (axum, JWT auth) -> client protocol -> leader; \
          same 3-replica cluster, fsync on; confirm = the payment saga against the in-process \
-         sandbox gateway approving at once (linearizable read, StartPayment, gateway \
-         create, RecordGatewayState pending and succeeded via the webhook, session reads)"
+         sandbox gateway approving at once (StartPayment, gateway create, \
+         RecordGatewayState pending and succeeded via the webhook, a session read of the \
+         settled payment, the referral check on global)"
             .into()
     }
 

@@ -364,7 +364,7 @@ pub async fn snapshot(
         }
     }
     if failures.is_empty() {
-        println!("{done} snapshots triggered (they build in the background; `seat_ledger_snapshot_bytes` shows the last size)");
+        println!("{done} snapshots triggered (they build in the background; each node's `/admin/status` shows the shards' `snapshot_index`)");
         Ok(())
     } else {
         Err(failures.join("\n"))
