@@ -48,11 +48,11 @@ pub struct RaftTiming {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last one. A snapshot
-    /// exports the whole shard (seats, bookings, remembered request outcomes, events),
-    /// so its cost grows with the shard while the log entries it lets go are ~100 bytes
-    /// each: at 20,000, a 256-client on-sale spent ~10% of the CPU exporting snapshots;
-    /// 100,000 keeps ~10 MB of log per shard and made that on-sale 15-35% faster.
+    /// Build a snapshot after this many log entries since the last one. Building pins
+    /// the shard's RocksDB image and syncs it (it is encoded only for a follower that
+    /// needs it); until the next one, RocksDB keeps the versions that image sees. When
+    /// every snapshot exported the whole shard, 20,000 cost a 256-client on-sale ~10% of
+    /// its CPU; 100,000 keeps ~10 MB of log per shard (entries are ~100 bytes).
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind a snapshot, for followers slightly behind.
     pub keep_entries_after_snapshot: u64,
