@@ -350,20 +350,9 @@ impl LedgerStore {
         Ok(snapshot::encode(&body))
     }
 
-    /// The same snapshot bytes as `export_snapshot`, but the store is locked only while
-    /// a RocksDB snapshot pins the current image (microseconds): the export reads that
-    /// image, not the ledger in memory, so applying goes on while a large shard is
-    /// encoded. `guard` is any lock guard of the store; it is dropped once the image is
-    /// pinned. The image is made durable (WAL synced) before the bytes are returned.
-    pub fn export_snapshot_unlocked<G>(guard: G) -> Result<Vec<u8>, StoreError>
-    where
-        G: std::ops::Deref<Target = LedgerStore>,
-    {
-        LedgerStore::pin_image(guard)?.encode()
-    }
-
     /// Pins the store's current image (a RocksDB snapshot, taken while `guard` holds the
-    /// store so no apply is half in it) and makes it durable (WAL synced): it can stand
+    /// store so no apply is half in it; `guard` is any lock guard of the store, dropped
+    /// once the image is pinned, so applying goes on while a large shard is encoded) and makes it durable (WAL synced): it can stand
     /// for a snapshot at the marker it holds, and be encoded later, only if someone needs
     /// the bytes ([`PinnedImage::encode`]). Until it is dropped, RocksDB keeps the
     /// versions it sees.

@@ -245,7 +245,7 @@ fn replicas_restored_from_a_snapshot_reach_the_same_digest() {
     let snapshot = first.export_snapshot().unwrap();
     // The export that reads a pinned RocksDB image instead of memory gives the same bytes.
     assert_eq!(
-        LedgerStore::export_snapshot_unlocked(&first).unwrap(),
+        LedgerStore::pin_image(&first).unwrap().encode().unwrap(),
         snapshot,
         "seed {seed}: the image on disk and the ledger in memory export differently"
     );
@@ -329,7 +329,7 @@ fn events_beyond_the_retention_window_are_dropped() {
     assert!(oldest >= kept_from);
     let snapshot = store.export_snapshot().unwrap();
     assert_eq!(
-        LedgerStore::export_snapshot_unlocked(&store).unwrap(),
+        LedgerStore::pin_image(&store).unwrap().encode().unwrap(),
         snapshot
     );
     drop(store);
