@@ -93,7 +93,13 @@ impl Problem {
 impl From<Rejection> for Problem {
     fn from(rejection: Rejection) -> Problem {
         use StatusCode as S;
-        let detail = rejection.to_string();
+        let detail = match &rejection {
+            // Absent, as for an unknown id: the detail must not say that it exists.
+            Rejection::NotOwner => {
+                "no such lock or booking of yours: check the id, and the account you use".into()
+            }
+            _ => rejection.to_string(),
+        };
         let (status, kind, title) = match &rejection {
             Rejection::SeatsTaken { .. } => (S::CONFLICT, "seats-taken", "Seats not available"),
             Rejection::UnknownSeats { .. } => {
@@ -220,9 +226,12 @@ mod tests {
         });
         assert_eq!(limit.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(limit.extra["limit"], json!("seats_per_lock_max"));
-        assert_eq!(
-            Problem::from(Rejection::NotOwner).status,
-            StatusCode::NOT_FOUND
+        let not_owner = Problem::from(Rejection::NotOwner);
+        assert_eq!(not_owner.status, StatusCode::NOT_FOUND);
+        assert!(
+            !not_owner.detail.contains("another user"),
+            "a stranger learns nothing: {}",
+            not_owner.detail
         );
         assert_eq!(
             Problem::from(Rejection::RequestIdReused).status,
