@@ -154,6 +154,7 @@ impl Site {
             heartbeat_ms: 50,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
+            log_wal_prefill_mib: 1,
             ..RaftTiming::default()
         };
         let cluster = DemoCluster::start_with_limits(None, timing, limits)

@@ -233,6 +233,8 @@ pub fn timing() -> RaftTiming {
         election_timeout_max_ms: 600,
         snapshot_after_entries: 500,
         keep_entries_after_snapshot: 100,
+        // Small, so that crash recovery runs on recycled WAL files without slowing starts.
+        log_wal_prefill_mib: 1,
     }
 }
 

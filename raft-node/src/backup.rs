@@ -369,8 +369,9 @@ pub fn restore(dir: &Path, data_dir: &Path) -> Result<BackupManifest, BackupErro
     let log_source = dir.join(RAFT_LOG_DIR);
     let log_target = data_dir.join(RAFT_LOG_DIR);
     copy_tree(&log_source, &log_target)?;
-    // The copied checkpoint must open as the node's log database.
-    crate::log_store::open_db(&log_target).map_err(|e| io(&log_target, e))?;
+    // The copied checkpoint must open as the node's log database (not a new one: no
+    // prefill).
+    crate::log_store::open_db(&log_target, 0).map_err(|e| io(&log_target, e))?;
     for entry in &manifest.shards {
         let bytes = read_snapshot(dir, entry)?;
         let path = data_dir.join("shards").join(&entry.shard);

@@ -56,6 +56,10 @@ pub struct RaftTiming {
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind a snapshot, for followers slightly behind.
     pub keep_entries_after_snapshot: u64,
+    /// MiB written into each of a new node's first two Raft-log WAL files, so that its
+    /// syncs overwrite from the start as a long-running node's do (RocksDB recycles WAL
+    /// files; see `log_store::open_db`): 0 to 32. Only a new log database is prefilled.
+    pub log_wal_prefill_mib: u64,
 }
 
 impl Default for RaftTiming {
@@ -66,6 +70,7 @@ impl Default for RaftTiming {
             election_timeout_max_ms: 600,
             snapshot_after_entries: 100_000,
             keep_entries_after_snapshot: 1_000,
+            log_wal_prefill_mib: 32,
         }
     }
 }
@@ -181,7 +186,20 @@ impl ClusterFile {
 }
 
 impl RaftTiming {
+    /// What [`log_store::open_db`](crate::log_store::open_db) prefills, in bytes.
+    pub fn log_wal_prefill_bytes(&self) -> u64 {
+        self.log_wal_prefill_mib.saturating_mul(1 << 20)
+    }
+
     pub fn to_openraft(&self) -> Result<openraft::Config, ConfigError> {
+        let max_mib = crate::log_store::WAL_PREFILL_BYTES_MAX >> 20;
+        if self.log_wal_prefill_mib > max_mib {
+            return fail(format!(
+                "raft timing: log_wal_prefill_mib = {} is more than {max_mib} (half the Raft \
+                 log's WAL cap); lower it, or 0 to prefill nothing",
+                self.log_wal_prefill_mib
+            ));
+        }
         let config = openraft::Config {
             cluster_name: "seat-ledger".into(),
             heartbeat_interval: self.heartbeat_ms,
@@ -334,5 +352,20 @@ mod tests {
         let unknown =
             toml::from_str::<ClusterFile>("cluster_id = \"x\"\nnodes = []\nshards = []\nextra = 1");
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn the_shipped_raft_timing_file_parses_and_a_prefill_past_its_bound_is_refused() {
+        let shipped: RaftTiming =
+            toml::from_str(include_str!("../../deploy/config/raft-timing.toml")).unwrap();
+        shipped.to_openraft().unwrap();
+        assert_eq!(shipped.log_wal_prefill_bytes(), 32 << 20);
+        let too_much = RaftTiming {
+            log_wal_prefill_mib: 33,
+            ..RaftTiming::default()
+        };
+        let error = too_much.to_openraft().unwrap_err().0;
+        assert!(error.contains("log_wal_prefill_mib = 33"), "{error}");
+        assert!(error.contains("lower it"), "{error}");
     }
 }

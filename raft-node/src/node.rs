@@ -131,8 +131,14 @@ impl Node {
         transport.tls = config.tls.clone();
         std::fs::create_dir_all(config.data_dir.join("shards"))
             .map_err(|e| NodeError::Storage(format!("{}: {e}", config.data_dir.display())))?;
-        let log_db = crate::log_store::open_db(config.data_dir.join("raft-log"))
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        // Blocking: RocksDB's open and, for a new node, the WAL prefill (~0.1 s).
+        let log_path = config.data_dir.join("raft-log");
+        let prefill = config.raft.log_wal_prefill_bytes();
+        let log_db =
+            tokio::task::spawn_blocking(move || crate::log_store::open_db(log_path, prefill))
+                .await
+                .map_err(|e| NodeError::Storage(format!("opening the raft log: {e}")))?
+                .map_err(|e| NodeError::Storage(e.to_string()))?;
         let (shutdown, _) = watch::channel(false);
         let node = Node {
             inner: Arc::new(Inner {

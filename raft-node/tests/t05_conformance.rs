@@ -47,7 +47,9 @@ fn storage_error(error: impl std::fmt::Display) -> StorageError<C> {
 impl RealPairBuilder {
     fn new() -> RealPairBuilder {
         let log_dir = TempDir::new().expect("temp dir");
-        let log_db = open_db(log_dir.path().join("raft-log")).expect("open the raft log db");
+        // Prefilled, so the suite runs on a recycled write-ahead log as a node's does.
+        let log_db =
+            open_db(log_dir.path().join("raft-log"), 1 << 20).expect("open the raft log db");
         RealPairBuilder {
             _log_dir: log_dir,
             log_db,
