@@ -41,6 +41,7 @@ pub mod coupons;
 pub mod demo;
 pub mod events;
 pub mod export;
+pub mod flights;
 pub mod home;
 pub mod login_guard;
 pub mod notify;

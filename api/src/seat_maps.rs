@@ -12,6 +12,11 @@
 //! `If-None-Match` gets `304 Not Modified` (with the usual read headers) once the
 //! replica confirms the map is unchanged.
 //!
+//! Callers that read the same show's map at the same consistency while a replica read
+//! of it runs queue for the next one, which starts when it ends and answers all of them
+//! ([`crate::flights`]): a hot show costs the replica one read at a time, however many people
+//! refresh it, and no caller gets an answer from a read that started before it arrived.
+//!
 //! Memory is bounded by `limits.seat_map_cache_bytes` (the renderings' sizes); `0` turns
 //! keeping off, and `ETag`s still work.
 
@@ -25,6 +30,7 @@ use state_machine::{Query, QueryResponse, SeatMap, ShowId};
 use std::sync::Arc;
 
 use crate::app::{ReadMeta, Shared};
+use crate::flights::{Abandoned, Flights};
 use crate::problem::Problem;
 
 /// A seat map rendered as the contract's JSON, with the digest of the map it shows.
@@ -62,9 +68,10 @@ impl Weighter<Key, Arc<Rendered>> for BodySize {
     }
 }
 
-/// The renderings kept, one per show (the latest one seen).
+/// The renderings kept, one per show (the latest one seen), and the reads in flight.
 pub struct SeatMaps {
     kept: Option<Cache<Key, Arc<Rendered>, BodySize>>,
+    flights: Arc<Flights<FlightKey, Result<Fetched, Problem>>>,
 }
 
 /// A typical rendering (a few hundred seats), to size the cache's index.
@@ -77,7 +84,10 @@ impl SeatMaps {
             let items = (bytes / TYPICAL_BYTES).clamp(16, 1 << 20) as usize;
             Cache::with_weighter(items, bytes, BodySize)
         });
-        SeatMaps { kept }
+        SeatMaps {
+            kept,
+            flights: Arc::default(),
+        }
     }
 
     fn get(&self, shard: &str, show: u64) -> Option<Arc<Rendered>> {
@@ -134,9 +144,11 @@ pub fn etag(digest: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{digest:016x}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-/// Reads `show`'s seat map at `level` and answers with the kept rendering when the
-/// replica says it is unchanged, a fresh one otherwise, or 304 when the caller's
-/// `If-None-Match` names the map's digest.
+/// Reads `show`'s seat map at `level` and answers with the rendering of the map the
+/// replica holds, or 304 when the caller's `If-None-Match` names the map's digest.
+///
+/// Callers reading the same map at the same consistency share one replica read
+/// ([`Flights`]): during an on-sale thousands of people refresh the same show.
 pub async fn read(
     state: &Shared,
     shard: &str,
@@ -146,43 +158,98 @@ pub async fn read(
     min: Option<u64>,
 ) -> Result<Response, Problem> {
     let wanted = IfNoneMatch::parse(headers);
-    let kept = state.seat_maps.get(shard, show);
-    // The caller's tag first: if it still holds, nothing needs sending at all.
-    let known = wanted
-        .digests
-        .first()
-        .copied()
-        .or(kept.as_ref().map(|k| k.digest));
-    let query = match known {
-        Some(digest) => Query::SeatMapIfChanged {
-            show: ShowId(show),
-            digest,
-        },
-        None => Query::SeatMap { show: ShowId(show) },
+    let key = FlightKey {
+        shard: shard.to_owned(),
+        show,
+        level,
+        min,
     };
-    let (response, meta) = state.read(shard, query, level, min).await?;
+    let fetcher = state.clone();
+    let shared = state
+        .seat_maps
+        .flights
+        .join(key, move |key| {
+            let state = fetcher.clone();
+            async move {
+                let fetched = fetch(&state, &key).await;
+                metrics::counter!("seat_ledger_api_seat_map_fetches_total").increment(1);
+                fetched
+            }
+        })
+        .await;
+    let Fetched {
+        rendered,
+        meta,
+        how,
+    } = shared.unwrap_or_else(|Abandoned| {
+        Err(Problem::unavailable(
+            "the seat-map read stopped before it answered; retry",
+        ))
+    })?;
+    if wanted.matches(rendered.digest) {
+        return Ok(not_modified(&meta, rendered.digest));
+    }
+    metrics::counter!("seat_ledger_api_seat_map_reads_total", "answer" => how).increment(1);
+    let mut headers = answer_headers(&meta, rendered.digest);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok((StatusCode::OK, headers, rendered.body.clone()).into_response())
+}
+
+/// One replica read of a seat map, as every caller that shared it sees it.
+#[derive(Clone)]
+struct Fetched {
+    rendered: Arc<Rendered>,
+    meta: ReadMeta,
+    /// `kept` when the replica confirmed the kept rendering, `rendered` when it sent a
+    /// changed map.
+    how: &'static str,
+}
+
+/// Reads the map from a replica at the key's consistency: only its digest when the api
+/// keeps a rendering (the replica answers `SeatMapUnchanged` if it still matches), else
+/// the whole map, which is rendered and kept.
+async fn fetch(state: &Shared, key: &FlightKey) -> Result<Fetched, Problem> {
+    let kept = state.seat_maps.get(&key.shard, key.show);
+    let query = match &kept {
+        Some(kept) => Query::SeatMapIfChanged {
+            show: ShowId(key.show),
+            digest: kept.digest,
+        },
+        None => Query::SeatMap {
+            show: ShowId(key.show),
+        },
+    };
+    let (response, meta) = state.read(&key.shard, query, key.level, key.min).await?;
     let (rendered, how) = match response {
-        QueryResponse::SeatMapUnchanged { digest } if wanted.matches(digest) => {
-            return Ok(not_modified(&meta, digest));
-        }
         QueryResponse::SeatMapUnchanged { digest } => match kept {
             Some(kept) if kept.digest == digest => (kept, "kept"),
             _ => return Err(crate::routes::unexpected_answer()),
         },
         QueryResponse::SeatMap(map) => {
-            let rendered = Arc::new(Rendered::of(shard, &map)?);
-            state.seat_maps.keep(shard, show, rendered.clone());
-            if wanted.matches(rendered.digest) {
-                return Ok(not_modified(&meta, rendered.digest));
-            }
+            let rendered = Arc::new(Rendered::of(&key.shard, &map)?);
+            state.seat_maps.keep(&key.shard, key.show, rendered.clone());
             (rendered, "rendered")
         }
         _ => return Err(crate::routes::unexpected_answer()),
     };
-    metrics::counter!("seat_ledger_api_seat_map_reads_total", "answer" => how).increment(1);
-    let mut headers = answer_headers(&meta, rendered.digest);
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok((StatusCode::OK, headers, rendered.body.clone()).into_response())
+    Ok(Fetched {
+        rendered,
+        meta,
+        how,
+    })
+}
+
+/// Which callers may share a replica read: the same map, at the same consistency, after
+/// the same write (`min`, for session reads). A shared read starts after each of its
+/// callers arrived ([`Flights`]), so each gets what a read of its own could have
+/// answered: linearizable, a read index taken after it arrived; session, the same `min`;
+/// stale, the same bound on lag.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FlightKey {
+    shard: String,
+    show: u64,
+    level: raft_node::protocol::Consistency,
+    min: Option<u64>,
 }
 
 fn answer_headers(meta: &ReadMeta, digest: u64) -> HeaderMap {

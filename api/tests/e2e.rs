@@ -915,3 +915,93 @@ async fn seat_maps_carry_an_etag_and_an_unchanged_map_answers_304() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     h.stop().await;
 }
+
+/// The value of an unlabelled counter in the api's Prometheus text (0 before its first
+/// increment).
+async fn counter(h: &Harness, name: &str) -> u64 {
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |value| value.trim().parse().expect("counter value"))
+}
+
+/// The ids of a seat map's locked seats.
+fn locked_seats(map: &Value) -> Vec<u64> {
+    map["seats"]
+        .as_array()
+        .expect("seats")
+        .iter()
+        .filter(|seat| seat["status"] == "locked")
+        .map(|seat| seat["id"].as_u64().expect("seat id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crowd_shares_seat_map_reads_and_no_read_misses_a_write_acknowledged_before_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const READERS: usize = 24;
+    const LOCKS: u32 = 30;
+    let h = Arc::new(Harness::start(100_000).await);
+    let show = h.show(3, 10).await;
+    let lin = "consistency=linearizable";
+    let fetches_before = counter(&h, "seat_ledger_api_seat_map_fetches_total").await;
+
+    // A crowd refreshing the map as fast as it is answered. Each reader's linearizable
+    // reads follow one another in time, so the locked seats it sees only ever grow.
+    let stop = Arc::new(AtomicBool::new(false));
+    let crowd: Vec<_> = (0..READERS)
+        .map(|reader| {
+            let (h, show, stop) = (h.clone(), show.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut reads, mut seen) = (0u64, Vec::new());
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    let (status, _, _, body) = seat_map(&h, &show, lin, None).await;
+                    assert_eq!(status, StatusCode::OK, "reader {reader}: {body}");
+                    let locked = locked_seats(&serde_json::from_str(&body).unwrap());
+                    assert!(
+                        seen.iter().all(|seat| locked.contains(seat)),
+                        "reader {reader} saw {seen:?} locked, then only {locked:?}"
+                    );
+                    (reads, seen) = (reads + 1, locked);
+                }
+                reads
+            })
+        })
+        .collect();
+
+    // Each lock is acknowledged, then read at once, while the crowd's reads run: the
+    // read must not be answered by a replica read that started before the ack.
+    let mut own_reads = 0;
+    for seat in 0..LOCKS {
+        h.lock(7_000 + u64::from(seat), &show, &[seat]).await;
+        let (status, _, _, body) = seat_map(&h, &show, lin, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let locked = locked_seats(&serde_json::from_str(&body).unwrap());
+        let expected: Vec<u64> = (0..=u64::from(seat)).collect();
+        assert_eq!(locked, expected, "read right after locking seat {seat}");
+        own_reads += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = own_reads;
+    for reader in crowd {
+        reads += reader.await.expect("reader");
+    }
+
+    // Shared: far fewer replica reads than reads (other tests of this binary add a few).
+    let fetches = counter(&h, "seat_ledger_api_seat_map_fetches_total").await - fetches_before;
+    println!("{reads} seat-map reads answered by {fetches} replica reads");
+    assert!(
+        fetches * 2 < reads,
+        "{reads} seat-map reads made {fetches} replica reads: the crowd did not share them"
+    );
+    Arc::into_inner(h).expect("readers done").stop().await;
+}

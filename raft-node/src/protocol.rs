@@ -106,7 +106,7 @@ pub enum WriteReply {
     Unavailable { reason: String, node: NodeId },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// Read index from the leader, wait until applied, answer locally.
