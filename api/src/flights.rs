@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
@@ -35,7 +36,8 @@ impl<K, V> Default for Flights<K, V> {
     }
 }
 
-/// A read ended without an answer (its task panicked); the caller may retry.
+/// A read ended without an answer (it panicked, or no runtime was left to run it); the
+/// caller may retry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Abandoned;
 
@@ -47,31 +49,37 @@ where
     /// The answer of a `read` of `key` that starts after this call: one already queued
     /// for the key, or a new one.
     ///
-    /// `read` is run by a task of its own, once per batch of callers, for as long as
-    /// callers keep queueing; the first caller's `read` serves every batch of its run.
+    /// A caller that finds the key idle reads at once, in its own task (no hand-off for a
+    /// lone caller). Callers that arrive meanwhile queue; when that read ends, a task of
+    /// their own reads for them, and so on while callers keep coming.
     pub async fn join<F, Fut>(self: &Arc<Self>, key: K, read: F) -> Result<V, Abandoned>
     where
-        F: Fn(K) -> Fut + Send + 'static,
+        F: Fn(K) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let first = {
+        let queued = {
             let mut running = self.lock();
             match running.get_mut(&key) {
                 Some(queued) => {
+                    let (tx, rx) = oneshot::channel();
                     queued.get_or_insert_with(Vec::new).push(tx);
-                    None
+                    Some(rx)
                 }
                 None => {
                     running.insert(key.clone(), None);
-                    Some(tx)
+                    None
                 }
             }
         };
-        if let Some(first) = first {
-            tokio::spawn(self.clone().run(key, vec![first], read));
+        if let Some(rx) = queued {
+            return rx.await.map_err(|_| Abandoned);
         }
-        rx.await.map_err(|_| Abandoned)
+        // Should this caller go away mid-read, `turn` still passes the key on.
+        let mut turn = Turn::new(self.clone(), key, read);
+        let answer = (turn.read)(turn.key.clone()).await;
+        metrics::histogram!("seat_ledger_api_shared_read_callers").record(1.0);
+        turn.pass_on();
+        Ok(answer)
     }
 
     fn lock(&self) -> MutexGuard<'_, Running<K, V>> {
@@ -79,65 +87,92 @@ where
         // cannot leave it half-made.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Reads for `waiters`, then for whoever queued meanwhile, until nobody did; then
-    /// frees the key under the same lock that saw nobody queued.
-    async fn run<F, Fut>(self: Arc<Self>, key: K, mut waiters: Vec<oneshot::Sender<V>>, read: F)
-    where
-        F: Fn(K) -> Fut,
-        Fut: Future<Output = V>,
-    {
-        let mut release = Release {
-            flights: &self,
-            key: &key,
-            armed: true,
-        };
-        loop {
-            let answer = read(key.clone()).await;
-            metrics::histogram!("seat_ledger_api_shared_read_callers").record(waiters.len() as f64);
-            for waiter in waiters.drain(..) {
-                // A caller that gave up no longer listens; the others still do.
-                let _ = waiter.send(answer.clone());
-            }
-            let mut running = self.lock();
-            match running.get_mut(&key).and_then(Option::take) {
-                Some(queued) => waiters = queued,
-                None => {
-                    running.remove(&key);
-                    release.armed = false;
-                    return;
-                }
-            }
+/// A key's read while it runs: when it ends (answered, abandoned by its caller, or
+/// panicking), the callers queued meanwhile get a read of their own, or the key is freed.
+struct Turn<K, V, F, Fut>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+    F: Fn(K) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = V> + Send + 'static,
+{
+    flights: Arc<Flights<K, V>>,
+    key: K,
+    read: F,
+    passed: bool,
+    _read: PhantomData<fn() -> Fut>,
+}
+
+impl<K, V, F, Fut> Turn<K, V, F, Fut>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+    F: Fn(K) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = V> + Send + 'static,
+{
+    fn new(flights: Arc<Flights<K, V>>, key: K, read: F) -> Self {
+        Turn {
+            flights,
+            key,
+            read,
+            passed: false,
+            _read: PhantomData,
         }
+    }
+
+    /// Hands the callers queued for the key to a task that reads for them, or frees the
+    /// key (under the same lock that saw nobody queued). Once per turn.
+    fn pass_on(&mut self) {
+        if std::mem::replace(&mut self.passed, true) {
+            return;
+        }
+        let mut running = self.flights.lock();
+        let Some(waiters) = running.get_mut(&self.key).and_then(Option::take) else {
+            running.remove(&self.key);
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (shutting down): the queued callers get `Abandoned`.
+            running.remove(&self.key);
+            return;
+        };
+        drop(running);
+        let next = Turn::new(self.flights.clone(), self.key.clone(), self.read.clone());
+        runtime.spawn(next.read_for(waiters));
+    }
+
+    /// Reads once for `waiters`, then passes the key on.
+    async fn read_for(mut self, waiters: Vec<oneshot::Sender<V>>) {
+        let answer = (self.read)(self.key.clone()).await;
+        metrics::histogram!("seat_ledger_api_shared_read_callers").record(waiters.len() as f64);
+        for waiter in waiters {
+            // A caller that gave up no longer listens; the others still do.
+            let _ = waiter.send(answer.clone());
+        }
+        self.pass_on();
     }
 }
 
-/// Frees a key whose reading task ended early (a panic): its queued callers are
-/// answered with [`Abandoned`] (their senders dropped) instead of waiting forever, and
-/// the next caller starts a read again.
-struct Release<'a, K: Hash + Eq, V> {
-    flights: &'a Flights<K, V>,
-    key: &'a K,
-    armed: bool,
-}
-
-impl<K: Hash + Eq, V> Drop for Release<'_, K, V> {
+impl<K, V, F, Fut> Drop for Turn<K, V, F, Fut>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + 'static,
+    F: Fn(K) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = V> + Send + 'static,
+{
     fn drop(&mut self) {
-        if self.armed {
-            let mut running = self
-                .flights
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            running.remove(self.key);
-        }
+        // Ended early (its caller went away, or the read panicked): whoever queued
+        // meanwhile still gets a read.
+        self.pass_on();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Duration;
     use tokio::sync::Semaphore;
 
@@ -156,10 +191,9 @@ mod tests {
         })
     }
 
-    fn reader(
-        store: &Arc<Store>,
-    ) -> impl Fn(&'static str) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send>> + Send + 'static
-    {
+    type Reading = std::pin::Pin<Box<dyn Future<Output = u64> + Send>>;
+
+    fn reader(store: &Arc<Store>) -> impl Fn(&'static str) -> Reading + Clone + Send + 'static {
         let store = store.clone();
         move |_key| {
             let store = store.clone();
@@ -235,13 +269,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_that_panics_answers_its_callers_and_frees_the_key() {
-        let flights: Arc<Flights<&'static str, u64>> = Arc::new(Flights::default());
-        let answer = flights
-            .join("show", |_| async { panic!("a read that fails badly") })
-            .await;
-        assert_eq!(answer, Err(Abandoned));
-        assert!(flights.lock().is_empty(), "the key is freed");
-        assert_eq!(flights.join("show", |_| async { 7 }).await, Ok(7));
+    async fn a_read_that_ends_early_still_leaves_the_queued_callers_a_read() {
+        for how in ["caller gone", "read panicked"] {
+            let (flights, store) = (Arc::new(Flights::default()), store());
+            let panicked = Arc::new(AtomicBool::new(false));
+            let read = {
+                let (read, panicked) = (reader(&store), panicked.clone());
+                move |key| {
+                    let reading = read(key);
+                    let panics = how == "read panicked" && !panicked.swap(true, Ordering::SeqCst);
+                    async move {
+                        let seen = reading.await;
+                        assert!(!panics, "a read that fails badly");
+                        seen
+                    }
+                }
+            };
+            let first = tokio::spawn({
+                let (flights, read) = (flights.clone(), read.clone());
+                async move { flights.join("show", read).await }
+            });
+            settle().await;
+            store.value.store(1, Ordering::SeqCst);
+            let later = tokio::spawn({
+                let (flights, read) = (flights.clone(), read.clone());
+                async move { flights.join("show", read).await }
+            });
+            settle().await;
+            if how == "caller gone" {
+                first.abort();
+            } else {
+                store.gate.add_permits(1);
+            }
+            assert!(first.await.is_err(), "{how}");
+            store.gate.add_permits(1);
+            assert_eq!(later.await.unwrap(), Ok(1), "{how}");
+            assert!(flights.lock().is_empty(), "{how}: the key is freed");
+            store.gate.add_permits(1);
+            assert_eq!(flights.join("show", read).await, Ok(1), "{how}");
+        }
     }
 }
