@@ -10,8 +10,9 @@
 //! caller waits for at most two reads. Every read starts after each of its callers
 //! arrived, so each gets what a read of its own, started then, could have answered.
 //!
-//! Reads run in tasks of their own, so a caller that gives up (its connection closed)
-//! does not strand the others.
+//! A caller that finds its key idle reads at once, in its own task; each later batch is
+//! read by a task of its own. A caller that gives up (its connection closed) or a read
+//! that panics does not strand the callers queued behind it: they still get a read.
 
 use std::collections::HashMap;
 use std::future::Future;
