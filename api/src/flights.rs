@@ -207,8 +207,26 @@ mod tests {
         }
     }
 
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Waits until `holds` (polling; a loaded machine may take a while), or fails.
+    async fn until(what: &str, holds: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !holds() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn reads(store: &Store) -> u64 {
+        store.reads.load(Ordering::SeqCst)
+    }
+
+    /// Callers queued for the next read of `key`.
+    fn queued(flights: &Flights<&'static str, u64>, key: &str) -> usize {
+        flights
+            .lock()
+            .get(key)
+            .and_then(Option::as_ref)
+            .map_or(0, Vec::len)
     }
 
     #[tokio::test]
@@ -218,12 +236,7 @@ mod tests {
             let (flights, read) = (flights.clone(), reader(&store));
             async move { flights.join("show", read).await }
         });
-        settle().await;
-        assert_eq!(
-            store.reads.load(Ordering::SeqCst),
-            1,
-            "the first read started"
-        );
+        until("the first read started", || reads(&store) == 1).await;
         // A write is acknowledged while that read runs; then two callers arrive.
         store.value.store(1, Ordering::SeqCst);
         let later: Vec<_> = (0..2)
@@ -232,16 +245,11 @@ mod tests {
                 tokio::spawn(async move { flights.join("show", read).await })
             })
             .collect();
-        settle().await;
-        assert_eq!(
-            store.reads.load(Ordering::SeqCst),
-            1,
-            "the two wait for the next read"
-        );
+        until("both queued", || queued(&flights, "show") == 2).await;
+        assert_eq!(reads(&store), 1, "the two wait for the next read");
         store.gate.add_permits(1);
         assert_eq!(first.await.unwrap(), Ok(0));
-        settle().await;
-        assert_eq!(store.reads.load(Ordering::SeqCst), 2, "one read for both");
+        until("the next read started", || reads(&store) == 2).await;
         store.gate.add_permits(1);
         for caller in later {
             assert_eq!(
@@ -250,7 +258,8 @@ mod tests {
                 "the write acknowledged before it"
             );
         }
-        assert!(flights.lock().is_empty(), "the key is freed");
+        assert_eq!(reads(&store), 2, "one read for both");
+        until("the key is freed", || flights.lock().is_empty()).await;
     }
 
     #[tokio::test]
@@ -262,11 +271,11 @@ mod tests {
             flights.join("b", reader(&store))
         );
         assert_eq!((a, b), (Ok(0), Ok(0)));
-        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+        assert_eq!(reads(&store), 2);
         store.value.store(5, Ordering::SeqCst);
         store.gate.add_permits(1);
         assert_eq!(flights.join("a", reader(&store)).await, Ok(5));
-        assert_eq!(store.reads.load(Ordering::SeqCst), 3);
+        assert_eq!(reads(&store), 3);
     }
 
     #[tokio::test]
@@ -290,13 +299,13 @@ mod tests {
                 let (flights, read) = (flights.clone(), read.clone());
                 async move { flights.join("show", read).await }
             });
-            settle().await;
+            until("the first read started", || reads(&store) == 1).await;
             store.value.store(1, Ordering::SeqCst);
             let later = tokio::spawn({
                 let (flights, read) = (flights.clone(), read.clone());
                 async move { flights.join("show", read).await }
             });
-            settle().await;
+            until("the later caller queued", || queued(&flights, "show") == 1).await;
             if how == "caller gone" {
                 first.abort();
             } else {
@@ -305,7 +314,7 @@ mod tests {
             assert!(first.await.is_err(), "{how}");
             store.gate.add_permits(1);
             assert_eq!(later.await.unwrap(), Ok(1), "{how}");
-            assert!(flights.lock().is_empty(), "{how}: the key is freed");
+            until("the key is freed", || flights.lock().is_empty()).await;
             store.gate.add_permits(1);
             assert_eq!(flights.join("show", read).await, Ok(1), "{how}");
         }
