@@ -14,8 +14,9 @@
 //!
 //! Callers that read the same show's map at the same consistency while a replica read
 //! of it runs queue for the next one, which starts when it ends and answers all of them
-//! ([`crate::flights`]): a hot show costs the replica one read at a time, however many people
-//! refresh it, and no caller gets an answer from a read that started before it arrived.
+//! ([`crate::flights`]): a hot show costs the replica one read at a time, however many
+//! people refresh it, and no caller gets an answer from a read that started before it
+//! arrived.
 //!
 //! Memory is bounded by `limits.seat_map_cache_bytes` (the renderings' sizes); `0` turns
 //! keeping off, and `ETag`s still work.
