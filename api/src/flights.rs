@@ -92,6 +92,8 @@ where
 
 /// A key's read while it runs: when it ends (answered, abandoned by its caller, or
 /// panicking), the callers queued meanwhile get a read of their own, or the key is freed.
+/// (The bounds are repeated on the impls because `Drop` must carry the struct's own; `Fut`
+/// is a parameter so that they can name the read's future.)
 struct Turn<K, V, F, Fut>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
