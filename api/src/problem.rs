@@ -128,6 +128,11 @@ impl From<Rejection> for Problem {
             Rejection::InvalidInput { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input")
             }
+            Rejection::ApplyFailed => (
+                S::INTERNAL_SERVER_ERROR,
+                "apply-failed",
+                "The ledger could not apply the request",
+            ),
             Rejection::RequestIdReused => (
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",

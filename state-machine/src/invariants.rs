@@ -67,10 +67,7 @@ impl Ledger {
         }
         for booking in state.bookings.values() {
             let held = seen.remove(&booking.id).unwrap_or_default();
-            let holds = matches!(
-                booking.status,
-                BookingStatus::PendingPayment | BookingStatus::Confirmed
-            );
+            let holds = booking.status.holds_seats();
             let expected = if holds {
                 booking.seats.clone()
             } else {
@@ -96,8 +93,12 @@ impl Ledger {
             if !self.indexes.by_user.contains(&(booking.user, booking.id)) {
                 return Err(format!("user index misses {}", booking.id));
             }
+            let key = (booking.user, booking.show, booking.id);
+            if self.indexes.holding.contains(&key) != holds {
+                return Err(format!("holding index disagrees about {}", booking.id));
+            }
             let cap = u64::from(self.limits.seats_per_user_per_show_max);
-            if self.seats_held(booking.user, booking.show) > cap {
+            if holds && self.seats_held(booking.user, booking.show) > cap {
                 return Err(format!(
                     "{} holds more than {cap} seats of {}",
                     booking.user, booking.show
@@ -112,6 +113,15 @@ impl Ledger {
                 .count()
         {
             return Err("expiry index has entries for no pending booking".into());
+        }
+        if self.indexes.holding.len()
+            != state
+                .bookings
+                .values()
+                .filter(|b| b.status.holds_seats())
+                .count()
+        {
+            return Err("holding index has entries for no holding booking".into());
         }
         if self.indexes.request_order.len() != state.requests.len() {
             return Err("request retention index disagrees with the request table".into());

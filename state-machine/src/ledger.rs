@@ -72,8 +72,10 @@ pub(crate) struct Indexes {
     pub lock_expiry: BTreeSet<(Millis, LockId)>,
     /// Bookings per user, for the history page (newest = highest id last).
     pub by_user: BTreeSet<(UserId, BookingId)>,
-    /// Bookings per user and show, for the per-user seat cap.
-    pub by_user_show: BTreeSet<(UserId, ShowId, BookingId)>,
+    /// Bookings that hold seats (pending or confirmed) per user and show, for the
+    /// per-user seat cap: an ended booking leaves it, so the cap check costs what the
+    /// user holds now, not the user's history.
+    pub holding: BTreeSet<(UserId, ShowId, BookingId)>,
     /// Request ids by age, for retention.
     pub request_order: BTreeSet<(Millis, RequestId)>,
     /// Published shows per screen by start time; they never overlap.
@@ -219,9 +221,11 @@ impl Ledger {
         }
         for booking in self.state.bookings.values() {
             indexes.by_user.insert((booking.user, booking.id));
-            indexes
-                .by_user_show
-                .insert((booking.user, booking.show, booking.id));
+            if booking.status.holds_seats() {
+                indexes
+                    .holding
+                    .insert((booking.user, booking.show, booking.id));
+            }
             if booking.status == BookingStatus::PendingPayment {
                 indexes
                     .lock_expiry
@@ -308,6 +312,29 @@ impl Ledger {
         ApplyResult { outcome, events }
     }
 
+    /// Records the command at `index` as failed (`Rejection::ApplyFailed`) without
+    /// executing it: what `apply` does up to the execution (the clock, the request id's
+    /// record), on a ledger that does not hold any of the failed attempt's changes
+    /// (`LedgerStore::apply_batch` reloads before calling this).
+    pub fn apply_failed(&mut self, command: &Command) -> ApplyResult {
+        if command.at_ms > self.state.clock {
+            self.state.clock = command.at_ms;
+            self.touch(|c| c.clock = true);
+        }
+        self.forget_old_requests();
+        let outcome = Outcome::Rejected(Rejection::ApplyFailed);
+        if let Some(request_id) = &command.request_id {
+            if !self.state.requests.contains_key(request_id) {
+                let fingerprint = fingerprint(&command.kind);
+                self.remember(request_id.clone(), fingerprint, outcome.clone());
+            }
+        }
+        ApplyResult {
+            outcome,
+            events: vec![],
+        }
+    }
+
     fn execute(
         &mut self,
         index: LogIndex,
@@ -335,7 +362,12 @@ impl Ledger {
                     screens: screens.clone(),
                     created_at: self.state.clock,
                 };
-                self.create_theater(theater, events)
+                let applied = self.create_theater(theater, events);
+                #[cfg(test)]
+                if name == crate::store::tests::PANIC_AFTER_A_CHANGE {
+                    panic!("a defect planted by a test, after the theater was stored");
+                }
+                applied
             }
             CommandKind::PublishShow {
                 theater,
@@ -840,9 +872,6 @@ impl Ledger {
         self.set_seats(show_id, &sorted, SeatState::Locked(lock));
         self.indexes.lock_expiry.insert((expires_at, lock));
         self.indexes.by_user.insert((user, booking.id));
-        self.indexes
-            .by_user_show
-            .insert((user, show_id, booking.id));
         self.put_booking(booking);
         events.push(Event::SeatsLocked {
             show: show_id,
@@ -1341,12 +1370,21 @@ impl Ledger {
         let low = (user, show, BookingId(0));
         let high = (user, show, BookingId(u64::MAX));
         self.indexes
-            .by_user_show
+            .holding
             .range(low..=high)
-            .map(|(_, _, id)| &self.state.bookings[id])
+            .filter_map(|(_, _, id)| self.state.bookings.get(id))
             .filter(|booking| booking.holds_seats(self.state.clock))
             .map(|booking| booking.seats.len() as u64)
             .sum()
+    }
+
+    /// How many bookings `seats_held` visits for `user` and `show`: the cap check must
+    /// cost what the user holds now, not the user's whole history of the show.
+    #[cfg(test)]
+    pub(crate) fn bookings_visited_for_cap(&self, user: UserId, show: ShowId) -> usize {
+        let low = (user, show, BookingId(0));
+        let high = (user, show, BookingId(u64::MAX));
+        self.indexes.holding.range(low..=high).count()
     }
 
     pub(crate) fn set_seats(&mut self, show: ShowId, seats: &[SeatId], state: SeatState) {
@@ -1360,15 +1398,31 @@ impl Ledger {
 
     fn put_booking(&mut self, booking: Booking) {
         let id = booking.id;
+        self.index_holding(
+            (booking.user, booking.show, id),
+            booking.status.holds_seats(),
+        );
         self.state.bookings.insert(id, booking);
         self.touch(|c| {
             c.bookings.insert(id);
         });
     }
 
+    /// Files `booking` in the `holding` index by its status.
+    fn index_holding(&mut self, key: (UserId, ShowId, BookingId), holds: bool) {
+        if holds {
+            self.indexes.holding.insert(key);
+        } else {
+            self.indexes.holding.remove(&key);
+        }
+    }
+
     pub(crate) fn update_booking(&mut self, id: BookingId, change: impl FnOnce(&mut Booking)) {
         if let Some(booking) = self.state.bookings.get_mut(&id) {
             change(booking);
+            let key = (booking.user, booking.show, booking.id);
+            let holds = booking.status.holds_seats();
+            self.index_holding(key, holds);
         }
         self.touch(|c| {
             c.bookings.insert(id);

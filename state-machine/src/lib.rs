@@ -72,5 +72,5 @@ pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
 pub use payments::{GatewayStatus, Payment, PaymentStatus, Rating, RatingSummary};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
-pub use store::{Durability, LedgerStore, PinnedImage, StoreError};
+pub use store::{Durability, LedgerStore, PinnedImage, PreparedInstall, StoreError};
 pub use support::{Actor, Ticket, TicketId, TicketMessage, TicketStatus};

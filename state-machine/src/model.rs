@@ -175,6 +175,15 @@ impl BookingStatus {
             BookingStatus::Cancelled => "cancelled",
         }
     }
+
+    /// Whether a booking in this status holds its seats (a pending one only while its
+    /// lock is live: `Booking::holds_seats`).
+    pub fn holds_seats(self) -> bool {
+        matches!(
+            self,
+            BookingStatus::PendingPayment | BookingStatus::Confirmed
+        )
+    }
 }
 
 /// A lock and the booking it becomes share one record: the lock is the booking while

@@ -239,6 +239,10 @@ pub enum Rejection {
         code: String,
         reason: Cow<'static, str>,
     },
+    /// Applying the command failed inside the ledger (a defect, not the input's fault):
+    /// every replica undid what it had begun and answers this, so none of them stops on
+    /// the entry and their states stay equal.
+    ApplyFailed,
 }
 
 impl Rejection {
@@ -323,6 +327,10 @@ impl fmt::Display for Rejection {
             Rejection::CouponUnavailable { code, reason } => {
                 write!(f, "coupon {code} cannot be used: {reason}")
             }
+            Rejection::ApplyFailed => f.write_str(
+                "the ledger failed to apply this request and changed nothing; this is a \
+                 defect, reported to the operators (retrying gives the same answer)",
+            ),
         }
     }
 }

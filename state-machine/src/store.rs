@@ -165,6 +165,13 @@ impl LedgerStore {
 
     /// Applies `commands` in order and persists their effects with `marker` atomically.
     /// An empty `commands` only moves the marker (log entries that carry no command).
+    ///
+    /// Applying is total: a command whose apply panics (a defect; committed entries are
+    /// the same on every replica, so every replica would stop on it, and again on every
+    /// replay) is answered `Rejection::ApplyFailed` instead. The half-changed ledger is
+    /// dropped, reloaded from the image on disk (the state before this batch), and the
+    /// batch applied again with that command recorded as failed, so every replica ends
+    /// in the same state whatever its batches were.
     pub fn apply_batch(
         &mut self,
         commands: &[(LogIndex, Command)],
@@ -173,10 +180,49 @@ impl LedgerStore {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
+        let last_index = self.last_index;
+        let mut failed = std::collections::BTreeSet::new();
+        loop {
+            match self.try_apply_batch(commands, marker, &failed) {
+                Ok(results) => return Ok(results),
+                Err(Attempt::Panicked(position)) => {
+                    failed.insert(position);
+                    self.reload()?;
+                    self.last_index = last_index;
+                }
+                Err(Attempt::Store(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The ledger as the image on disk holds it, replacing the one in memory.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let (state, marker) = load_state(&*self.db)?;
+        let mut ledger = Ledger::from_state(self.ledger.limits().clone(), state);
+        ledger.track_changes();
+        self.ledger = ledger;
+        self.marker = marker;
+        Ok(())
+    }
+
+    fn try_apply_batch(
+        &mut self,
+        commands: &[(LogIndex, Command)],
+        marker: &[u8],
+        failed: &std::collections::BTreeSet<usize>,
+    ) -> Result<Vec<ApplyResult>, Attempt> {
         let mut batch = WriteBatch::default();
         let mut results = Vec::with_capacity(commands.len());
-        for (index, command) in commands {
-            let result = self.ledger.apply(*index, command);
+        for (position, (index, command)) in commands.iter().enumerate() {
+            let result = if failed.contains(&position) {
+                self.ledger.apply_failed(command)
+            } else {
+                let ledger = &mut self.ledger;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    ledger.apply(*index, command)
+                }))
+                .map_err(|_| Attempt::Panicked(position))?
+            };
             for (seq, event) in result.events.iter().enumerate() {
                 let record = EventRecord {
                     index: *index,
@@ -200,7 +246,7 @@ impl LedgerStore {
             batch.put(EVENTS_KEPT_FROM_KEY, kept_from.to_be_bytes());
         }
         batch.put(MARKER_KEY, marker);
-        self.write(batch)?;
+        self.write(batch).map_err(Attempt::Store)?;
         self.marker = marker.to_vec();
         self.events_kept_from = kept_from;
         Ok(results)
@@ -375,10 +421,47 @@ impl LedgerStore {
     /// Replaces this replica's state with the snapshot's. Bad bytes are refused before
     /// anything changes.
     pub fn install_snapshot(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let prepared = PreparedInstall::new(bytes, self.ledger.limits())?;
+        self.commit_install(prepared)
+    }
+
+    /// Installs a snapshot decoded and verified beforehand (`PreparedInstall::new`, which
+    /// needs no access to the store): only the RocksDB write and the swap happen here, so
+    /// a caller holding the store's lock holds it for the write, not for the decode.
+    pub fn commit_install(&mut self, prepared: PreparedInstall) -> Result<(), StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let decoded = snapshot::decode(bytes, self.ledger.limits())?;
+        let PreparedInstall { decoded, batch } = prepared;
+        self.write(batch)?;
+        self.sync_to_disk()?;
+        self.ledger = decoded.ledger;
+        self.ledger.track_changes();
+        self.marker = decoded.marker;
+        self.last_index = decoded.events.last().map_or(0, |event| event.index);
+        self.events_kept_from = decoded.events_kept_from;
+        Ok(())
+    }
+}
+
+/// Why one pass of `apply_batch` stopped.
+enum Attempt {
+    /// The command at this position of the batch panicked; nothing was written.
+    Panicked(usize),
+    Store(StoreError),
+}
+
+/// A snapshot decoded, verified (frame, checksum, invariants) and turned into the
+/// RocksDB batch that replaces a store's image: the CPU-heavy part of an install, done
+/// without the store.
+pub struct PreparedInstall {
+    decoded: snapshot::Decoded,
+    batch: WriteBatch,
+}
+
+impl PreparedInstall {
+    pub fn new(bytes: &[u8], limits: &Limits) -> Result<PreparedInstall, StoreError> {
+        let decoded = snapshot::decode(bytes, limits)?;
         let mut batch = WriteBatch::default();
         batch.delete_range(&[0u8][..], &[0xffu8][..]);
         let state = decoded.ledger.state();
@@ -452,14 +535,7 @@ impl LedgerStore {
         }
         batch.put(MARKER_KEY, &decoded.marker);
         batch.put(EVENTS_KEPT_FROM_KEY, decoded.events_kept_from.to_be_bytes());
-        self.write(batch)?;
-        self.sync_to_disk()?;
-        self.ledger = decoded.ledger;
-        self.ledger.track_changes();
-        self.marker = decoded.marker;
-        self.last_index = decoded.events.last().map_or(0, |event| event.index);
-        self.events_kept_from = decoded.events_kept_from;
-        Ok(())
+        Ok(PreparedInstall { decoded, batch })
     }
 }
 
@@ -797,5 +873,86 @@ mod prefix_tests {
                 prefix as char
             );
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testkit::{command, create_theater, screen};
+    use crate::{CommandKind, Outcome, Rejection, UserId};
+
+    /// A theater name on which `apply` panics after it stored the theater (test builds
+    /// only): a defect that leaves the ledger half-changed.
+    pub(crate) const PANIC_AFTER_A_CHANGE: &str = "planted panic after a change";
+
+    fn theater(name: &str) -> CommandKind {
+        let mut kind = create_theater("mumbai", UserId(9), vec![screen("Audi 1", 2, 2)]);
+        if let CommandKind::CreateTheater { name: n, .. } = &mut kind {
+            *n = name.to_owned();
+        }
+        kind
+    }
+
+    /// Issue #26, item 9: a panic inside apply stopped every replica on the same entry
+    /// (and again on every replay). Now the entry is rejected on every replica alike,
+    /// with nothing of the failed attempt kept, in memory or on disk, whatever the
+    /// replica's batches.
+    #[test]
+    fn a_panic_in_apply_is_a_rejection_that_changes_nothing() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let log = vec![
+            (1, command("r1", 1_000, theater("Before"))),
+            (2, command("r2", 2_000, theater(PANIC_AFTER_A_CHANGE))),
+            (3, command("r3", 3_000, theater("After"))),
+        ];
+        // One replica applies the log as one batch, the other entry by entry.
+        let mut whole =
+            LedgerStore::open(dirs[0].path(), Limits::default(), Durability::Buffered).unwrap();
+        let results = whole.apply_batch(&log, b"m3").unwrap();
+        let mut single =
+            LedgerStore::open(dirs[1].path(), Limits::default(), Durability::Buffered).unwrap();
+        for entry in &log {
+            single
+                .apply_batch(std::slice::from_ref(entry), b"m3")
+                .unwrap();
+        }
+        assert_eq!(
+            results[1].outcome,
+            Outcome::Rejected(Rejection::ApplyFailed)
+        );
+        assert!(results[1].events.is_empty());
+        assert!(matches!(results[0].outcome, Outcome::Applied(_)));
+        assert!(matches!(results[2].outcome, Outcome::Applied(_)));
+        for store in [&whole, &single] {
+            let names: Vec<&str> = store
+                .ledger()
+                .state()
+                .theaters
+                .values()
+                .map(|t| t.name.as_str())
+                .collect();
+            assert_eq!(
+                names,
+                ["Before", "After"],
+                "the failed attempt's theater is gone"
+            );
+            assert_eq!(store.ledger().clock(), 3_000);
+            store.ledger().check_invariants().unwrap();
+        }
+        assert_eq!(whole.ledger().digest(), single.ledger().digest());
+        // The retry of the failed request gets the same answer; on disk as in memory.
+        let retry = whole
+            .apply_batch(
+                &[(4, command("r2", 4_000, theater(PANIC_AFTER_A_CHANGE)))],
+                b"m4",
+            )
+            .unwrap();
+        assert_eq!(retry[0].outcome, Outcome::Rejected(Rejection::ApplyFailed));
+        let digest = whole.ledger().digest();
+        drop(whole);
+        let reopened =
+            LedgerStore::open(dirs[0].path(), Limits::default(), Durability::Buffered).unwrap();
+        assert_eq!(reopened.ledger().digest(), digest);
     }
 }
