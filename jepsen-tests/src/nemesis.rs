@@ -13,6 +13,11 @@
 //!
 //! The nemesis hands the cluster back healed: every node running, no partition, clocks
 //! reset, every node a voter.
+//!
+//! `clock-restart` combines clock trouble with restarts: every node is killed and
+//! started again, one of them with its clock minutes to hours off (either way) from its
+//! first instant, as after a power event where one machine boots with a wrong clock.
+//! Until its clock has been compared with a majority's, that node must stamp nothing.
 
 use crate::history::{OpType, Process, Recorder, F};
 use crate::procs::{NetMode, ProcCluster};
@@ -37,6 +42,10 @@ pub enum NemesisKind {
     Transfer,
     /// Remove a follower from the voters and add it back.
     Membership,
+    /// Restart every node, one with its clock minutes to hours off from its start.
+    #[value(name = "clock-restart")]
+    #[serde(rename = "clock-restart")]
+    ClockRestart,
 }
 
 impl NemesisKind {
@@ -49,18 +58,23 @@ impl NemesisKind {
             NemesisKind::Clock => "clock",
             NemesisKind::Transfer => "transfer",
             NemesisKind::Membership => "membership",
+            NemesisKind::ClockRestart => "clock-restart",
         }
     }
 
-    pub const FAULTS: [NemesisKind; 6] = [
+    pub const FAULTS: [NemesisKind; 7] = [
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Partition,
         NemesisKind::Clock,
         NemesisKind::Transfer,
         NemesisKind::Membership,
+        NemesisKind::ClockRestart,
     ];
 }
+
+/// The offsets of `clock-restart`: one minute to two hours.
+const CLOCK_JUMP_MS: std::ops::RangeInclusive<i64> = 60_000..=7_200_000;
 
 /// The largest clock offset the nemesis applies: four times the leaders' skew bound, so
 /// both "within bound" and "beyond bound" happen.
@@ -77,6 +91,9 @@ pub struct NemesisStats {
     pub clock_skews: usize,
     pub transfers: usize,
     pub membership_changes: usize,
+    /// Whole-cluster restarts with one node's clock far off (`clock-restart`).
+    #[serde(default)]
+    pub clock_restarts: usize,
     /// Faults that could not be injected (e.g. no leader to kill); each is in the history.
     pub skipped: usize,
 }
@@ -89,6 +106,7 @@ impl NemesisStats {
             + self.clock_skews
             + self.transfers
             + self.membership_changes
+            + self.clock_restarts
     }
 }
 
@@ -248,7 +266,39 @@ impl Nemesis {
                 Ok(Fault::Nothing)
             }
             NemesisKind::Membership => self.remove_member(cluster).await,
+            NemesisKind::ClockRestart => self.clock_restart(cluster).await,
         }
+    }
+
+    /// Kills every node and starts them again, one (random) with its clock off by a
+    /// minute to two hours from its start.
+    async fn clock_restart(&mut self, cluster: &mut ProcCluster) -> Result<Fault, String> {
+        let ids = cluster.ids();
+        let skewed = ids[self.rng.usize(0..ids.len())];
+        let magnitude = self.rng.i64(CLOCK_JUMP_MS);
+        let offset = if self.rng.bool() {
+            magnitude
+        } else {
+            -magnitude
+        };
+        let note = format!("restart all, node {skewed} with offset {offset} ms");
+        self.log(OpType::Invoke, F::Kill, None, note.clone());
+        for id in cluster.up() {
+            cluster.kill(id).await?;
+        }
+        self.log(OpType::Info, F::Kill, None, "all killed");
+        // The skewed node first: it is alone for a moment, then elects with the next.
+        let mut order = ids.clone();
+        order.retain(|id| *id != skewed);
+        order.insert(0, skewed);
+        self.log(OpType::Invoke, F::Restart, None, note.clone());
+        for id in order {
+            let offset = if id == skewed { offset } else { 0 };
+            cluster.restart_with_clock_offset(id, offset).await?;
+        }
+        self.stats.clock_restarts += 1;
+        self.log(OpType::Info, F::Restart, Some(skewed), note);
+        Ok(Fault::Skewed(skewed))
     }
 
     fn skip(&mut self, f: F, why: &str) -> Fault {

@@ -404,7 +404,7 @@ impl ProcCluster {
             http,
         };
         for id in ids {
-            cluster.spawn(id)?;
+            cluster.spawn(id, 0)?;
         }
         for id in cluster.ids() {
             cluster.wait_live(id).await?;
@@ -441,7 +441,7 @@ impl ProcCluster {
             .collect()
     }
 
-    fn spawn(&mut self, id: u64) -> Result<(), String> {
+    fn spawn(&mut self, id: u64, clock_offset_ms: i64) -> Result<(), String> {
         let node = self
             .nodes
             .get(&id)
@@ -480,6 +480,12 @@ impl ProcCluster {
             .kill_on_drop(true);
         if !self.spec.planted_bugs.is_empty() {
             command.env("SEAT_LEDGER_PLANTED_BUGS", self.spec.planted_bugs.join(","));
+        }
+        if clock_offset_ms != 0 {
+            command.env(
+                raft_node::node::FAULT_CLOCK_OFFSET_VAR,
+                clock_offset_ms.to_string(),
+            );
         }
         let child = command
             .spawn()
@@ -556,7 +562,20 @@ impl ProcCluster {
         if self.nodes.get(&id).is_some_and(|n| n.child.is_some()) {
             return Err(format!("node {id} is running"));
         }
-        self.spawn(id)?;
+        self.restart_with_clock_offset(id, 0).await
+    }
+
+    /// Starts a killed node again with its clock `offset_ms` off from its first instant
+    /// (the fault-injection build reads it at start).
+    pub async fn restart_with_clock_offset(
+        &mut self,
+        id: u64,
+        offset_ms: i64,
+    ) -> Result<(), String> {
+        if self.nodes.get(&id).is_some_and(|n| n.child.is_some()) {
+            return Err(format!("node {id} is running"));
+        }
+        self.spawn(id, offset_ms)?;
         self.wait_live(id).await
     }
 

@@ -185,13 +185,14 @@ impl RunReport {
         let n = &self.nemesis;
         out.push_str(&format!(
             "nemesis: {} kills, {} pauses, {} partitions, {} clock skews, {} transfers, \
-             {} membership changes, {} skipped\n",
+             {} membership changes, {} clock restarts, {} skipped\n",
             n.kills,
             n.pauses,
             n.partitions,
             n.clock_skews,
             n.transfers,
             n.membership_changes,
+            n.clock_restarts,
             n.skipped
         ));
         if !c.planted_bugs.is_empty() {
@@ -235,6 +236,9 @@ pub fn timing() -> RaftTiming {
         keep_entries_after_snapshot: 100,
         // Small, so that crash recovery runs on recycled WAL files without slowing starts.
         log_wal_prefill_mib: 1,
+        // Small, so that a snapshot a restarted node needs crosses in many chunks.
+        snapshot_chunk_kib: 16,
+        snapshot_send_mib_per_s: 0,
     }
 }
 

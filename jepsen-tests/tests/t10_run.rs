@@ -128,6 +128,20 @@ async fn t13_expiry_under_clock_skew() {
     assert!(report.nemesis.clock_skews >= 1, "no clock was skewed");
 }
 
+/// Issue #26, item 4: every node restarted, one with its clock a minute to two hours
+/// off from its first instant. A leader stamped unchecked until a majority of clocks
+/// had been sampled, and one such stamp moved the shard clock for good (locks living
+/// hours, or ending at once); the lock-expiry checker sees either.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t19_bookings_under_clock_jumps_and_restarts() {
+    let (report, _dir) = suite_run(Workload::Bookings, &[NemesisKind::ClockRestart], 19).await;
+    assert!(
+        report.nemesis.clock_restarts >= 1,
+        "no clock-restart happened"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t14_register_under_transfer_storms() {
     let (report, _dir) = suite_run(Workload::Register, &[NemesisKind::Transfer], 14).await;

@@ -60,6 +60,13 @@ pub struct RaftTiming {
     /// syncs overwrite from the start as a long-running node's do (RocksDB recycles WAL
     /// files; see `log_store::open_db`): 0 to 32. Only a new log database is prefilled.
     pub log_wal_prefill_mib: u64,
+    /// Snapshots go to followers in chunks of this many KiB (`snapshot_transfer`):
+    /// 1 to 16,384, well under the peer frame limit; each chunk waits for its answer, so
+    /// other shards' heartbeats on the same connection wait behind one chunk at most.
+    pub snapshot_chunk_kib: u64,
+    /// Pace of a snapshot sent to one follower, MiB/s (0: no limit), so a replica
+    /// catching up cannot take the leader's disk and network from its writes.
+    pub snapshot_send_mib_per_s: u64,
 }
 
 impl Default for RaftTiming {
@@ -71,6 +78,8 @@ impl Default for RaftTiming {
             snapshot_after_entries: 100_000,
             keep_entries_after_snapshot: 1_000,
             log_wal_prefill_mib: 32,
+            snapshot_chunk_kib: 1024,
+            snapshot_send_mib_per_s: 200,
         }
     }
 }
@@ -191,7 +200,21 @@ impl RaftTiming {
         self.log_wal_prefill_mib.saturating_mul(1 << 20)
     }
 
+    /// How this node sends snapshots.
+    pub fn snapshot_sending(&self) -> crate::network::SnapshotSending {
+        crate::network::SnapshotSending {
+            chunk_bytes: (self.snapshot_chunk_kib.clamp(1, 16_384) * 1024) as usize,
+            bytes_per_s: self.snapshot_send_mib_per_s.saturating_mul(1 << 20),
+        }
+    }
+
     pub fn to_openraft(&self) -> Result<openraft::Config, ConfigError> {
+        if !(1..=16_384).contains(&self.snapshot_chunk_kib) {
+            return Err(ConfigError(format!(
+                "raft timing: snapshot_chunk_kib = {} is outside 1..=16384",
+                self.snapshot_chunk_kib
+            )));
+        }
         let max_mib = crate::log_store::WAL_PREFILL_BYTES_MAX >> 20;
         if self.log_wal_prefill_mib > max_mib {
             return fail(format!(

@@ -344,11 +344,8 @@ async fn ready(State(node): State<Node>) -> Response {
             ));
         }
         if m.state == ServerState::Leader {
-            if let Some(skew) = node.clock_skew(&shard) {
-                problems.push(format!(
-                    "{}: leader clock {skew} ms off the quorum's",
-                    shard.name
-                ));
+            if let Some(refusal) = node.clock_verdict(&shard).refusal() {
+                problems.push(format!("{}: {refusal}", shard.name));
             }
         }
         if m.running_state.is_err() || m.state == ServerState::Shutdown {

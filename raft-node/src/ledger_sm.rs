@@ -5,13 +5,14 @@
 //! they are written atomically with the changes they describe. Reads do not go through
 //! here: they share the store behind `SharedStore` and take its read lock.
 
+use crate::clock::{ClusterClock, StampBound};
 use crate::types::{LogId, ShardResponse, SnapshotMeta, StoredMembership, TypeConfig};
 use futures_util::StreamExt;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use state_machine::{Command, LedgerStore, PinnedImage};
+use state_machine::{Command, LedgerStore, Outcome, PinnedImage, PreparedInstall, Rejection};
 use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -95,6 +96,8 @@ fn write(store: &SharedStore) -> io::Result<std::sync::RwLockWriteGuard<'_, Ledg
 
 pub struct LedgerStateMachine {
     store: SharedStore,
+    /// Told the shard clock after each apply, with this node's clock (`clock.rs`).
+    stamp_bound: Option<(Arc<StampBound>, Arc<ClusterClock>)>,
     applied: Applied,
     /// The last snapshot built or installed, served to followers that need one; shared
     /// with the snapshot builder, which fills it.
@@ -106,9 +109,16 @@ impl LedgerStateMachine {
         let applied = decode_marker(read(&store)?.marker())?;
         Ok(LedgerStateMachine {
             store,
+            stamp_bound: None,
             applied,
             current: Arc::default(),
         })
+    }
+
+    /// Reports the shard clock after each apply to `bound`, read against `clock`.
+    pub fn with_stamp_bound(mut self, bound: Arc<StampBound>, clock: Arc<ClusterClock>) -> Self {
+        self.stamp_bound = Some((bound, clock));
+        self
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -193,10 +203,24 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
             }
         }
         let marker = state_machine::codec::encode(&self.applied);
-        let results = write(&self.store)?
-            .apply_batch(&commands, &marker)
-            .map_err(io_error)?;
+        let (results, shard_clock) = {
+            let mut store = write(&self.store)?;
+            let results = store.apply_batch(&commands, &marker).map_err(io_error)?;
+            (results, store.ledger().clock())
+        };
+        if let Some((bound, clock)) = &self.stamp_bound {
+            bound.applied(shard_clock, clock.now_ms());
+        }
         metrics::counter!("seat_ledger_applied_commands_total").increment(commands.len() as u64);
+        let failed = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Rejected(Rejection::ApplyFailed))
+            .count();
+        if failed > 0 {
+            // A defect in the ledger: the entry was rejected alike on every replica.
+            tracing::error!(failed, "commands failed inside apply and were rejected");
+            metrics::counter!("seat_ledger_apply_failures_total").increment(failed as u64);
+        }
         for (position, responder) in responders {
             let Some(responder) = responder else { continue };
             let outcome = results.get(position).map(|result| result.outcome.clone());
@@ -219,11 +243,17 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
     ) -> Result<(), io::Error> {
         let store = self.store.clone();
         // The installed state is pinned again as this replica's current snapshot, so
-        // the received bytes need not stay in memory.
+        // the received bytes need not stay in memory. Decoding and checking a large
+        // shard takes seconds: it runs on the blocking pool and without the store's
+        // lock, which readers (status, metrics, reads) take from async tasks; the lock
+        // is held only for the RocksDB write and the swap.
         let image = tokio::task::spawn_blocking(move || -> io::Result<PinnedImage> {
             let bytes = snapshot.into_bytes()?;
+            let limits = read(&store)?.ledger().limits().clone();
+            let prepared = PreparedInstall::new(&bytes, &limits).map_err(io_error)?;
+            drop(bytes);
             let mut guard = write(&store)?;
-            guard.install_snapshot(&bytes).map_err(io_error)?;
+            guard.commit_install(prepared).map_err(io_error)?;
             LedgerStore::pin_image(guard).map_err(io_error)
         })
         .await

@@ -41,6 +41,7 @@ pub mod node;
 pub mod protocol;
 pub mod secrets;
 pub mod server;
+pub mod snapshot_transfer;
 pub mod tls;
 pub mod transport;
 pub mod types;

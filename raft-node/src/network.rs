@@ -33,6 +33,9 @@ pub mod method {
     /// A follower's read index request that carries the follower's own vote, which the
     /// leader may count as that follower's acknowledgement (see `Node::read_index`).
     pub const READ_INDEX_ACKED: u8 = 8;
+    /// One chunk of a snapshot (`snapshot_transfer`); replaces `FULL_SNAPSHOT`, which
+    /// is still answered for older senders.
+    pub const SNAPSHOT_CHUNK: u8 = 9;
 }
 
 pub type Snapshot = crate::ledger_sm::Snapshot;
@@ -43,11 +46,20 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, String
     codec::decode(bytes).map_err(|error| format!("malformed {what}: {error}"))
 }
 
+/// How snapshots are sent (`snapshot_transfer`).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotSending {
+    pub chunk_bytes: usize,
+    /// Bytes per second at most; 0 for no limit.
+    pub bytes_per_s: u64,
+}
+
 /// Makes one shard's connections to its peers.
 #[derive(Clone)]
 pub struct NetworkFactory {
     pub shard: String,
     pub client: PeerClient,
+    pub snapshots: SnapshotSending,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -59,6 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.peer_addr.clone(),
             client: self.client.clone(),
+            snapshots: self.snapshots,
         }
     }
 }
@@ -69,6 +82,7 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     client: PeerClient,
+    snapshots: SnapshotSending,
 }
 
 fn rpc_error(error: TransportError) -> RPCError<TypeConfig> {
@@ -102,6 +116,72 @@ impl PeerNetwork {
         let answer: Result<Resp, String> =
             decode("peer response", &bytes).map_err(TransportError::Remote)?;
         answer.map_err(TransportError::Remote)
+    }
+
+    /// Sends `bytes` in chunks (`snapshot_transfer`), resuming where the receiver is,
+    /// paced to `bytes_per_s`; answers the receiver's install response.
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        meta: crate::types::SnapshotMeta,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<SnapshotResponse<TypeConfig>, TransportError> {
+        use crate::snapshot_transfer::{transfer_name, ChunkReply, SnapshotChunk};
+        let transfer = transfer_name(&bytes);
+        let total = bytes.len() as u64;
+        let chunk_bytes = self.snapshots.chunk_bytes.max(1) as u64;
+        let started = std::time::Instant::now();
+        let (mut offset, mut sent, mut probe, mut stalls) = (0u64, 0u64, true, 0);
+        loop {
+            let end = if probe {
+                offset
+            } else {
+                (offset + chunk_bytes).min(total)
+            };
+            let chunk = SnapshotChunk {
+                vote,
+                meta: meta.clone(),
+                transfer,
+                total,
+                offset,
+                data: bytes[offset as usize..end as usize].to_vec(),
+            };
+            let reply: ChunkReply = self.call(method::SNAPSHOT_CHUNK, &chunk, timeout).await?;
+            let next = match reply {
+                ChunkReply::Installed(response) => {
+                    metrics::counter!("seat_ledger_snapshot_sent_bytes_total").increment(sent);
+                    return Ok(response);
+                }
+                ChunkReply::Next(next) if next <= total => next,
+                ChunkReply::Next(next) => {
+                    return Err(TransportError::Remote(format!(
+                        "the receiver asked for offset {next} of a {total}-byte snapshot"
+                    )))
+                }
+            };
+            // Progress is the receiver's word; a receiver that keeps asking for what
+            // it was just sent is refusing the transfer.
+            stalls = if next > offset || probe {
+                0
+            } else {
+                stalls + 1
+            };
+            if stalls > 3 {
+                return Err(TransportError::Remote(format!(
+                    "the receiver makes no progress past offset {offset}"
+                )));
+            }
+            sent += end - offset;
+            offset = next;
+            probe = false;
+            if self.snapshots.bytes_per_s > 0 {
+                let due = Duration::from_secs_f64(sent as f64 / self.snapshots.bytes_per_s as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
     }
 }
 
@@ -145,15 +225,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        // A snapshot may be large: allow it far longer than a heartbeat.
+        // Per chunk: bounded in bytes, but the receiver installs after the last one.
         let timeout = option.hard_ttl().max(Duration::from_secs(60));
         let send = async {
             // Encoded now, from the image pinned when the snapshot was built.
             let bytes = snapshot.snapshot.into_bytes_blocking().await.map_err(|e| {
                 NetworkError::from_string(format!("encoding the snapshot to send: {e}"))
             })?;
-            let request = (vote, snapshot.meta, bytes);
-            self.call(method::FULL_SNAPSHOT, &request, timeout)
+            self.send_snapshot(vote, snapshot.meta, bytes, timeout)
                 .await
                 .map_err(|error| match rpc_error(error) {
                     RPCError::Unreachable(e) => StreamingError::Unreachable(e),

@@ -5,7 +5,7 @@
 //! It must not interpret ledger commands (that is `state-machine`'s job) nor speak HTTP
 //! (that is `http.rs`).
 
-use crate::clock::{ClusterClock, CLOCK_SKEW_MS_MAX};
+use crate::clock::{ClockVerdict, ClusterClock, StampBound};
 use crate::config::{check_shard_name, ConfigError, NodeConfig};
 use crate::ledger_sm::{LedgerStateMachine, SharedStore};
 use crate::log_store::LogStore;
@@ -64,6 +64,10 @@ pub struct Shard {
     pub name: String,
     pub raft: Raft,
     pub store: SharedStore,
+    /// How far this replica, as leader, may move the shard clock (`clock.rs`).
+    pub stamp_bound: Arc<StampBound>,
+    /// A snapshot being received in chunks.
+    pub snapshot_inbox: crate::snapshot_transfer::Inbox,
 }
 
 impl Shard {
@@ -99,8 +103,13 @@ struct Inner {
     log_db: crate::log_store::LogDb,
     shards: RwLock<BTreeMap<String, Arc<Shard>>>,
     shutdown: watch::Sender<bool>,
-    clock: ClusterClock,
+    clock: Arc<ClusterClock>,
 }
+
+/// The environment variable that shifts a fault-injection build's clock from its
+/// first instant, in ms (the Jepsen-style `clock-restart` nemesis); the production
+/// build ignores it.
+pub const FAULT_CLOCK_OFFSET_VAR: &str = "SEAT_LEDGER_FAULT_CLOCK_OFFSET_MS";
 
 /// A running raft-node: cheap to clone, shared by the HTTP and peer servers.
 #[derive(Clone)]
@@ -140,6 +149,15 @@ impl Node {
                 .map_err(|e| NodeError::Storage(format!("opening the raft log: {e}")))?
                 .map_err(|e| NodeError::Storage(e.to_string()))?;
         let (shutdown, _) = watch::channel(false);
+        let clock = Arc::new(ClusterClock::default());
+        #[cfg(feature = "fault-injection")]
+        if let Ok(value) = std::env::var(FAULT_CLOCK_OFFSET_VAR) {
+            let offset: i64 = value.parse().map_err(|_| {
+                ConfigError(format!("{FAULT_CLOCK_OFFSET_VAR}={value:?}: expected ms"))
+            })?;
+            tracing::warn!(offset, "clock offset from the start (fault injection)");
+            clock.set_fault_offset_ms(offset);
+        }
         let node = Node {
             inner: Arc::new(Inner {
                 id: config.node_id,
@@ -149,7 +167,7 @@ impl Node {
                 log_db,
                 shards: RwLock::new(BTreeMap::new()),
                 shutdown,
-                clock: ClusterClock::default(),
+                clock,
                 config,
             }),
         };
@@ -247,16 +265,25 @@ impl Node {
         let inner = &self.inner;
         let path = inner.config.data_dir.join("shards").join(name);
         let limits = inner.config.cluster.limits.clone();
-        let store = LedgerStore::open(&path, limits, Durability::Buffered)
-            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+        // Blocking: RocksDB's open, loading the state and checking its invariants take
+        // seconds for a large shard, which must not stall the runtime's other shards.
+        let store = tokio::task::spawn_blocking(move || {
+            LedgerStore::open(&path, limits, Durability::Buffered)
+        })
+        .await
+        .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?
+        .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
         let store: SharedStore = Arc::new(RwLock::new(store));
+        let stamp_bound = Arc::new(StampBound::default());
         let state_machine = LedgerStateMachine::new(store.clone())
-            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?
+            .with_stamp_bound(stamp_bound.clone(), inner.clock.clone());
         let log = LogStore::new(inner.log_db.clone(), name)
             .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
         let network = NetworkFactory {
             shard: name.to_owned(),
             client: inner.peers.clone(),
+            snapshots: inner.config.raft.snapshot_sending(),
         };
         let raft = Raft::new(
             inner.id,
@@ -283,6 +310,8 @@ impl Node {
             name: name.to_owned(),
             raft,
             store,
+            stamp_bound,
+            snapshot_inbox: Default::default(),
         });
         inner
             .shards
@@ -309,16 +338,20 @@ impl Node {
                 node,
             });
         }
-        if let Some(skew) = self.clock_skew(&shard) {
-            let reason = format!(
-                "the leader's clock is {skew} ms off its quorum's (limit {CLOCK_SKEW_MS_MAX} ms); \
-                 it stamps nothing until they agree"
-            );
+        if let Some(reason) = self.clock_verdict(&shard).refusal() {
+            metrics::counter!("seat_ledger_clock_refusals_total", "shard" => shard.name.clone(), "reason" => "quorum")
+                .increment(1);
+            return Ok(WriteReply::Unavailable { reason, node });
+        }
+        let at_ms = self.inner.clock.now_ms();
+        if let Some(reason) = shard.stamp_bound.refusal(at_ms) {
+            metrics::counter!("seat_ledger_clock_refusals_total", "shard" => shard.name.clone(), "reason" => "jump")
+                .increment(1);
             return Ok(WriteReply::Unavailable { reason, node });
         }
         let command = Command {
             request_id: request_id.map(RequestId),
-            at_ms: self.inner.clock.now_ms(),
+            at_ms,
             kind,
         };
         let verb = command.kind.verb();
@@ -545,18 +578,16 @@ impl Node {
         })
     }
 
-    /// How far this node's clock is from its quorum's for `shard`, when beyond the
-    /// bound; `None` when within it or when too few clocks are known.
-    pub fn clock_skew(&self, shard: &Shard) -> Option<i64> {
+    /// Whether this node's clock may stamp for `shard`: it agrees with its voters',
+    /// is skewed, or too few of their clocks are known (fail closed).
+    pub fn clock_verdict(&self, shard: &Shard) -> ClockVerdict {
         let voters: BTreeSet<NodeId> = shard
             .metrics()
             .membership_config
             .membership()
             .voter_ids()
             .collect();
-        let offset = self.inner.clock.quorum_offset_ms(self.inner.id, &voters)?;
-        // The quorum's clock minus ours: positive means ours is behind.
-        (offset.abs() > CLOCK_SKEW_MS_MAX).then_some(-offset)
+        self.inner.clock.verdict(self.inner.id, &voters)
     }
 
     /// This node's clock (the one that stamps commands when it leads).
@@ -613,9 +644,9 @@ impl Node {
                     .ok()
                     .and_then(|bytes| decode::<Result<u64, String>>("clock", &bytes).ok())
                     .and_then(Result::ok);
-                match peer_ms {
-                    Some(peer_ms) => self.inner.clock.record(peer, sent, peer_ms, received),
-                    None => self.inner.clock.forget(peer),
+                // A failed sample leaves the last one to age out (`CLOCK_SAMPLE_FRESH`).
+                if let Some(peer_ms) = peer_ms {
+                    self.inner.clock.record(peer, sent, peer_ms, received);
                 }
             }
             tokio::select! {
@@ -754,6 +785,25 @@ impl RequestHandler for PeerHandler {
                     };
                     reply(raft.install_full_snapshot(vote, snapshot).await)
                 }
+                method::SNAPSHOT_CHUNK => {
+                    use crate::snapshot_transfer::{ChunkReply, Received};
+                    let chunk = decode("snapshot chunk", &payload)?;
+                    match shard.snapshot_inbox.receive(chunk)? {
+                        Received::Next(offset) => {
+                            reply::<ChunkReply, String>(Ok(ChunkReply::Next(offset)))
+                        }
+                        Received::Complete { vote, meta, bytes } => {
+                            metrics::counter!("seat_ledger_snapshot_received_bytes_total")
+                                .increment(bytes.len() as u64);
+                            let snapshot = crate::network::Snapshot {
+                                meta,
+                                snapshot: crate::ledger_sm::LedgerImage::Encoded(bytes),
+                            };
+                            let installed = raft.install_full_snapshot(vote, snapshot).await;
+                            reply(installed.map(ChunkReply::Installed))
+                        }
+                    }
+                }
                 method::TRANSFER_LEADER => reply(
                     raft.handle_transfer_leader(decode("transfer", &payload)?)
                         .await,
@@ -831,7 +881,12 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
                 .set(lag as f64);
             }
         }
-        if let Some(skew) = node.clock_skew(&shard) {
+        let verdict = node.clock_verdict(&shard);
+        if let ClockVerdict::Unknown { .. } | ClockVerdict::Split { .. } = verdict {
+            // No voter is known to be better: no stamping (no sweep) until clocks agree.
+            continue;
+        }
+        if let ClockVerdict::Skewed { skew_ms: skew } = verdict {
             metrics::counter!("seat_ledger_clock_skew_refusals_total", &labels).increment(1);
             let due =
                 last_skew_transfer.is_none_or(|at: Instant| at.elapsed() >= SKEW_TRANSFER_INTERVAL);

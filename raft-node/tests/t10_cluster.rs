@@ -260,6 +260,18 @@ async fn t40_a_restarted_node_catches_up_through_a_snapshot() {
         assert!(Instant::now() < deadline, "the leader never purged its log");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The snapshot is many times the test's chunk size (4 KiB): it crosses in chunks.
+    let snapshot_bytes = leader_shard
+        .store
+        .read()
+        .unwrap()
+        .export_snapshot()
+        .unwrap()
+        .len();
+    assert!(
+        snapshot_bytes > 8 * 4096,
+        "snapshot of {snapshot_bytes} bytes"
+    );
     cluster.restart(lagging).await;
     cluster.wait_converged("mumbai").await;
     let snapshot = cluster.nodes[&lagging]

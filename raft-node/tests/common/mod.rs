@@ -26,6 +26,9 @@ pub fn timing() -> RaftTiming {
         keep_entries_after_snapshot: 10,
         // Small: restarts then recover from recycled WAL files, and starts stay quick.
         log_wal_prefill_mib: 1,
+        // Small: every snapshot a follower needs goes in many chunks.
+        snapshot_chunk_kib: 4,
+        snapshot_send_mib_per_s: 0,
     }
 }
 
