@@ -1,3 +1,8 @@
+//! Append-only format: `State` and `RequestRecord` are stored in RocksDB and snapshots
+//! with the codec's positional encoding, and `State`'s bytes are what `digest` hashes. A
+//! field added (even at the end), removed, reordered or retyped needs a new store format
+//! version (`store::FORMAT_VERSION`) with a migration; `tests/golden.rs` checks the bytes.
+//!
 //! The ledger of one shard: its canonical state, the indexes derived from it, and the
 //! deterministic `apply` that every replica runs on every command.
 //!
