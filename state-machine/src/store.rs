@@ -8,9 +8,9 @@
 //! replica must stop rather than acknowledge what it did not persist.
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
-//! `M:format_version`, `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`, `S|show`, `X|show|seat`
-//! (only seats that are not available), `B|booking`, `R|request id`, `E|log index|seq`
-//! (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
+//! `M:format_version`, `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`,
+//! `S|show`, `X|show|seat` (only seats that are not available), `B|booking`,
+//! `R|request id`, `E|log index|seq` (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
 //! `W|consumer cursor`, `N|user` (notification channels), `P|booking` (payments),
 //! `V|booking` (ratings), `C|code` (coupons), `O|code/booking` (coupon uses),
 //! `F|referee` (referrals). Every prefix byte is distinct (`PREFIXES`, tested).
