@@ -277,3 +277,122 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         Ok(lock(&self.current)?.clone())
     }
 }
+
+#[cfg(test)]
+mod format_tests {
+    //! Golden bytes of what raft-node stores around the ledger's commands: log entries
+    //! (openraft's `Entry` of `TypeConfig`, carrying a `ShardCommand`), the vote, and the
+    //! applied marker kept in the ledger store. The ledger's own types are pinned by
+    //! state-machine's `tests/golden.rs`; these pin openraft's share, which an openraft
+    //! upgrade may change (the dependency is an exactly pinned alpha: when bumping it,
+    //! these fail first if the stored format moved).
+
+    use super::*;
+    use crate::types::{Membership, NodeId, NodeInfo, ShardCommand};
+    use openraft::vote::{RaftLeaderId, RaftLeaderIdExt, RaftVote};
+    use openraft::RaftTypeConfig;
+    use serde::de::DeserializeOwned;
+    use state_machine::{codec, CommandKind, LockId, RequestId, UserId};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt::Debug;
+
+    // What log format version 1 stores, in hex (written by the release of commit 6accc1e).
+    const COMMAND_ENTRY: &str = "03010701010675373a632d31fd0068e5cf8b010000050407";
+    const BLANK_ENTRY: &str = "03010800";
+    const MEMBERSHIP_ENTRY: &str = concat!(
+        "040209020102010203010d31302e302e302e313a373030300d31302e302e302e313a383030300477",
+        "657374020d31302e302e302e323a373030300d31302e302e302e323a3830303005736f757468030d",
+        "31302e302e302e333a373030300d31302e302e302e333a38303030056e6f727468",
+    );
+    const VOTE: &str = "040201";
+    const LOG_ID: &str = "01040209";
+    const APPLIED_MARKER: &str = concat!(
+        "01040209010402090102010203010d31302e302e302e313a373030300d31302e302e302e313a3830",
+        "30300477657374020d31302e302e302e323a373030300d31302e302e302e323a3830303005736f75",
+        "7468030d31302e302e302e333a373030300d31302e302e302e333a38303030056e6f727468",
+    );
+
+    type Entry = <TypeConfig as RaftTypeConfig>::Entry;
+    type LeaderId = <TypeConfig as RaftTypeConfig>::LeaderId;
+    type Vote = openraft::alias::VoteOf<TypeConfig>;
+
+    fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
+        openraft::LogId {
+            leader_id: LeaderId::new_committed(term, leader),
+            index,
+        }
+    }
+
+    fn node(id: NodeId, region: &str) -> NodeInfo {
+        NodeInfo {
+            peer_addr: format!("10.0.0.{id}:7000"),
+            client_addr: format!("10.0.0.{id}:8000"),
+            region: region.into(),
+        }
+    }
+
+    /// Two voters and a learner.
+    fn membership() -> Membership {
+        let nodes = BTreeMap::from([
+            (1, node(1, "west")),
+            (2, node(2, "south")),
+            (3, node(3, "north")),
+        ]);
+        Membership::new(vec![BTreeSet::from([1, 2])], nodes).expect("a valid membership")
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// `value` encodes to `golden` (hex) and `golden` decodes back to it.
+    fn assert_golden<T: serde::Serialize + DeserializeOwned + Debug>(
+        what: &str,
+        value: &T,
+        golden: &str,
+    ) {
+        let now = hex(&codec::encode(value));
+        assert_eq!(
+            now, golden,
+            "{what}: the stored encoding changed. Raft logs and ledger stores are read back \
+             by later releases, by position: a change here (an openraft upgrade, a field of \
+             NodeInfo or ShardCommand) needs a new log format version \
+             (log_store::FORMAT_VERSION) with a migration; only then update this golden."
+        );
+        let bytes: Vec<u8> = (0..golden.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&golden[at..at + 2], 16).expect("hex"))
+            .collect();
+        let decoded: T = codec::decode(&bytes).expect("the golden bytes decode");
+        assert_eq!(format!("{decoded:?}"), format!("{value:?}"), "{what}");
+    }
+
+    #[test]
+    fn log_entries_votes_and_markers_keep_their_bytes() {
+        let command = Command {
+            request_id: Some(RequestId("u7:c-1".into())),
+            at_ms: 1_700_000_000_000,
+            kind: CommandKind::ReleaseLock {
+                lock: LockId(4),
+                user: UserId(7),
+            },
+        };
+        let normal = Entry::new_normal(log_id(3, 1, 7), ShardCommand(command));
+        assert_golden("a command entry", &normal, COMMAND_ENTRY);
+        assert_golden(
+            "a blank entry",
+            &Entry::new_blank(log_id(3, 1, 8)),
+            BLANK_ENTRY,
+        );
+        let change = Entry::new_membership(log_id(4, 2, 9), membership());
+        assert_golden("a membership entry", &change, MEMBERSHIP_ENTRY);
+        let vote = Vote::from_leader_id(LeaderId::new(4, 2), true);
+        assert_golden("a vote", &vote, VOTE);
+        assert_golden("a log id", &Some(log_id(4, 2, 9)), LOG_ID);
+        let marker = Applied {
+            last_applied: Some(log_id(4, 2, 9)),
+            membership: StoredMembership::new(Some(log_id(4, 2, 9)), membership()),
+        };
+        assert_golden("the applied marker", &marker, APPLIED_MARKER);
+    }
+}

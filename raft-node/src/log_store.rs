@@ -19,7 +19,16 @@
 //!   endian makes RocksDB's byte order equal to index order, so range scans, `truncate_after`
 //!   and `purge` are ordered scans and range deletes.
 //! - [`META_CF`]: `prefix ++ "vote"`, `prefix ++ "committed"` and `prefix ++ "last_purged"` map
-//!   to the bincode-encoded vote, committed log id and last purged log id.
+//!   to the bincode-encoded vote, committed log id and last purged log id. One key belongs to
+//!   the instance, not a shard: `"\0format_version"` ([`FORMAT_VERSION`], a big-endian u64);
+//!   its zero first byte is no shard's length byte.
+//!
+//! The entries' bincode is positional, so the layout and the encoding of openraft's entries
+//! with the application's payload are this database's format. [`LogDb::new`] (and
+//! [`open_db`], before it prefills) records [`FORMAT_VERSION`] in a database that has none
+//! (a new one, or one written before the version was recorded, which is version 1) and
+//! refuses one that records another version before it reads or writes anything else: a
+//! build must not read a newer release's log as its own.
 //!
 //! Open the instance once with [`open_db`] (or wrap an instance the application opened itself,
 //! with [`column_family_descriptors`] included, in [`LogDb::new`]), and create one [`LogStore`]
@@ -81,6 +90,15 @@ pub const DEFAULT_SHARD: &str = "default";
 
 /// Longest shard name accepted, because its length is stored in one prefix byte.
 pub const MAX_SHARD_NAME_LEN: usize = u8::MAX as usize;
+
+/// The log database format this build reads and writes. Bump it, with a migration in
+/// [`LogDb::new`] from every older version still in service, when the key layout or the
+/// encoding of what is stored changes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Where [`META_CF`] holds the instance's format version; the leading zero byte keeps it
+/// apart from every shard's keys, whose first byte is a name length of at least 1.
+const FORMAT_VERSION_KEY: &[u8] = b"\0format_version";
 
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
@@ -170,6 +188,10 @@ pub fn open_db(path: impl AsRef<Path>, wal_prefill_bytes: u64) -> io::Result<Log
             path.display()
         ))
     })?;
+    // Checked (and in a new database recorded) before the prefill, whose flush of the
+    // meta family then takes the version along: written after it, the version would hold
+    // the current WAL file until the meta family's next flush and keep it from reuse.
+    check_format_version(&db)?;
     if created && wal_prefill_bytes > 0 {
         prefill_wal(&db, wal_prefill_bytes).map_err(|e| {
             io::Error::other(format!(
@@ -237,7 +259,8 @@ pub struct LogDb {
 }
 
 impl LogDb {
-    /// Wraps an instance that has [`LOG_CF`] and [`META_CF`] and starts its sync thread.
+    /// Wraps an instance that has [`LOG_CF`] and [`META_CF`], checks or records its
+    /// [`FORMAT_VERSION`], and starts its sync thread.
     pub fn new(db: Arc<DB>) -> io::Result<LogDb> {
         for cf in [LOG_CF, META_CF] {
             if db.cf_handle(cf).is_none() {
@@ -247,6 +270,7 @@ impl LogDb {
                 ));
             }
         }
+        check_format_version(&db)?;
         let group_commit = Arc::new(GroupCommit::start(db.clone())?);
         Ok(LogDb { db, group_commit })
     }
@@ -263,6 +287,63 @@ impl fmt::Debug for LogDb {
             .field("path", &self.db.path())
             .finish_non_exhaustive()
     }
+}
+
+/// Fails unless the instance records [`FORMAT_VERSION`]; records it, durably, in an instance
+/// that records none (new, or written before the version was recorded: version 1).
+fn check_format_version(db: &DB) -> io::Result<()> {
+    let path = db.path().display();
+    let meta = db.cf_handle(META_CF).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("raft log store: RocksDB instance lacks column family {META_CF:?}"),
+        )
+    })?;
+    let recorded = db.get_cf(&meta, FORMAT_VERSION_KEY).map_err(|e| {
+        io::Error::other(format!(
+            "raft log store at {path}: cannot read the format version: {e}"
+        ))
+    })?;
+    let Some(bytes) = recorded else {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        return db
+            .put_cf_opt(
+                &meta,
+                FORMAT_VERSION_KEY,
+                FORMAT_VERSION.to_be_bytes(),
+                &opts,
+            )
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "raft log store at {path}: cannot record the format version: {e}"
+                ))
+            });
+    };
+    let found = <[u8; 8]>::try_from(&*bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "raft log store at {path}: corrupt data: the format version is {} bytes, \
+                     not 8",
+                    bytes.len()
+                ),
+            )
+        })?;
+    if found != FORMAT_VERSION {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "raft log store at {path}: the log database is in format version {found}, but \
+                 this build reads only version {FORMAT_VERSION} (it was written by a newer \
+                 release, or in a format this build no longer migrates); open it with a \
+                 release that reads it, or rebuild this node's replicas from their peers"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The Raft log and vote of one shard, stored in a (possibly shared) RocksDB instance.
@@ -1386,6 +1467,98 @@ mod tests {
                 .map_err(|e| StorageError::write(C::err_from_error(&e)))?;
             Ok(((), store, MemStateMachine::default()))
         }
+    }
+
+    /// A key and its value.
+    type Item = (Box<[u8]>, Box<[u8]>);
+
+    /// Every key and value of both column families, read with RocksDB alone.
+    fn contents(path: &Path) -> Vec<Item> {
+        let opts = Options::default();
+        let db = DB::open_cf(&opts, path, [LOG_CF, META_CF]).expect("open with RocksDB");
+        let mut items = Vec::new();
+        for cf in [LOG_CF, META_CF] {
+            let handle = db.cf_handle(cf).expect("family");
+            for item in db.iterator_cf(&handle, IteratorMode::Start) {
+                items.push(item.expect("read"));
+            }
+        }
+        items
+    }
+
+    /// Sets (or with `None` deletes) the recorded format version with RocksDB alone.
+    fn set_format_version(path: &Path, bytes: Option<&[u8]>) {
+        let opts = Options::default();
+        let db = DB::open_cf(&opts, path, [LOG_CF, META_CF]).expect("open with RocksDB");
+        let meta = db.cf_handle(META_CF).expect("meta cf");
+        match bytes {
+            Some(bytes) => db.put_cf(&meta, FORMAT_VERSION_KEY, bytes),
+            None => db.delete_cf(&meta, FORMAT_VERSION_KEY),
+        }
+        .expect("write");
+    }
+
+    fn recorded_format_version(db: &LogDb) -> Option<Vec<u8>> {
+        let meta = db.db().cf_handle(META_CF).expect("meta cf");
+        db.db().get_cf(&meta, FORMAT_VERSION_KEY).expect("read")
+    }
+
+    /// A database with a few entries of shard "s", closed.
+    async fn log_with_entries(path: &Path) {
+        let mut store = LogStore::<C>::new(open_db(path, 0).expect("open"), "s").expect("shard");
+        store
+            .blocking_append(entries(1, 1..=3))
+            .await
+            .expect("append");
+    }
+
+    #[tokio::test]
+    async fn a_new_database_records_the_format_version() {
+        let dir = TempDir::new().expect("temp dir");
+        let db = open_db(dir.path(), 0).expect("open");
+        let expected = FORMAT_VERSION.to_be_bytes().to_vec();
+        assert_eq!(recorded_format_version(&db), Some(expected));
+        drop(db);
+        log_with_entries(dir.path()).await;
+    }
+
+    #[tokio::test]
+    async fn a_database_written_before_format_versions_opens_as_version_1() {
+        let dir = TempDir::new().expect("temp dir");
+        log_with_entries(dir.path()).await;
+        set_format_version(dir.path(), None);
+        let db = open_db(dir.path(), 0).expect("an unversioned database is version 1");
+        assert_eq!(
+            recorded_format_version(&db),
+            Some(1u64.to_be_bytes().to_vec())
+        );
+        let mut store = LogStore::<C>::new(db, "s").expect("shard");
+        let got = store.try_get_log_entries(..).await.expect("read");
+        assert_eq!(indexes(&got), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_a_newer_format_is_refused_and_left_as_it_was() {
+        let dir = TempDir::new().expect("temp dir");
+        log_with_entries(dir.path()).await;
+        set_format_version(dir.path(), Some(&2u64.to_be_bytes()));
+        let before = contents(dir.path());
+        let error = open_db(dir.path(), 0).expect_err("a newer format is refused");
+        assert_eq!(error.kind(), io::ErrorKind::Unsupported);
+        let message = error.to_string();
+        assert!(
+            message.contains("format version 2") && message.contains("reads only version 1"),
+            "{message}"
+        );
+        assert_eq!(
+            contents(dir.path()),
+            before,
+            "a refused open changed the database"
+        );
+
+        set_format_version(dir.path(), Some(&[1]));
+        let error = open_db(dir.path(), 0).expect_err("a malformed version is refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]

@@ -5,6 +5,13 @@
 //! ledger only stores hashes, enforces unique emails and phones, and decides token
 //! rotation deterministically: a refresh token works once; presenting a used one again
 //! revokes its whole family, because a thief and the real user now both hold one.
+//!
+//! Append-only format: `User`, `Role` and `RefreshToken` are stored in RocksDB and in
+//! snapshots with the codec's positional encoding, and later releases read them back. A
+//! new enum variant goes at the end of its enum; any other change to these types (a
+//! field added, even at the end, removed, reordered or retyped; a variant inserted or
+//! moved) needs a new store format version (`store::FORMAT_VERSION`) with a migration.
+//! `tests/golden.rs` checks their bytes.
 
 use crate::ids::{Millis, UserId};
 use serde::{Deserialize, Serialize};

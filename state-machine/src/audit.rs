@@ -5,6 +5,13 @@
 //!
 //! The entry's id is the log index that recorded it, so ids grow with time and every
 //! replica assigns the same ones.
+//!
+//! Append-only format: audit entries are stored in RocksDB and in snapshots with the
+//! codec's positional encoding, and later releases read them back. A new enum variant
+//! goes at the end of its enum; any other change to these types (a field added, even at
+//! the end, removed, reordered or retyped; a variant inserted or moved) needs a new
+//! store format version (`store::FORMAT_VERSION`) with a migration. `tests/golden.rs`
+//! checks their bytes.
 
 use crate::ids::{LogIndex, Millis};
 use crate::ledger::Ledger;

@@ -1,6 +1,13 @@
 //! Users' notification channels (the `global` shard): where the notifications worker
 //! sends a user's notifications besides the operator's webhook: the user's own
 //! webhook (signed with a secret the api generated for it) and whether to email them.
+//!
+//! Append-only format: notification channels are stored in RocksDB and in snapshots
+//! with the codec's positional encoding, and later releases read them back. A new enum
+//! variant goes at the end of its enum; any other change to these types (a field added,
+//! even at the end, removed, reordered or retyped; a variant inserted or moved) needs a
+//! new store format version (`store::FORMAT_VERSION`) with a migration.
+//! `tests/golden.rs` checks their bytes.
 
 use crate::ids::{Millis, UserId};
 use crate::ledger::Ledger;

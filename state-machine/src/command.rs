@@ -1,5 +1,12 @@
 //! The commands that change a shard's ledger. Each is stamped by the shard leader with
 //! its time `at_ms` and carries the client's `request_id`, which makes retries safe.
+//!
+//! Append-only format: commands are stored in the Raft log with the codec's positional
+//! encoding and replayed by later releases. A new command is a new variant at the end
+//! of `CommandKind` (a command that needs another field becomes a new variant, e.g.
+//! `LockSeatsV2`); never insert, move or remove a variant or change a variant's
+//! fields, or old logs replay as other commands. `tests/golden.rs` checks the bytes of
+//! every variant.
 
 use crate::accounts::Role;
 use crate::ids::UserId;

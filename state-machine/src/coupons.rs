@@ -7,6 +7,13 @@
 //! for its last use. Reservations are keyed by booking, so retrying a reservation for
 //! the same booking is the same reservation. This module knows nothing of city shards:
 //! the api's saga driver tells it how each booking ended.
+//!
+//! Append-only format: `Coupon`, `CouponUse` and `CouponUseStatus` are stored in
+//! RocksDB and in snapshots with the codec's positional encoding, and later releases
+//! read them back. A new enum variant goes at the end of its enum; any other change to
+//! these types (a field added, even at the end, removed, reordered or retyped; a
+//! variant inserted or moved) needs a new store format version
+//! (`store::FORMAT_VERSION`) with a migration. `tests/golden.rs` checks their bytes.
 
 use crate::ids::{Millis, UserId};
 use crate::ledger::Ledger;

@@ -5,6 +5,13 @@
 //! A cursor only moves forward; `replay_from` is the oldest index the consumer must
 //! read again on restart to rebuild its working state (e.g. locks it still watches),
 //! without delivering anything before the cursor a second time.
+//!
+//! Append-only format: consumer cursors and their keys are stored in RocksDB and in
+//! snapshots with the codec's positional encoding, and later releases read them back. A
+//! new enum variant goes at the end of its enum; any other change to these types (a
+//! field added, even at the end, removed, reordered or retyped; a variant inserted or
+//! moved) needs a new store format version (`store::FORMAT_VERSION`) with a migration.
+//! `tests/golden.rs` checks their bytes.
 
 use crate::ids::Millis;
 use crate::ledger::Ledger;

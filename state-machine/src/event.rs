@@ -2,6 +2,12 @@
 //!
 //! Events are what notifications, search and analytics consume; they are addressed by
 //! `(log index, position within the entry)` so a consumer can resume exactly.
+//!
+//! Append-only format: events are stored (RocksDB, snapshots) with the codec's positional
+//! encoding and read by consumers across upgrades. A new event is a new variant at the
+//! end of `Event`; inserting, moving or removing a variant or changing its fields
+//! needs a new store format version (`store::FORMAT_VERSION`) with a migration.
+//! `tests/golden.rs` checks the bytes of every variant.
 
 use crate::ids::{BookingId, LockId, LogIndex, Millis, SeatId, ShowId, TheaterId, UserId};
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,10 @@
 //! that created it, never from randomness, so every replica derives the same ids.
 //! A lock and the booking it may become are created by the same command and therefore
 //! share that index: `BookingId::of_lock(lock)` is the booking a lock belongs to.
+//!
+//! Append-only format: identifiers are stored inside every record and command as their
+//! inner number or string; changing an identifier's type is a format change that needs
+//! a new store format version (`store::FORMAT_VERSION`) with a migration.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

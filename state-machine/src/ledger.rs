@@ -1,6 +1,11 @@
 //! The ledger of one shard: its canonical state, the indexes derived from it, and the
 //! deterministic `apply` that every replica runs on every command.
 //!
+//! Append-only format: `State` and `RequestRecord` are stored in RocksDB and snapshots
+//! with the codec's positional encoding, and `State`'s bytes are what `digest` hashes. A
+//! field added (even at the end), removed, reordered or retyped needs a new store format
+//! version (`store::FORMAT_VERSION`) with a migration; `tests/golden.rs` checks the bytes.
+//!
 //! `apply` reads nothing but its inputs: time is the command's leader-stamped `at_ms`,
 //! ids are derived from the log index, and every map is ordered. It never returns
 //! `Err`: a command is either applied or rejected, and a rejection changes nothing

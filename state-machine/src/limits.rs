@@ -3,6 +3,10 @@
 //! The limits are part of the replicated behaviour: every replica of a shard must run
 //! with the same `Limits`, so they come from the cluster file, not from a node's own
 //! flags. `Limits::validate` refuses a configuration that could not work.
+//!
+//! Append-only format: `LimitName` is stored inside rejections (RocksDB, snapshots) with
+//! the codec's positional encoding: a new name goes at the end of the enum.
+//! `tests/golden.rs` checks its bytes.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,6 +1,12 @@
 //! The catalog (theaters, screens, seat layouts, shows) and the seat inventory
 //! (seat states and bookings) that the ledger owns.
 //!
+//! Append-only format: theaters, shows, seat states and bookings are stored in RocksDB
+//! and snapshots with the codec's positional encoding. A new enum variant goes at the end
+//! of its enum; any other change (a field added even at the end, removed, reordered or
+//! retyped; a variant inserted or moved) needs a new store format version
+//! (`store::FORMAT_VERSION`) with a migration; `tests/golden.rs` checks the bytes.
+//!
 //! These are plain data: they know how to describe themselves (seat labels, prices)
 //! but never change themselves; every change goes through `Ledger::apply`.
 

@@ -2,6 +2,13 @@
 //!
 //! Rejections are values, not errors: they are replicated, stored under the request id
 //! and returned again to a retry. `Err` is kept for I/O and corruption.
+//!
+//! Append-only format: outcomes are stored under their request id (RocksDB, snapshots)
+//! with the codec's positional encoding and answered again after an upgrade. A new
+//! `Applied` or `Rejection` goes at the end of its enum; inserting, moving or removing
+//! a variant or changing its fields needs a new store format version
+//! (`store::FORMAT_VERSION`) with a migration. `tests/golden.rs` checks the bytes of
+//! every variant.
 
 use crate::accounts::Role;
 use crate::ids::{BookingId, LockId, Millis, SeatId, ShowId, TheaterId, UserId};

@@ -19,6 +19,13 @@
 //! its show starts, and not at all after (the cancel itself is allowed until the
 //! start). This module must not know how the gateway is reached; it knows only what
 //! the gateway reported.
+//!
+//! Append-only format: `Payment`, `Rating` and their statuses are stored in RocksDB and
+//! in snapshots with the codec's positional encoding, and later releases read them
+//! back. A new enum variant goes at the end of its enum; any other change to these
+//! types (a field added, even at the end, removed, reordered or retyped; a variant
+//! inserted or moved) needs a new store format version (`store::FORMAT_VERSION`) with a
+//! migration. `tests/golden.rs` checks their bytes.
 
 use crate::event::Event;
 use crate::ids::{BookingId, Millis, ShowId, TheaterId, UserId};

@@ -2,6 +2,13 @@
 //! names the code of the user who referred them, once; the referrer earns
 //! `REFERRAL_REWARD_MINOR` when the referee's first booking is confirmed (the api
 //! reports confirmed bookings; the ledger rewards each referee once).
+//!
+//! Append-only format: referrals are stored in RocksDB and in snapshots with the
+//! codec's positional encoding, and later releases read them back. A new enum variant
+//! goes at the end of its enum; any other change to these types (a field added, even at
+//! the end, removed, reordered or retyped; a variant inserted or moved) needs a new
+//! store format version (`store::FORMAT_VERSION`) with a migration. `tests/golden.rs`
+//! checks their bytes.
 
 use crate::ids::{Millis, UserId};
 use crate::ledger::Ledger;

@@ -8,12 +8,18 @@
 //! replica must stop rather than acknowledge what it did not persist.
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
-//! `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`, `S|show`, `X|show|seat`
-//! (only seats that are not available), `B|booking`, `R|request id`, `E|log index|seq`
-//! (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
+//! `M:format_version`, `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`,
+//! `S|show`, `X|show|seat` (only seats that are not available), `B|booking`,
+//! `R|request id`, `E|log index|seq` (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
 //! `W|consumer cursor`, `N|user` (notification channels), `P|booking` (payments),
 //! `V|booking` (ratings), `C|code` (coupons), `O|code/booking` (coupon uses),
 //! `F|referee` (referrals). Every prefix byte is distinct (`PREFIXES`, tested).
+//!
+//! The values are the codec's positional encoding of the ledger's records, so the
+//! layout and the records together are the store's format, [`FORMAT_VERSION`]: written
+//! when a store is created and checked at every open, so that a build never reads a
+//! store of a format it does not know as if it were its own (see `open`). Stores
+//! written before the key existed are version 1.
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -34,6 +40,11 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The store format this build reads and writes. Bump it, with a migration in `open`
+/// from every older version still in service, whenever the key layout or the encoding
+/// of a stored record changes (tests/golden.rs fails when the encoding does).
+pub const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION_KEY: &[u8] = b"M:format_version";
 const CLOCK_KEY: &[u8] = b"M:clock";
 const MARKER_KEY: &[u8] = b"M:marker";
 /// The first log index whose events are all still kept (see `events_kept_from`).
@@ -89,6 +100,13 @@ pub enum StoreError {
     Poisoned,
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(
+        "the store is in format version {found}, but this build reads only version \
+         {supported} (the store was written by a newer release, or in a format this build \
+         no longer migrates); open it with a release that reads it, or rebuild this replica \
+         from its peers"
+    )]
+    UnsupportedFormat { found: u64, supported: u64 },
 }
 
 /// How durable the state machine's own writes are. The replicated log is the durable
@@ -117,6 +135,10 @@ pub struct LedgerStore {
 
 impl LedgerStore {
     /// Opens (or creates) the store at `path` and rebuilds the ledger from it.
+    ///
+    /// A store of another format version is refused before anything is read or written
+    /// (`StoreError::UnsupportedFormat`). A store without a version, new or written
+    /// before versions were recorded, is version 1 and gets the key once it has loaded.
     pub fn open(path: &Path, limits: Limits, durability: Durability) -> Result<Self, StoreError> {
         let mut options = Options::default();
         options.create_if_missing(true);
@@ -125,6 +147,7 @@ impl LedgerStore {
         options.set_write_buffer_size(16 << 20);
         options.set_max_write_buffer_number(3);
         let db = Arc::new(DB::open(&options, path)?);
+        let recorded = check_format_version(&db)?;
         let (state, marker) = load_state(&*db)?;
         let mut ledger = Ledger::from_state(limits, state);
         ledger
@@ -134,6 +157,11 @@ impl LedgerStore {
                 detail,
             })?;
         ledger.track_changes();
+        if !recorded {
+            let mut write = WriteOptions::default();
+            write.set_sync(true);
+            db.put_opt(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes(), &write)?;
+        }
         let last_index = last_event_index(&db)?.unwrap_or(0);
         let events_kept_from = match db.get(EVENTS_KEPT_FROM_KEY)? {
             Some(bytes) => be_u64("events kept from", &bytes)?,
@@ -464,6 +492,7 @@ impl PreparedInstall {
         let decoded = snapshot::decode(bytes, limits)?;
         let mut batch = WriteBatch::default();
         batch.delete_range(&[0u8][..], &[0xffu8][..]);
+        batch.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
         let state = decoded.ledger.state();
         batch.put(CLOCK_KEY, state.clock.to_be_bytes());
         for (id, theater) in &state.theaters {
@@ -571,6 +600,21 @@ fn put_or_delete<T: serde::Serialize>(batch: &mut WriteBatch, key: Vec<u8>, valu
 
 fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     codec::decode(bytes).map_err(|detail| StoreError::Corrupt { what, detail })
+}
+
+/// Whether the store records [`FORMAT_VERSION`]; an error if it records another.
+fn check_format_version(db: &DB) -> Result<bool, StoreError> {
+    let Some(bytes) = db.get(FORMAT_VERSION_KEY)? else {
+        return Ok(false);
+    };
+    let found = be_u64("format version", &bytes)?;
+    if found != FORMAT_VERSION {
+        return Err(StoreError::UnsupportedFormat {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(true)
 }
 
 fn be_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
@@ -954,5 +998,154 @@ pub(crate) mod tests {
         let reopened =
             LedgerStore::open(dirs[0].path(), Limits::default(), Durability::Buffered).unwrap();
         assert_eq!(reopened.ledger().digest(), digest);
+    }
+}
+
+#[cfg(test)]
+mod format_version_tests {
+    use super::*;
+    use crate::testkit::{command, create_theater, publish_show, screen};
+
+    fn open(path: &Path) -> Result<LedgerStore, StoreError> {
+        LedgerStore::open(path, Limits::default(), Durability::SyncEveryBatch)
+    }
+
+    /// A store with a theater and a show in it, closed.
+    fn store_with_data(path: &Path) -> [u8; 32] {
+        let mut store = open(path).expect("open a new store");
+        let commands = [
+            (
+                1,
+                command(
+                    "r1",
+                    1_000,
+                    create_theater("pune", UserId(1), vec![screen("A", 2, 3)]),
+                ),
+            ),
+            (
+                2,
+                command(
+                    "r2",
+                    2_000,
+                    publish_show(TheaterId(1), 0, 90_000_000, "Dune"),
+                ),
+            ),
+        ];
+        store.apply_batch(&commands, b"at 2").expect("apply");
+        store.ledger().digest()
+    }
+
+    /// A key and its value.
+    type Item = (Box<[u8]>, Box<[u8]>);
+
+    /// Every key and value of the store, read with RocksDB alone.
+    fn contents(path: &Path) -> Vec<Item> {
+        let db = DB::open_default(path).expect("open with RocksDB");
+        let items = db
+            .iterator(IteratorMode::Start)
+            .collect::<Result<Vec<_>, _>>();
+        items.expect("read every key")
+    }
+
+    fn recorded_version(path: &Path) -> Option<Vec<u8>> {
+        let db = DB::open_default(path).expect("open with RocksDB");
+        db.get(FORMAT_VERSION_KEY).expect("read the version")
+    }
+
+    #[test]
+    fn a_new_store_records_the_format_version() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).expect("create"));
+        let expected = FORMAT_VERSION.to_be_bytes().to_vec();
+        assert_eq!(recorded_version(dir.path()), Some(expected));
+        drop(open(dir.path()).expect("reopen"));
+    }
+
+    #[test]
+    fn a_store_written_before_format_versions_opens_as_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = store_with_data(dir.path());
+        {
+            let db = DB::open_default(dir.path()).unwrap();
+            db.delete(FORMAT_VERSION_KEY).unwrap();
+        }
+        assert_eq!(recorded_version(dir.path()), None);
+        let store = open(dir.path()).expect("an unversioned store is version 1");
+        assert_eq!(store.ledger().digest(), digest);
+        assert_eq!(store.marker(), b"at 2");
+        drop(store);
+        assert_eq!(
+            recorded_version(dir.path()),
+            Some(1u64.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_data(dir.path());
+        {
+            let db = DB::open_default(dir.path()).unwrap();
+            db.put(FORMAT_VERSION_KEY, 2u64.to_be_bytes()).unwrap();
+        }
+        let before = contents(dir.path());
+        let error = open(dir.path()).err().expect("a newer format is refused");
+        assert!(
+            matches!(
+                error,
+                StoreError::UnsupportedFormat {
+                    found: 2,
+                    supported: 1
+                }
+            ),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("format version 2") && message.contains("reads only version 1"),
+            "{message}"
+        );
+        assert_eq!(
+            contents(dir.path()),
+            before,
+            "a refused open changed the store"
+        );
+    }
+
+    #[test]
+    fn a_malformed_format_version_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_data(dir.path());
+        {
+            let db = DB::open_default(dir.path()).unwrap();
+            db.put(FORMAT_VERSION_KEY, [1u8]).unwrap();
+        }
+        let error = open(dir.path()).err().expect("refused");
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt {
+                    what: "format version",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_installed_snapshot_keeps_the_format_version() {
+        let source = tempfile::tempdir().unwrap();
+        let digest = store_with_data(source.path());
+        let bytes = open(source.path()).unwrap().export_snapshot().unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let mut store = open(target.path()).unwrap();
+        store.install_snapshot(&bytes).expect("install");
+        drop(store);
+        assert_eq!(
+            recorded_version(target.path()),
+            Some(1u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(open(target.path()).unwrap().ledger().digest(), digest);
     }
 }

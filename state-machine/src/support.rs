@@ -6,6 +6,13 @@
 //! belongs to its customer before proposing; the ledger enforces what it can see: a
 //! customer writes only to their own tickets, only agents resolve or reopen on behalf
 //! of others, a closed ticket takes no messages, and every size is bounded.
+//!
+//! Append-only format: tickets, their messages and statuses are stored in RocksDB and
+//! in snapshots with the codec's positional encoding, and later releases read them
+//! back. A new enum variant goes at the end of its enum; any other change to these
+//! types (a field added, even at the end, removed, reordered or retyped; a variant
+//! inserted or moved) needs a new store format version (`store::FORMAT_VERSION`) with a
+//! migration. `tests/golden.rs` checks their bytes.
 
 use crate::event::Event;
 use crate::ids::{Millis, UserId};
