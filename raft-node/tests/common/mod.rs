@@ -35,6 +35,8 @@ pub fn timing() -> RaftTiming {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub file: ClusterFile,
+    /// Every node's Raft timing (`timing()` unless started with `start_with`).
+    pub timing: RaftTiming,
     pub nodes: BTreeMap<NodeId, RunningNode>,
     pub client: ClusterClient,
 }
@@ -47,6 +49,10 @@ async fn listener() -> TcpListener {
 
 impl TestCluster {
     pub async fn start(node_count: u64, shards: &[&str]) -> TestCluster {
+        Self::start_with(node_count, shards, timing()).await
+    }
+
+    pub async fn start_with(node_count: u64, shards: &[&str], timing: RaftTiming) -> TestCluster {
         let mut listeners = BTreeMap::new();
         let mut nodes = Vec::new();
         for id in 1..=node_count {
@@ -81,6 +87,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             dir: tempfile::tempdir().unwrap(),
             file,
+            timing,
             nodes: BTreeMap::new(),
             client,
         };
@@ -102,7 +109,7 @@ impl TestCluster {
             data_dir: self.dir.path().join(format!("node-{id}")),
             cluster: self.file.clone(),
             cluster_secret: SECRET.to_vec(),
-            raft: timing(),
+            raft: self.timing.clone(),
             tls: None,
         }
     }
