@@ -1,7 +1,8 @@
 //! Payment gateways behind one trait, reached over HTTP.
 //!
 //! `PaymentGateway` is what the booking saga (`saga`) needs from a provider: create a
-//! payment (idempotently), fetch it, cancel it, refund it, and verify a webhook.
+//! payment (idempotently), find the payment an idempotency key made, fetch it, cancel
+//! it, refund it, and verify a webhook.
 //! `HttpGateway` speaks the sandbox gateway's API (`gateway` crate, run as its own
 //! process: `sandbox-gateway`); a real provider plugs in as another implementation.
 //! `SandboxGateway` starts that same sandbox server inside this process on a loopback
@@ -9,7 +10,9 @@
 //! always goes over HTTP and webhooks.
 
 use futures_util::future::BoxFuture;
-use gateway::wire::{CreatePayment, CreateRefund, ErrorBody, PaymentObject, WebhookEvent};
+use gateway::wire::{
+    CreatePayment, CreateRefund, ErrorBody, PaymentKeyLookup, PaymentObject, WebhookEvent,
+};
 use state_machine::GatewayStatus;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,6 +67,13 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// recorded (so a typo does not cost the customer their lock).
     fn validate_method(&self, method: &str) -> Result<(), String>;
     fn create(&self, payment: NewPayment) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>>;
+    /// The payment a create with `idempotency_key` made. `Ok(None)` is the gateway's
+    /// explicit word that no create with the key was accepted so far; any doubt is an
+    /// error.
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>>;
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>>;
     /// Cancels a pending payment. A payment that already resolved is returned as it is.
     fn cancel(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>>;
@@ -111,7 +121,13 @@ impl HttpGateway {
         })
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<GatewayPayment, GatewayError> {
+    /// Sends `request` and returns the status with the body of a success; any other
+    /// answer is an error. A conflict that carries the payment as it is counts as a
+    /// success: the caller learns its state.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), GatewayError> {
         let response = request
             .bearer_auth(&self.api_key)
             .send()
@@ -123,15 +139,12 @@ impl HttpGateway {
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         if status.is_success() {
-            let object: PaymentObject = serde_json::from_str(&text)
-                .map_err(|e| GatewayError::Unavailable(format!("unreadable answer: {e}")))?;
-            return convert(object).map_err(GatewayError::Refused);
+            return Ok((status, text));
         }
         let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
-        // A conflict carries the payment as it is: the caller learns its state.
         if status == reqwest::StatusCode::CONFLICT {
-            if let Some(object) = body.as_ref().and_then(|b| b.payment.clone()) {
-                return convert(object).map_err(GatewayError::Refused);
+            if let Some(object) = body.as_ref().and_then(|b| b.payment.as_ref()) {
+                return Ok((status, serde_json::to_string(object).unwrap_or_default()));
             }
         }
         let message = body.map(|b| b.error).unwrap_or(text);
@@ -140,6 +153,35 @@ impl HttpGateway {
         } else {
             Err(GatewayError::Refused(format!("{status}: {message}")))
         }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<GatewayPayment, GatewayError> {
+        let (_, text) = self.send(request).await?;
+        let object: PaymentObject = serde_json::from_str(&text)
+            .map_err(|e| GatewayError::Unavailable(format!("unreadable answer: {e}")))?;
+        convert(object).map_err(GatewayError::Refused)
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Option<GatewayPayment>, GatewayError> {
+        let request = self
+            .http
+            .get(format!("{}/v1/payment-keys", self.base_url))
+            .query(&[("key", key)]);
+        let (status, text) = self.send(request).await?;
+        let unsure = |why: String| GatewayError::Unavailable(format!("key lookup: {why}"));
+        if status != reqwest::StatusCode::OK {
+            return Err(unsure(format!("answered {status}")));
+        }
+        let lookup: PaymentKeyLookup =
+            serde_json::from_str(&text).map_err(|e| unsure(format!("unreadable answer: {e}")))?;
+        if lookup.key != key {
+            return Err(unsure(format!("answered about key {:?}", lookup.key)));
+        }
+        lookup
+            .payment
+            .map(convert)
+            .transpose()
+            .map_err(GatewayError::Unavailable)
     }
 }
 
@@ -176,6 +218,14 @@ impl PaymentGateway for HttpGateway {
             .header("idempotency-key", payment.idempotency_key)
             .json(&body);
         Box::pin(self.call(request))
+    }
+
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>> {
+        let key = idempotency_key.to_owned();
+        Box::pin(async move { self.lookup(&key).await })
     }
 
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
@@ -264,6 +314,12 @@ impl PaymentGateway for SandboxGateway {
     }
     fn create(&self, payment: NewPayment) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
         self.client.create(payment)
+    }
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>> {
+        self.client.find_by_key(idempotency_key)
     }
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
         self.client.fetch(id)

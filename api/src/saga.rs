@@ -25,6 +25,7 @@ use state_machine::{
     QueryResponse,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -153,9 +154,24 @@ impl Drop for SettleWait<'_> {
     }
 }
 
-/// Wall-clock milliseconds (the api's clock; the ledger never sees it).
-fn now_ms() -> u64 {
-    gateway::sandbox::now_ms()
+/// This api node's wall clock (the ledger never sees it). Tests shift it
+/// (`set_offset_ms`).
+#[derive(Debug, Default)]
+pub struct WallClock {
+    offset_ms: AtomicI64,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch, shifted by the offset.
+    pub fn now_ms(&self) -> u64 {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        gateway::sandbox::now_ms().saturating_add_signed(offset)
+    }
+
+    /// Runs this clock `offset_ms` ahead of the system's (behind when negative).
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
 }
 
 pub fn gateway_problem(error: GatewayError) -> Problem {
@@ -256,7 +272,7 @@ fn lock_over(state: &Shared, booking: &Booking) -> bool {
     matches!(
         booking.status,
         BookingStatus::Released | BookingStatus::Cancelled
-    ) || now_ms() > booking.expires_at.saturating_add(grace)
+    ) || state.wall_clock.now_ms() > booking.expires_at.saturating_add(grace)
 }
 
 /// Does the next step of a payment's saga. Returns the write that recorded it, if any.
@@ -516,7 +532,7 @@ async fn reconcile_shard(state: &Shared, shard: &str) -> Result<(), Problem> {
             return Err(Problem::unavailable("unexpected answer to open payments"));
         };
         for (booking, payment) in items {
-            if now_ms() < payment.updated_at.saturating_add(min_age) {
+            if state.wall_clock.now_ms() < payment.updated_at.saturating_add(min_age) {
                 continue;
             }
             let span = tracing::info_span!(
