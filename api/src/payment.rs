@@ -8,6 +8,15 @@
 //! `SandboxGateway` starts that same sandbox server inside this process on a loopback
 //! port (the demo and the tests) and talks to it through `HttpGateway`, so the saga
 //! always goes over HTTP and webhooks.
+//!
+//! Answers are classified here, once, by what they allow the saga to conclude:
+//! `Refused` only for an answer that says the gateway looked at this request and will
+//! never take it (a 4xx about the request itself). Anything that may change on a retry
+//! is `Unavailable`: no answer, a timeout (408, or the client's own), a rush (429),
+//! credentials being rotated (401, 403), a server error (5xx), or an answer that cannot
+//! be read. Even `Refused` says nothing about an earlier call with the same idempotency
+//! key whose answer was lost; the saga asks `find_by_key` before it concludes that no
+//! payment exists.
 
 use futures_util::future::BoxFuture;
 use gateway::wire::{
@@ -40,12 +49,27 @@ pub struct GatewayEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
-    /// The gateway refused the call for a reason that retrying will not change.
+    /// The gateway refused this call for a reason that retrying will not change (a 4xx
+    /// about the request, other than the transient ones of `is_transient`).
     #[error("the payment gateway refused: {0}")]
     Refused(String),
-    /// The call's outcome is unknown (no answer, 5xx); retry with the same key.
+    /// The call's outcome is unknown or the gateway asked to come back later (no
+    /// answer, timeout, 429, 401/403, 5xx, an unreadable answer); retry with the same
+    /// key.
     #[error("the payment gateway did not answer: {0}")]
     Unavailable(String),
+}
+
+/// Whether an HTTP status from the gateway may change on a retry: timeouts (408), a
+/// rush (429), credentials being rotated or propagated (401, 403), server errors. Such
+/// an answer never ends a payment.
+pub fn is_transient(status: reqwest::StatusCode) -> bool {
+    use reqwest::StatusCode as S;
+    status.is_server_error()
+        || matches!(
+            status,
+            S::REQUEST_TIMEOUT | S::TOO_MANY_REQUESTS | S::UNAUTHORIZED | S::FORBIDDEN
+        )
 }
 
 /// What the saga asks to create.
@@ -122,8 +146,8 @@ impl HttpGateway {
     }
 
     /// Sends `request` and returns the status with the body of a success; any other
-    /// answer is an error. A conflict that carries the payment as it is counts as a
-    /// success: the caller learns its state.
+    /// answer is classified (`is_transient`). A conflict that carries the payment as it
+    /// is counts as a success: the caller learns its state.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
@@ -148,7 +172,7 @@ impl HttpGateway {
             }
         }
         let message = body.map(|b| b.error).unwrap_or(text);
-        if status.is_server_error() {
+        if is_transient(status) {
             Err(GatewayError::Unavailable(format!("{status}: {message}")))
         } else {
             Err(GatewayError::Refused(format!("{status}: {message}")))
@@ -159,7 +183,8 @@ impl HttpGateway {
         let (_, text) = self.send(request).await?;
         let object: PaymentObject = serde_json::from_str(&text)
             .map_err(|e| GatewayError::Unavailable(format!("unreadable answer: {e}")))?;
-        convert(object).map_err(GatewayError::Refused)
+        // A status this client does not know says nothing certain about the payment.
+        convert(object).map_err(GatewayError::Unavailable)
     }
 
     async fn lookup(&self, key: &str) -> Result<Option<GatewayPayment>, GatewayError> {
