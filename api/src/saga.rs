@@ -307,11 +307,18 @@ async fn lock_over(
     ) {
         return Ok(true);
     }
+    let clock = shard_clock(state, shard).await?;
+    Ok(clock > booking.expires_at.saturating_add(grace_ms))
+}
+
+/// The shard clock as a replica (this region's first) has it now: a lower bound of the
+/// ledger's time, which only grows (see `lock_over`).
+pub async fn shard_clock(state: &Shared, shard: &str) -> Result<u64, Problem> {
     let (response, _) = state
         .read(shard, Query::Clock, Consistency::Stale, None)
         .await?;
     match response {
-        QueryResponse::Clock(clock) => Ok(clock > booking.expires_at.saturating_add(grace_ms)),
+        QueryResponse::Clock(clock) => Ok(clock),
         _ => Err(Problem::unavailable(
             "the cluster answered with an unexpected response type",
         )),

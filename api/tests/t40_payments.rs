@@ -1148,7 +1148,7 @@ async fn an_api_clock_ahead_cancels_no_payment_inside_a_live_lock() {
 async fn no_gateway_payment_is_created_for_a_lock_that_is_over() {
     let mut h = Harness::start(1, 300).await;
     let show = h.show(86_400, 3_600).await;
-    let riya = h.token(21_001, Role::Customer);
+    let riya = h.token(22_001, Role::Customer);
     let never_sent = h.lock(&riya, &show, &[3], 2).await;
     let lost = h.lock(&riya, &show, &[4], 2).await;
     h.behave(Behaviour {
@@ -1161,7 +1161,7 @@ async fn no_gateway_payment_is_created_for_a_lock_that_is_over() {
     let (shard, number) = api::views::parse_ext_id(&never_sent).unwrap();
     let start = CommandKind::StartPayment {
         booking: state_machine::BookingId(number),
-        user: UserId(21_001),
+        user: UserId(22_001),
         method: "sandbox-approve".into(),
         discount_minor: 0,
         coupon: None,
@@ -1169,7 +1169,7 @@ async fn no_gateway_payment_is_created_for_a_lock_that_is_over() {
     let written = h
         .cluster
         .client()
-        .write(&shard, "21001:crashed-node", start, Duration::from_secs(5))
+        .write(&shard, "22001:crashed-node", start, Duration::from_secs(5))
         .await
         .unwrap();
     assert!(written.outcome.is_applied(), "{:?}", written.outcome);
@@ -1192,5 +1192,47 @@ async fn no_gateway_payment_is_created_for_a_lock_that_is_over() {
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert_eq!(payments[0].status, "canceled");
     h.assert_money_matches_bookings().await;
+    h.stop().await;
+}
+
+/// A customer's coupon use is reserved but their payment never started (their api node
+/// died in between). An api node whose clock runs a minute ahead does not give the use
+/// back while the lock lives (the payment may still start with the discount); once the
+/// lock is over on the ledger's clock, it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_clock_ahead_gives_back_no_coupon_use_inside_a_live_lock() {
+    let mut h = Harness::start(0, 300).await;
+    h.api_clock_offset_ms = 60_000;
+    h.start_api(300).await;
+    let show = h.show(86_400, 3_600).await;
+    h.coupon("HELD", 1).await;
+    let riya = h.token(23_001, Role::Customer);
+    let booking = h.lock(&riya, &show, &[1], 5).await;
+    // The reservation alone, written as the dead node would have.
+    let reserve = CommandKind::ReserveCoupon {
+        code: "HELD".into(),
+        booking: booking.clone(),
+        user: UserId(23_001),
+        price_minor: 25_000,
+    };
+    let written = h
+        .cluster
+        .client()
+        .write("global", "23001:coupon", reserve, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(written.outcome.is_applied(), "{:?}", written.outcome);
+    // About ten poller rounds, all well inside the lock.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let coupon = h.coupon_state("HELD").await;
+    assert_eq!(coupon["reserved"], json!(1), "{coupon}");
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    while h.coupon_state("HELD").await["remaining"] != json!(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the use never came back after the lock of {booking} ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     h.stop().await;
 }
