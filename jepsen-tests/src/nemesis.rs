@@ -9,13 +9,18 @@
 //! majorities ring, or a bridge; network namespaces only), `clock` (shift a node's clock
 //! by up to +-2 s through the fault-injection control), `transfer` (a storm of leader
 //! transfers), `membership` (remove a follower from the voters, then add it back as a
-//! learner and promote it).
+//! learner and promote it), `gateway` (saga workload: the sandbox gateway loses the
+//! answer to every create that makes a payment, refuses every retry of such a create
+//! with 429, 401, 503 or 422, and sometimes loses webhooks too, so that only the api
+//! nodes' key lookups and pollers can find the payments; the saga checker then holds
+//! every charge against a confirmed booking or a refund).
 //!
 //! The nemesis hands the cluster back healed: every node running, no partition, clocks
-//! reset, every node a voter.
+//! reset, every node a voter, the gateway behaving.
 
 use crate::history::{OpType, Process, Recorder, F};
 use crate::procs::{NetMode, ProcCluster};
+use gateway::wire::Behaviour;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +42,8 @@ pub enum NemesisKind {
     Transfer,
     /// Remove a follower from the voters and add it back.
     Membership,
+    /// The payment gateway loses create answers and refuses retries (saga workload).
+    Gateway,
 }
 
 impl NemesisKind {
@@ -49,6 +56,7 @@ impl NemesisKind {
             NemesisKind::Clock => "clock",
             NemesisKind::Transfer => "transfer",
             NemesisKind::Membership => "membership",
+            NemesisKind::Gateway => "gateway",
         }
     }
 
@@ -77,6 +85,8 @@ pub struct NemesisStats {
     pub clock_skews: usize,
     pub transfers: usize,
     pub membership_changes: usize,
+    #[serde(default)]
+    pub gateway_faults: usize,
     /// Faults that could not be injected (e.g. no leader to kill); each is in the history.
     pub skipped: usize,
 }
@@ -89,6 +99,7 @@ impl NemesisStats {
             + self.clock_skews
             + self.transfers
             + self.membership_changes
+            + self.gateway_faults
     }
 }
 
@@ -98,6 +109,8 @@ pub struct Nemesis {
     kinds: Vec<NemesisKind>,
     rng: fastrand::Rng,
     pub stats: NemesisStats,
+    /// The sandbox gateway of the saga workload, for the `gateway` class.
+    gateway: Option<Arc<api::payment::SandboxGateway>>,
 }
 
 /// A fault in force, and how to undo it.
@@ -107,6 +120,7 @@ enum Fault {
     Partitioned,
     Skewed(u64),
     Removed(u64),
+    Gateway,
     Nothing,
 }
 
@@ -123,7 +137,14 @@ impl Nemesis {
             // Offset by "nemesis" in ASCII so its stream differs from every client's.
             rng: fastrand::Rng::with_seed(seed.wrapping_add(0x006E_656D_6573_6973)),
             stats: NemesisStats::default(),
+            gateway: None,
         }
+    }
+
+    /// The gateway the `gateway` class switches.
+    pub fn with_gateway(mut self, gateway: Arc<api::payment::SandboxGateway>) -> Nemesis {
+        self.gateway = Some(gateway);
+        self
     }
 
     /// Whether the requested classes can run on this cluster.
@@ -248,7 +269,31 @@ impl Nemesis {
                 Ok(Fault::Nothing)
             }
             NemesisKind::Membership => self.remove_member(cluster).await,
+            NemesisKind::Gateway => Ok(self.misbehave()),
         }
+    }
+
+    /// Switches the gateway to losing create answers and refusing their retries.
+    fn misbehave(&mut self) -> Fault {
+        let Some(gateway) = self.gateway.clone() else {
+            return self.skip(F::Gateway, "no gateway (not the saga workload)");
+        };
+        let refusal = [429, 401, 503, 422][self.rng.usize(0..4)];
+        let drop_webhooks = self.rng.bool();
+        let note = format!(
+            "lost create answers, retries refused {refusal}, webhooks lost {drop_webhooks}"
+        );
+        self.log(OpType::Invoke, F::Gateway, None, note.clone());
+        gateway.server().set_behaviour(Behaviour {
+            lose_create_responses: true,
+            repeat_create_status: refusal,
+            repeat_create_from: 2,
+            drop_webhooks,
+            ..Behaviour::default()
+        });
+        self.stats.gateway_faults += 1;
+        self.log(OpType::Info, F::Gateway, None, note);
+        Fault::Gateway
     }
 
     fn skip(&mut self, f: F, why: &str) -> Fault {
@@ -464,6 +509,14 @@ impl Nemesis {
             Fault::Removed(id) => {
                 self.log(OpType::Invoke, F::Membership, Some(id), "re-add");
                 self.re_add(cluster, id).await
+            }
+            Fault::Gateway => {
+                self.log(OpType::Invoke, F::Gateway, None, "behave");
+                if let Some(gateway) = &self.gateway {
+                    gateway.server().set_behaviour(Behaviour::default());
+                }
+                self.log(OpType::Info, F::Gateway, None, "behaving");
+                Ok(())
             }
         }
     }

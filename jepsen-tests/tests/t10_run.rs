@@ -173,6 +173,25 @@ async fn t18_saga_under_kills() {
     assert!(paid > 0 && declined > 0, "paid {paid}, declined {declined}");
 }
 
+/// The booking saga while the gateway loses the answers to creates, refuses their
+/// retries (429, 401, 503, 422) and loses webhooks: every charge still ends with a
+/// confirmed booking or a refund (the `saga` checker, against the gateway's books).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t19_saga_under_gateway_faults() {
+    let (report, _dir) = suite_run(Workload::Saga, &[NemesisKind::Gateway], 19).await;
+    assert!(
+        report.nemesis.gateway_faults >= 1,
+        "the gateway never misbehaved"
+    );
+    let saga = report
+        .summary
+        .checkers
+        .iter()
+        .find(|c| c.checker == "saga")
+        .expect("the saga checker ran");
+    assert_eq!(saga.valid, Validity::Valid, "{saga:?}");
+}
+
 /// The cluster control alone: kill, restart, pause, resume; the data survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t17_process_cluster_controls() {
