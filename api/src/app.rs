@@ -39,6 +39,8 @@ pub struct AppState {
     pub events: crate::events::EventsHub,
     /// Payers waiting for their payment to settle, woken when this node records it.
     pub settle_waiters: crate::saga::SettleWaiters,
+    /// This node's wall clock as the saga's poller reads it (tests shift it).
+    pub wall_clock: crate::saga::WallClock,
     /// Seat maps as last rendered, served again while the replica says unchanged.
     pub seat_maps: crate::seat_maps::SeatMaps,
 }
@@ -165,6 +167,7 @@ impl AppState {
             ),
             events: Default::default(),
             settle_waiters: Default::default(),
+            wall_clock: Default::default(),
             seat_maps: crate::seat_maps::SeatMaps::new(config.limits.seat_map_cache_bytes),
             config,
         })

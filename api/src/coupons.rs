@@ -5,10 +5,10 @@
 //! The saga: reserve a use in `global` (`ReserveCoupon`, keyed by the booking, so a
 //! retry is the same reservation) -> start the payment in the city shard with the
 //! discount -> when the payment settles, confirm the use (captured) or give it back
-//! (failed, refunded, or the payment never started and the lock ended). The reserve
-//! counts against the limit, so a coupon is never used beyond it; a reservation whose
-//! booking is gone is given back by the reconciliation poller (`reconcile`), whichever
-//! api node started it.
+//! (failed, refunded, or the payment never started and the lock ended on the ledger's
+//! clock). The reserve counts against the limit, so a coupon is never used beyond it; a
+//! reservation whose booking is gone is given back by the reconciliation poller
+//! (`reconcile`), whichever api node started it.
 
 use crate::app::{AuthUser, Body, Shared};
 use crate::problem::Problem;
@@ -200,10 +200,11 @@ pub async fn settle_use(
     Ok(())
 }
 
-/// How a use of `code` by a booking ends, from the booking and its payment: `Some(true)`
-/// confirm, `Some(false)` give back, `None` not decided yet.
-pub fn decide(
+/// How a use of `code` by a booking of `shard` ends, from the booking and its payment:
+/// `Some(true)` confirm, `Some(false)` give back, `None` not decided yet.
+pub async fn decide(
     state: &Shared,
+    shard: &str,
     code: &str,
     booking: &Booking,
     payment: Option<&Payment>,
@@ -218,11 +219,16 @@ pub fn decide(
         },
         // Another payment was made without it (one payment per booking): never used.
         None if payment.is_some() => Some(false),
-        // No payment yet: once the lock is over, none will come.
+        // No payment yet: once the lock is over, none will come (a payment starts only
+        // in a live lock). Over on the ledger's clock, not this node's: one running ahead
+        // would give the use back while the payment may still start with its discount.
+        // A clock that cannot be read decides nothing.
         None => {
             let grace = state.config.payment.lock_grace_ms;
             let over = booking.status != BookingStatus::PendingPayment
-                || gateway::sandbox::now_ms() > booking.expires_at.saturating_add(grace);
+                || crate::saga::shard_clock(state, shard)
+                    .await
+                    .is_ok_and(|clock| clock > booking.expires_at.saturating_add(grace));
             over.then_some(false)
         }
     }
@@ -243,7 +249,7 @@ pub async fn settle_coupon(state: &Shared, shard: &str, booking: &Booking, payme
     let Some(code) = payment.coupon.as_deref() else {
         return;
     };
-    if let Some(confirmed) = decide(state, code, booking, Some(payment)) {
+    if let Some(confirmed) = decide(state, shard, code, booking, Some(payment)).await {
         let booking_id = ext_id(shard, booking.id.0);
         if let Err(problem) = settle_use(state, code, &booking_id, confirmed).await {
             tracing::info!(detail = %problem.detail, "coupon use left to the poller");
@@ -284,7 +290,8 @@ pub async fn reconcile(state: &Shared) -> Result<()> {
 
 async fn reconcile_use(state: &Shared, coupon_use: &CouponUse) -> Result<()> {
     let min_age = state.config.payment.reconcile_min_age_ms;
-    if gateway::sandbox::now_ms() < coupon_use.updated_at.saturating_add(min_age) {
+    // Paced by this node's clock (see `saga::WallClock`); decided by the ledger's.
+    if state.wall_clock.now_ms() < coupon_use.updated_at.saturating_add(min_age) {
         return Ok(());
     }
     let Some((shard, number)) = parse_ext_id(&coupon_use.booking) else {
@@ -299,7 +306,7 @@ async fn reconcile_use(state: &Shared, coupon_use: &CouponUse) -> Result<()> {
         None,
     )
     .await?;
-    match decide(state, &coupon_use.code, &booking, payment.as_ref()) {
+    match decide(state, &shard, &coupon_use.code, &booking, payment.as_ref()).await {
         Some(confirmed) => {
             settle_use(state, &coupon_use.code, &coupon_use.booking, confirmed).await
         }

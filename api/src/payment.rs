@@ -1,15 +1,27 @@
 //! Payment gateways behind one trait, reached over HTTP.
 //!
 //! `PaymentGateway` is what the booking saga (`saga`) needs from a provider: create a
-//! payment (idempotently), fetch it, cancel it, refund it, and verify a webhook.
+//! payment (idempotently), find the payment an idempotency key made, fetch it, cancel
+//! it, refund it, and verify a webhook.
 //! `HttpGateway` speaks the sandbox gateway's API (`gateway` crate, run as its own
 //! process: `sandbox-gateway`); a real provider plugs in as another implementation.
 //! `SandboxGateway` starts that same sandbox server inside this process on a loopback
 //! port (the demo and the tests) and talks to it through `HttpGateway`, so the saga
 //! always goes over HTTP and webhooks.
+//!
+//! Answers are classified here, once, by what they allow the saga to conclude:
+//! `Refused` only for an answer that says the gateway looked at this request and will
+//! never take it (a 4xx about the request itself). Anything that may change on a retry
+//! is `Unavailable`: no answer, a timeout (408, or the client's own), a rush (429),
+//! credentials being rotated (401, 403), a server error (5xx), or an answer that cannot
+//! be read. Even `Refused` says nothing about an earlier call with the same idempotency
+//! key whose answer was lost; the saga asks `find_by_key` before it concludes that no
+//! payment exists.
 
 use futures_util::future::BoxFuture;
-use gateway::wire::{CreatePayment, CreateRefund, ErrorBody, PaymentObject, WebhookEvent};
+use gateway::wire::{
+    CreatePayment, CreateRefund, ErrorBody, PaymentKeyLookup, PaymentObject, WebhookEvent,
+};
 use state_machine::GatewayStatus;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,12 +49,27 @@ pub struct GatewayEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
-    /// The gateway refused the call for a reason that retrying will not change.
+    /// The gateway refused this call for a reason that retrying will not change (a 4xx
+    /// about the request, other than the transient ones of `is_transient`).
     #[error("the payment gateway refused: {0}")]
     Refused(String),
-    /// The call's outcome is unknown (no answer, 5xx); retry with the same key.
+    /// The call's outcome is unknown or the gateway asked to come back later (no
+    /// answer, timeout, 429, 401/403, 5xx, an unreadable answer); retry with the same
+    /// key.
     #[error("the payment gateway did not answer: {0}")]
     Unavailable(String),
+}
+
+/// Whether an HTTP status from the gateway may change on a retry: timeouts (408), a
+/// rush (429), credentials being rotated or propagated (401, 403), server errors. Such
+/// an answer never ends a payment.
+pub fn is_transient(status: reqwest::StatusCode) -> bool {
+    use reqwest::StatusCode as S;
+    status.is_server_error()
+        || matches!(
+            status,
+            S::REQUEST_TIMEOUT | S::TOO_MANY_REQUESTS | S::UNAUTHORIZED | S::FORBIDDEN
+        )
 }
 
 /// What the saga asks to create.
@@ -64,6 +91,13 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// recorded (so a typo does not cost the customer their lock).
     fn validate_method(&self, method: &str) -> Result<(), String>;
     fn create(&self, payment: NewPayment) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>>;
+    /// The payment a create with `idempotency_key` made. `Ok(None)` is the gateway's
+    /// explicit word that no create with the key was accepted so far; any doubt is an
+    /// error.
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>>;
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>>;
     /// Cancels a pending payment. A payment that already resolved is returned as it is.
     fn cancel(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>>;
@@ -111,7 +145,13 @@ impl HttpGateway {
         })
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<GatewayPayment, GatewayError> {
+    /// Sends `request` and returns the status with the body of a success; any other
+    /// answer is classified (`is_transient`). A conflict that carries the payment as it
+    /// is counts as a success: the caller learns its state.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), GatewayError> {
         let response = request
             .bearer_auth(&self.api_key)
             .send()
@@ -123,23 +163,50 @@ impl HttpGateway {
             .await
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         if status.is_success() {
-            let object: PaymentObject = serde_json::from_str(&text)
-                .map_err(|e| GatewayError::Unavailable(format!("unreadable answer: {e}")))?;
-            return convert(object).map_err(GatewayError::Refused);
+            return Ok((status, text));
         }
         let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
-        // A conflict carries the payment as it is: the caller learns its state.
         if status == reqwest::StatusCode::CONFLICT {
-            if let Some(object) = body.as_ref().and_then(|b| b.payment.clone()) {
-                return convert(object).map_err(GatewayError::Refused);
+            if let Some(object) = body.as_ref().and_then(|b| b.payment.as_ref()) {
+                return Ok((status, serde_json::to_string(object).unwrap_or_default()));
             }
         }
         let message = body.map(|b| b.error).unwrap_or(text);
-        if status.is_server_error() {
+        if is_transient(status) {
             Err(GatewayError::Unavailable(format!("{status}: {message}")))
         } else {
             Err(GatewayError::Refused(format!("{status}: {message}")))
         }
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<GatewayPayment, GatewayError> {
+        let (_, text) = self.send(request).await?;
+        let object: PaymentObject = serde_json::from_str(&text)
+            .map_err(|e| GatewayError::Unavailable(format!("unreadable answer: {e}")))?;
+        // A status this client does not know says nothing certain about the payment.
+        convert(object).map_err(GatewayError::Unavailable)
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Option<GatewayPayment>, GatewayError> {
+        let request = self
+            .http
+            .get(format!("{}/v1/payment-keys", self.base_url))
+            .query(&[("key", key)]);
+        let (status, text) = self.send(request).await?;
+        let unsure = |why: String| GatewayError::Unavailable(format!("key lookup: {why}"));
+        if status != reqwest::StatusCode::OK {
+            return Err(unsure(format!("answered {status}")));
+        }
+        let lookup: PaymentKeyLookup =
+            serde_json::from_str(&text).map_err(|e| unsure(format!("unreadable answer: {e}")))?;
+        if lookup.key != key {
+            return Err(unsure(format!("answered about key {:?}", lookup.key)));
+        }
+        lookup
+            .payment
+            .map(convert)
+            .transpose()
+            .map_err(GatewayError::Unavailable)
     }
 }
 
@@ -176,6 +243,14 @@ impl PaymentGateway for HttpGateway {
             .header("idempotency-key", payment.idempotency_key)
             .json(&body);
         Box::pin(self.call(request))
+    }
+
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>> {
+        let key = idempotency_key.to_owned();
+        Box::pin(async move { self.lookup(&key).await })
     }
 
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
@@ -264,6 +339,12 @@ impl PaymentGateway for SandboxGateway {
     }
     fn create(&self, payment: NewPayment) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
         self.client.create(payment)
+    }
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>> {
+        self.client.find_by_key(idempotency_key)
     }
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
         self.client.fetch(id)

@@ -862,7 +862,8 @@ async fn give_back_unused(state: &Shared, shard: &str, booking: BookingId, code:
     let found =
         crate::saga::read_payment(state, shard, booking, Consistency::Linearizable, None).await;
     if let Ok((booking, payment, _)) = found {
-        if crate::coupons::decide(state, code, &booking, payment.as_ref()) == Some(false) {
+        let decided = crate::coupons::decide(state, shard, code, &booking, payment.as_ref());
+        if decided.await == Some(false) {
             let id = ext_id(shard, booking.id.0);
             if let Err(problem) = crate::coupons::settle_use(state, code, &id, false).await {
                 tracing::info!(detail = %problem.detail, "coupon use left to the poller");

@@ -13,6 +13,26 @@
 //! is safe to repeat or to race: the gateway dedupes by idempotency key, and the ledger
 //! ignores reports not newer than the last (`gw:<booking>:<version>:<status>` request
 //! ids make concurrent reports of the same version one write).
+//!
+//! What the saga never does, and why that keeps money and bookings together:
+//! - It never ends a payment on an answer that may change: a gateway that did not
+//!   answer, timed out, is rushed (429) or rotating its keys (401/403) leaves the
+//!   payment open for the poller (`payment::is_transient`).
+//! - It ends a payment the gateway refused (a 4xx about the create itself) only once the
+//!   gateway says it holds no payment under the booking's key (`find_by_key`): a retry
+//!   is refused for reasons of its own (this node's webhook URL, a validation run before
+//!   the key lookup) while an earlier create, whose answer was lost, made the payment.
+//!   The failure it records names a made-up reference
+//!   (`state_machine::payments::MADE_UP_REF_PREFIX`), which the ledger lets a real
+//!   payment replace: a create still in flight that lands afterwards and succeeds is
+//!   owed back, never lost.
+//! - It decides whether a lock is over by the ledger's clock (`lock_over`), never by
+//!   this node's: a node whose clock runs ahead would otherwise cancel payments inside
+//!   live locks, and the ledger would release seats the customer is paying for.
+//! - It creates no gateway payment for a lock that is over: that payment could only be
+//!   charged and refunded. It ends the payment through the ledger instead, after asking
+//!   the gateway whether an earlier create made one (then that payment is cancelled or
+//!   refunded like any other).
 
 use crate::app::{Shared, Written};
 use crate::payment::{GatewayError, GatewayPayment, NewPayment};
@@ -20,11 +40,13 @@ use crate::problem::Problem;
 use crate::views::ext_id;
 use axum::http::StatusCode;
 use raft_node::protocol::Consistency;
+use state_machine::payments::MADE_UP_REF_PREFIX;
 use state_machine::{
     Booking, BookingId, BookingStatus, CommandKind, GatewayStatus, Payment, PaymentStatus, Query,
     QueryResponse,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -153,9 +175,27 @@ impl Drop for SettleWait<'_> {
     }
 }
 
-/// Wall-clock milliseconds (the api's clock; the ledger never sees it).
-fn now_ms() -> u64 {
-    gateway::sandbox::now_ms()
+/// This api node's wall clock. The saga decides nothing with it (whether a lock is over
+/// is the ledger's clock's call, `lock_over`); it only paces the poller, which leaves
+/// payments younger than `reconcile_min_age_ms` to their live request. A clock that is
+/// off makes the poller early or late there, never wrong: every step is safe to repeat.
+/// Tests shift it (`set_offset_ms`) to show that nothing else depends on it.
+#[derive(Debug, Default)]
+pub struct WallClock {
+    offset_ms: AtomicI64,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch, shifted by the offset.
+    pub fn now_ms(&self) -> u64 {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        gateway::sandbox::now_ms().saturating_add_signed(offset)
+    }
+
+    /// Runs this clock `offset_ms` ahead of the system's (behind when negative).
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
 }
 
 pub fn gateway_problem(error: GatewayError) -> Problem {
@@ -247,16 +287,42 @@ pub async fn record(
     Ok(Reported { written, follow_up })
 }
 
-/// Whether a pending payment should be given up: its booking was released or
-/// cancelled, or its lock ended more than `lock_grace_ms` ago (the customer may still
-/// be completing the payment at the provider just after the lock ran out; a success
-/// then is refunded, which the grace makes rarer, not impossible).
-fn lock_over(state: &Shared, booking: &Booking) -> bool {
-    let grace = state.config.payment.lock_grace_ms;
-    matches!(
+/// Whether the booking's lock is over as the ledger sees it: the booking was released
+/// or cancelled, or the shard clock is more than `grace_ms` past its expiry.
+///
+/// The shard clock is read from any replica, at once: every replica's clock is a time
+/// the leader stamped and the clock never goes back, so a replica that says "past" is
+/// right, and one that lags only moves the answer to a later round. The clock moves
+/// with every write to the shard; the expiry sweep writes once a lock expires, and the
+/// poller's own reports of a pending payment keep it moving while one is open.
+async fn lock_over(
+    state: &Shared,
+    shard: &str,
+    booking: &Booking,
+    grace_ms: u64,
+) -> Result<bool, Problem> {
+    if matches!(
         booking.status,
         BookingStatus::Released | BookingStatus::Cancelled
-    ) || now_ms() > booking.expires_at.saturating_add(grace)
+    ) {
+        return Ok(true);
+    }
+    let clock = shard_clock(state, shard).await?;
+    Ok(clock > booking.expires_at.saturating_add(grace_ms))
+}
+
+/// The shard clock as a replica (this region's first) has it now: a lower bound of the
+/// ledger's time, which only grows (see `lock_over`).
+pub async fn shard_clock(state: &Shared, shard: &str) -> Result<u64, Problem> {
+    let (response, _) = state
+        .read(shard, Query::Clock, Consistency::Stale, None)
+        .await?;
+    match response {
+        QueryResponse::Clock(clock) => Ok(clock),
+        _ => Err(Problem::unavailable(
+            "the cluster answered with an unexpected response type",
+        )),
+    }
 }
 
 /// Does the next step of a payment's saga. Returns the write that recorded it, if any.
@@ -268,21 +334,23 @@ pub async fn advance(
 ) -> Result<Option<Written>, Problem> {
     let gateway = &state.gateway;
     let id = booking.id;
+    let grace_ms = state.config.payment.lock_grace_ms;
     let report = match (payment.status, payment.gateway_ref.as_deref()) {
+        // No customer is paying a payment not yet created, so no grace: the lock is
+        // over once it expired on the shard clock.
+        (PaymentStatus::Creating, _) if lock_over(state, shard, booking, 0).await? => {
+            metrics::counter!("seat_ledger_api_saga_creates_skipped_total").increment(1);
+            end_uncreated(state, shard, id, payment.amount_minor).await?
+        }
         (PaymentStatus::Creating, _) => {
-            create(
-                state,
-                shard,
-                id,
-                payment.amount_minor,
-                &payment.currency,
-                &payment.method,
-            )
-            .await?
+            let (amount_minor, currency) = (payment.amount_minor, &payment.currency);
+            create(state, shard, id, amount_minor, currency, &payment.method).await?
         }
         (PaymentStatus::Pending, Some(reference)) => {
             let mut report = gateway.fetch(reference).await.map_err(gateway_problem)?;
-            if report.status == GatewayStatus::Pending && lock_over(state, booking) {
+            if report.status == GatewayStatus::Pending
+                && lock_over(state, shard, booking, grace_ms).await?
+            {
                 // The customer never finished paying: cancel, so nothing is charged.
                 // If it succeeded meanwhile, the gateway says so and a refund follows.
                 report = gateway.cancel(reference).await.map_err(gateway_problem)?;
@@ -324,6 +392,8 @@ pub async fn begin(
 }
 
 /// The gateway's create call for a booking's payment (idempotent by the booking's key).
+/// A transient answer is an error (the payment stays open for the poller). A refusal
+/// ends the payment only if the gateway holds none under the key (`no_payment_under_key`).
 async fn create(
     state: &Shared,
     shard: &str,
@@ -345,15 +415,49 @@ async fn create(
         .await;
     match created {
         Ok(report) => Ok(report),
-        // The gateway will never take this payment: record it as failed so the lock is
-        // released rather than held until it expires.
-        Err(GatewayError::Refused(reason)) => Ok(GatewayPayment {
-            id: format!("refused-{}", ext_id(shard, id.0)),
+        Err(GatewayError::Refused(reason)) => {
+            metrics::counter!("seat_ledger_api_saga_create_refusals_total").increment(1);
+            no_payment_under_key(state, shard, id, amount_minor, &reason).await
+        }
+        Err(error) => Err(gateway_problem(error)),
+    }
+}
+
+/// Ends a `Creating` payment whose lock is over without creating it: a create sent
+/// earlier (by a node that died, or whose answer was lost) may have made the payment,
+/// so the gateway is asked first, and that payment is reported if it exists (the
+/// poller then cancels it, or refunds it if it succeeded).
+async fn end_uncreated(
+    state: &Shared,
+    shard: &str,
+    id: BookingId,
+    amount_minor: u64,
+) -> Result<GatewayPayment, Problem> {
+    let reason = "the lock ended before the payment was created";
+    no_payment_under_key(state, shard, id, amount_minor, reason).await
+}
+
+/// The payment the gateway holds under the booking's key if it holds one, else (on the
+/// gateway's explicit word) a failure with a made-up reference, so that the ledger
+/// releases the lock now rather than at its expiry. A lookup that does not answer
+/// leaves the payment open: nothing is concluded from silence.
+async fn no_payment_under_key(
+    state: &Shared,
+    shard: &str,
+    id: BookingId,
+    amount_minor: u64,
+    reason: &str,
+) -> Result<GatewayPayment, Problem> {
+    let key = payment_key(shard, id);
+    match state.gateway.find_by_key(&key).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Ok(GatewayPayment {
+            id: format!("{MADE_UP_REF_PREFIX}{}", ext_id(shard, id.0)),
             status: GatewayStatus::Failed,
             version: 1,
             amount_minor,
             payment_url: String::new(),
-            failure_reason: Some(reason),
+            failure_reason: Some(reason.to_owned()),
             booking: None,
         }),
         Err(error) => Err(gateway_problem(error)),
@@ -516,7 +620,9 @@ async fn reconcile_shard(state: &Shared, shard: &str) -> Result<(), Problem> {
             return Err(Problem::unavailable("unexpected answer to open payments"));
         };
         for (booking, payment) in items {
-            if now_ms() < payment.updated_at.saturating_add(min_age) {
+            // Paced by this node's clock against the shard's stamp: a skew only makes
+            // the poller early or late (see `WallClock`).
+            if state.wall_clock.now_ms() < payment.updated_at.saturating_add(min_age) {
                 continue;
             }
             let span = tracing::info_span!(

@@ -36,6 +36,11 @@ struct Harness {
     /// How long past its lock's expiry a pending payment is left before it is
     /// cancelled (customers may still be paying at the provider).
     lock_grace_ms: u64,
+    /// How far ahead of the system's the next api nodes' wall clocks run.
+    api_clock_offset_ms: i64,
+    /// The next api nodes' base URL as the gateway reaches them (their listening
+    /// address when `None`).
+    api_public_url: Option<String>,
 }
 
 impl Harness {
@@ -58,6 +63,8 @@ impl Harness {
             keys,
             http: reqwest::Client::new(),
             lock_grace_ms: 200,
+            api_clock_offset_ms: 0,
+            api_public_url: None,
         };
         for _ in 0..apis {
             harness.start_api(wait_ms).await;
@@ -75,8 +82,10 @@ impl Harness {
         config.payment.reconcile_interval_ms = 200;
         config.payment.reconcile_min_age_ms = 300;
         config.payment.lock_grace_ms = self.lock_grace_ms;
+        config.payment.public_url = self.api_public_url.clone();
         let gateway: Arc<dyn api::payment::PaymentGateway> = self.gateway.clone();
         let state = Arc::new(AppState::new(config, self.keys.clone(), gateway).unwrap());
+        state.wall_clock.set_offset_ms(self.api_clock_offset_ms);
         let server = tokio::spawn(async move {
             api::serve(listener, state, std::future::pending())
                 .await
@@ -187,6 +196,26 @@ impl Harness {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         body
+    }
+
+    /// A pay request whose answer is not 202 (the gateway did not answer the create).
+    async fn pay_unanswered(&self, node: usize, token: &str, booking: &str, method: &str) {
+        let (status, body) = self
+            .call(
+                node,
+                "POST",
+                &format!("/api/v1/bookings/{booking}/payment"),
+                Some(token),
+                Some(json!({ "method": method })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    /// The gateway's idempotency key of `booking`'s payment.
+    fn payment_key(booking: &str) -> String {
+        let (shard, number) = api::views::parse_ext_id(booking).unwrap();
+        api::saga::payment_key(&shard, state_machine::BookingId(number))
     }
 
     async fn payment_status(&self, node: usize, token: &str, booking: &str) -> Value {
@@ -1011,5 +1040,199 @@ async fn a_referrer_is_rewarded_once_when_the_referee_first_books() {
         StatusCode::NOT_FOUND,
         "another user's referral is private"
     );
+    h.stop().await;
+}
+
+/// The gateway makes a payment but the answer to its create is lost (504), and every
+/// retry of that create under the same key is refused: 429 (a rush), 401 (API keys
+/// being rotated), 422 (a check the gateway runs before it looks the key up). None of
+/// those may end the payment: the gateway's success that follows confirms the booking,
+/// and its books match the bookings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_retry_of_a_create_whose_answer_was_lost_never_strands_the_charge() {
+    let h = Harness::start(1, 300).await;
+    let show = h.show(86_400, 3_600).await;
+    let riya = h.token(18_001, Role::Customer);
+    for (seat, refusal) in [(0, 429), (1, 401), (2, 422)] {
+        h.behave(Behaviour {
+            lose_create_responses: true,
+            repeat_create_status: refusal,
+            repeat_create_from: 2,
+            ..Behaviour::default()
+        });
+        let booking = h.lock(&riya, &show, &[seat], 60).await;
+        // The pay request's own create is the one whose answer is lost; the gateway
+        // approves the payment 2 s later.
+        h.pay_unanswered(0, &riya, &booking, "sandbox-delay-2000")
+            .await;
+        // The poller retries the create before that, and is refused.
+        let key = Harness::payment_key(&booking);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1_500);
+        while h.gateway.server().creates_with_key(&key) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the poller did not retry the create of {booking}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let done = h.wait_for_status(0, &riya, &booking, "completed").await;
+        assert_eq!(
+            done["booking_status"],
+            json!("confirmed"),
+            "{refusal}: {done}"
+        );
+        assert_eq!(h.seat(&show, seat).await, "booked");
+    }
+    assert_eq!(h.gateway.server().payments().len(), 3);
+    h.assert_money_matches_bookings().await;
+    h.stop().await;
+}
+
+/// A create the gateway refuses (this node's webhook URL is longer than it accepts)
+/// still ends the payment at once, because the gateway confirms it holds no payment
+/// under the key: the seat is free again and nothing is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_create_with_no_payment_under_its_key_releases_the_seat() {
+    let mut h = Harness::start(1, 3_000).await;
+    h.api_public_url = Some(format!("http://{}.example", "a".repeat(600)));
+    h.start_api(3_000).await;
+    let show = h.show(86_400, 3_600).await;
+    let riya = h.token(19_001, Role::Customer);
+    let booking = h.lock(&riya, &show, &[5], 60).await;
+    let paid = h.pay(1, &riya, &booking, "sandbox-approve").await;
+    assert_eq!(paid["status"], json!("failed"), "{paid}");
+    assert_eq!(paid["booking_status"], json!("cancelled"), "{paid}");
+    assert!(
+        paid["reason"].as_str().unwrap().contains("webhook_url"),
+        "{paid}"
+    );
+    assert_eq!(h.seat(&show, 5).await, "available");
+    assert!(h.gateway.server().payments().is_empty());
+    h.assert_money_matches_bookings().await;
+    h.stop().await;
+}
+
+/// An api node whose clock runs a minute ahead cancels no payment inside a live lock:
+/// whether a lock is over is the ledger's clock's call. Once the lock is over on that
+/// clock, the payment is cancelled as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_clock_ahead_cancels_no_payment_inside_a_live_lock() {
+    let mut h = Harness::start(0, 300).await;
+    h.api_clock_offset_ms = 60_000;
+    h.start_api(300).await;
+    let show = h.show(86_400, 3_600).await;
+    let riya = h.token(20_001, Role::Customer);
+    let booking = h.lock(&riya, &show, &[7], 5).await;
+    let paid = h.pay(0, &riya, &booking, "sandbox-timeout").await;
+    assert_eq!(paid["status"], json!("pending"), "{paid}");
+    // About ten poller rounds, all well inside the lock.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let body = h.payment_status(0, &riya, &booking).await;
+    assert_eq!(body["status"], json!("pending"), "{body}");
+    assert_eq!(h.seat(&show, 7).await, "locked");
+    assert_eq!(h.gateway.server().payments()[0].status, "pending");
+    let settled = h.wait_for_status(0, &riya, &booking, "failed").await;
+    assert_eq!(settled["booking_status"], json!("expired"), "{settled}");
+    assert_eq!(h.gateway.server().payments()[0].status, "canceled");
+    h.assert_money_matches_bookings().await;
+    h.stop().await;
+}
+
+/// Two payments whose api node died while their locks lived: one's intent was
+/// recorded but its create never sent, the other's create reached the gateway but the
+/// answer was lost. The node that takes over only after both locks ended creates no
+/// payment: it finds nothing under the first one's key and ends it through the
+/// ledger, and it cancels the second one, which it finds under its key. Nothing is
+/// charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_gateway_payment_is_created_for_a_lock_that_is_over() {
+    let mut h = Harness::start(1, 300).await;
+    let show = h.show(86_400, 3_600).await;
+    let riya = h.token(22_001, Role::Customer);
+    let never_sent = h.lock(&riya, &show, &[3], 2).await;
+    let lost = h.lock(&riya, &show, &[4], 2).await;
+    h.behave(Behaviour {
+        lose_create_responses: true,
+        ..Behaviour::default()
+    });
+    h.pay_unanswered(0, &riya, &lost, "sandbox-timeout").await;
+    h.kill_api(0);
+    // The intent alone, written as node 0 would have before it died.
+    let (shard, number) = api::views::parse_ext_id(&never_sent).unwrap();
+    let start = CommandKind::StartPayment {
+        booking: state_machine::BookingId(number),
+        user: UserId(22_001),
+        method: "sandbox-approve".into(),
+        discount_minor: 0,
+        coupon: None,
+    };
+    let written = h
+        .cluster
+        .client()
+        .write(&shard, "22001:crashed-node", start, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(written.outcome.is_applied(), "{:?}", written.outcome);
+    // Both locks end (the expiry sweep moves the ledger's clock past them).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    h.behave(Behaviour::default());
+    h.start_api(300).await;
+    let ended = h.wait_for_status(1, &riya, &never_sent, "failed").await;
+    assert_eq!(ended["booking_status"], json!("expired"), "{ended}");
+    let cancelled = h.wait_for_status(1, &riya, &lost, "failed").await;
+    assert_eq!(cancelled["booking_status"], json!("expired"), "{cancelled}");
+    assert_eq!(
+        h.gateway
+            .server()
+            .creates_with_key(&Harness::payment_key(&never_sent)),
+        0,
+        "a payment was created for a lock that was over"
+    );
+    let payments = h.gateway.server().payments();
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0].status, "canceled");
+    h.assert_money_matches_bookings().await;
+    h.stop().await;
+}
+
+/// A customer's coupon use is reserved but their payment never started (their api node
+/// died in between). An api node whose clock runs a minute ahead does not give the use
+/// back while the lock lives (the payment may still start with the discount); once the
+/// lock is over on the ledger's clock, it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_clock_ahead_gives_back_no_coupon_use_inside_a_live_lock() {
+    let mut h = Harness::start(0, 300).await;
+    h.api_clock_offset_ms = 60_000;
+    h.start_api(300).await;
+    let show = h.show(86_400, 3_600).await;
+    h.coupon("HELD", 1).await;
+    let riya = h.token(23_001, Role::Customer);
+    let booking = h.lock(&riya, &show, &[1], 5).await;
+    // The reservation alone, written as the dead node would have.
+    let reserve = CommandKind::ReserveCoupon {
+        code: "HELD".into(),
+        booking: booking.clone(),
+        user: UserId(23_001),
+        price_minor: 25_000,
+    };
+    let written = h
+        .cluster
+        .client()
+        .write("global", "23001:coupon", reserve, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(written.outcome.is_applied(), "{:?}", written.outcome);
+    // About ten poller rounds, all well inside the lock.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let coupon = h.coupon_state("HELD").await;
+    assert_eq!(coupon["reserved"], json!(1), "{coupon}");
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    while h.coupon_state("HELD").await["remaining"] != json!(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the use never came back after the lock of {booking} ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     h.stop().await;
 }

@@ -3,7 +3,8 @@
 //! signed with HMAC-SHA256 (timestamped, so receivers can refuse replays); cancel and
 //! refund; idempotency keys on every write. Behaviours a real provider shows on bad
 //! days are switchable: slow results, payments that never resolve, declines,
-//! duplicated, reordered, delayed or lost webhooks.
+//! duplicated, reordered, delayed or lost webhooks, lost answers to creates and refused
+//! retries of a create (429, 401, 422, ...).
 //!
 //! The gateway knows nothing of the ledger; the api talks to it over HTTP only.
 //!

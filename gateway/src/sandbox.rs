@@ -5,11 +5,14 @@
 //! Every change of a payment raises its `version` and makes one event; events go to
 //! the payment's webhook URL, signed (`signature`), retried a bounded number of times.
 //! Writes take an `Idempotency-Key`: the same key with the same body answers the first
-//! result again, with another body 422.
+//! result again, with another body 422. `GET /v1/payment-keys?key=` says which payment a
+//! create key made, or that none was made, so a caller whose retry was refused can tell
+//! "never made" from "made, answer lost".
 
 use crate::signature;
 use crate::wire::{
-    Behaviour, CreatePayment, CreateRefund, ErrorBody, PaymentObject, PaymentPage, WebhookEvent,
+    Behaviour, CreatePayment, CreateRefund, ErrorBody, PaymentKeyLookup, PaymentObject,
+    PaymentPage, WebhookEvent,
 };
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -86,10 +89,19 @@ struct Book {
     next_payment: u64,
     next_event: u64,
     payments: BTreeMap<String, Entry>,
-    /// Idempotency key -> (body fingerprint, payment id).
-    create_keys: BTreeMap<String, (String, String)>,
+    /// Idempotency key -> what its first create made.
+    create_keys: BTreeMap<String, KeyRecord>,
     /// (payment id, key) -> body fingerprint.
     refund_keys: BTreeMap<(String, String), String>,
+}
+
+/// The payment a create's Idempotency-Key made.
+struct KeyRecord {
+    /// The first create's body without its webhook URL: a repeat must match it.
+    fingerprint: String,
+    payment: String,
+    /// Creates with this key so far, the first included (`Behaviour::repeat_create_from`).
+    creates: u32,
 }
 
 struct Inner {
@@ -150,6 +162,15 @@ impl Running {
             .values()
             .map(|entry| entry.object.clone())
             .collect()
+    }
+
+    /// Creates sent with the Idempotency-Key `key` so far, the first included (0 for a
+    /// key never used).
+    pub fn creates_with_key(&self, key: &str) -> u32 {
+        lock(&self.inner.book)
+            .create_keys
+            .get(key)
+            .map_or(0, |record| record.creates)
     }
 
     pub async fn stop(self) {
@@ -233,6 +254,7 @@ fn router(inner: Shared) -> Router {
         .route("/v1/payments/{id}", get(fetch))
         .route("/v1/payments/{id}/cancel", post(cancel))
         .route("/v1/payments/{id}/refunds", post(refund))
+        .route("/v1/payment-keys", get(lookup_key))
         .route("/admin/behaviour", get(get_behaviour).post(set_behaviour))
         .route("/admin/stats", get(stats))
         .layer(axum::middleware::from_fn_with_state(
@@ -286,6 +308,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Box<Response>> {
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    check_key(key)
+}
+
+fn check_key(key: &str) -> Result<String, Box<Response>> {
     if key.is_empty()
         || key.len() > TEXT_BYTES_MAX
         || !key.bytes().all(|b| (0x21..=0x7e).contains(&b))
@@ -400,14 +426,20 @@ async fn create(
     .unwrap_or_default();
     let (object, event) = {
         let mut book = lock(&inner.book);
-        if let Some((known, id)) = book.create_keys.get(&key) {
-            if *known != fingerprint {
+        if let Some(record) = book.create_keys.get_mut(&key) {
+            record.creates = record.creates.saturating_add(1);
+            let behaviour = lock(&inner.behaviour).clone();
+            if let Some(status) = repeat_refusal(&behaviour, record.creates) {
+                return error(status, "refused (sandbox repeat_create_status)");
+            }
+            if record.fingerprint != fingerprint {
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "this Idempotency-Key was used with another body",
                 );
             }
-            let object = book.payments[id].object.clone();
+            let id = record.payment.clone();
+            let object = book.payments[&id].object.clone();
             return (StatusCode::OK, Json(object)).into_response();
         }
         if book.payments.len() >= inner.config.payments_max {
@@ -445,7 +477,14 @@ async fn create(
                 events: Vec::new(),
             },
         );
-        book.create_keys.insert(key, (fingerprint, id.clone()));
+        book.create_keys.insert(
+            key,
+            KeyRecord {
+                fingerprint,
+                payment: id.clone(),
+                creates: 1,
+            },
+        );
         let event = record_event(&mut book, &id);
         (object, event)
     };
@@ -479,7 +518,48 @@ async fn create(
             dispatch(&inner, event);
         });
     }
+    if lock(&inner.behaviour).lose_create_responses {
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the answer was lost (sandbox lose_create_responses)",
+        );
+    }
     (StatusCode::CREATED, Json(object)).into_response()
+}
+
+/// The status `Behaviour::repeat_create_status` answers to the `creates`-th create of a
+/// known key, if it refuses that one.
+fn repeat_refusal(behaviour: &Behaviour, creates: u32) -> Option<StatusCode> {
+    if behaviour.repeat_create_status == 0 || creates < behaviour.repeat_create_from.max(2) {
+        return None;
+    }
+    // Only an error status is a refusal; anything else is a switch set by mistake.
+    StatusCode::from_u16(behaviour.repeat_create_status)
+        .ok()
+        .filter(|status| status.is_client_error() || status.is_server_error())
+}
+
+#[derive(serde::Deserialize)]
+struct KeyParams {
+    key: Option<String>,
+}
+
+/// The payment a create with this Idempotency-Key made, or `null`: the gateway's
+/// word that no create with the key has been accepted. The answer holds until the next
+/// create with the key; a caller that acts on `null` must tolerate a create it sent
+/// earlier arriving later (the api's ledger refunds such a payment).
+async fn lookup_key(State(inner): State<Shared>, Query(params): Query<KeyParams>) -> Response {
+    let key = match check_key(params.key.as_deref().unwrap_or("")) {
+        Ok(key) => key,
+        Err(response) => return *response,
+    };
+    let book = lock(&inner.book);
+    let payment = book
+        .create_keys
+        .get(&key)
+        .and_then(|record| book.payments.get(&record.payment))
+        .map(|entry| entry.object.clone());
+    Json(PaymentKeyLookup { key, payment }).into_response()
 }
 
 /// Moves a payment to `status`, raises its version, and records the event.

@@ -88,6 +88,18 @@ pub struct Behaviour {
     /// is seen dead at once (tests stop api nodes in-process, and a kept-alive connection
     /// could still reach what is left of one).
     pub webhook_keep_alive: bool,
+    /// A create that makes a new payment answers 504 instead of the payment, as if the
+    /// answer were lost on its way back: the payment exists, the caller does not know.
+    pub lose_create_responses: bool,
+    /// Status answered (without the payment) to a create whose Idempotency-Key already
+    /// names a payment, from the `repeat_create_from`-th create of that key on (the
+    /// first create of a key is the 1st): 429 during a rush, 401 while API keys rotate,
+    /// 422 from a validation the gateway runs before its key lookup. 0: answer the
+    /// payment, as a repeated create normally does.
+    pub repeat_create_status: u16,
+    /// See `repeat_create_status` (0 and 1 count as 2: the first create is never a
+    /// repeat).
+    pub repeat_create_from: u32,
 }
 
 impl Default for Behaviour {
@@ -100,6 +112,9 @@ impl Default for Behaviour {
             webhook_delay_ms: 0,
             delivery_attempts: 5,
             webhook_keep_alive: false,
+            lose_create_responses: false,
+            repeat_create_status: 0,
+            repeat_create_from: 2,
         }
     }
 }
@@ -109,4 +124,15 @@ impl Default for Behaviour {
 pub struct PaymentPage {
     pub items: Vec<PaymentObject>,
     pub next_after: Option<String>,
+}
+
+/// `GET /v1/payment-keys?key=<idempotency key>`: the payment a create with this key made,
+/// if any. `payment: null` is the gateway's word that no create with this key was ever
+/// accepted (until now): only then may a caller that was refused treat the payment as
+/// never made. The key is echoed so that a reply meant for another question (a proxy's
+/// page, an older gateway's list) is never read as that word.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentKeyLookup {
+    pub key: String,
+    pub payment: Option<PaymentObject>,
 }

@@ -126,6 +126,8 @@ pub enum F {
     Transfer,
     /// Nemesis: a voter removed or added back.
     Membership,
+    /// Nemesis: the payment gateway misbehaves (or behaves again).
+    Gateway,
 }
 
 impl F {
@@ -142,6 +144,7 @@ impl F {
                 | F::Clock
                 | F::Transfer
                 | F::Membership
+                | F::Gateway
         )
     }
 
@@ -162,6 +165,7 @@ impl F {
             F::Clock => "clock",
             F::Transfer => "transfer",
             F::Membership => "membership",
+            F::Gateway => "gateway",
         }
     }
 }

@@ -9,10 +9,14 @@
 //! majorities ring, or a bridge; network namespaces only), `clock` (shift a node's clock
 //! by up to +-2 s through the fault-injection control), `transfer` (a storm of leader
 //! transfers), `membership` (remove a follower from the voters, then add it back as a
-//! learner and promote it).
+//! learner and promote it), `gateway` (saga workload: the sandbox gateway loses the
+//! answer to every create that makes a payment, refuses every retry of such a create
+//! with 429, 401, 503 or 422, and sometimes loses webhooks too, so that only the api
+//! nodes' key lookups and pollers can find the payments; the saga checker then holds
+//! every charge against a confirmed booking or a refund).
 //!
 //! The nemesis hands the cluster back healed: every node running, no partition, clocks
-//! reset, every node a voter.
+//! reset, every node a voter, the gateway behaving.
 //!
 //! `clock-restart` combines clock trouble with restarts: every node is killed and
 //! started again, one of them with its clock minutes to hours off (either way) from its
@@ -21,6 +25,7 @@
 
 use crate::history::{OpType, Process, Recorder, F};
 use crate::procs::{NetMode, ProcCluster};
+use gateway::wire::Behaviour;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +51,8 @@ pub enum NemesisKind {
     #[value(name = "clock-restart")]
     #[serde(rename = "clock-restart")]
     ClockRestart,
+    /// The payment gateway loses create answers and refuses retries (saga workload).
+    Gateway,
 }
 
 impl NemesisKind {
@@ -59,6 +66,7 @@ impl NemesisKind {
             NemesisKind::Transfer => "transfer",
             NemesisKind::Membership => "membership",
             NemesisKind::ClockRestart => "clock-restart",
+            NemesisKind::Gateway => "gateway",
         }
     }
 
@@ -94,6 +102,8 @@ pub struct NemesisStats {
     /// Whole-cluster restarts with one node's clock far off (`clock-restart`).
     #[serde(default)]
     pub clock_restarts: usize,
+    #[serde(default)]
+    pub gateway_faults: usize,
     /// Faults that could not be injected (e.g. no leader to kill); each is in the history.
     pub skipped: usize,
 }
@@ -107,6 +117,7 @@ impl NemesisStats {
             + self.transfers
             + self.membership_changes
             + self.clock_restarts
+            + self.gateway_faults
     }
 }
 
@@ -116,6 +127,8 @@ pub struct Nemesis {
     kinds: Vec<NemesisKind>,
     rng: fastrand::Rng,
     pub stats: NemesisStats,
+    /// The sandbox gateway of the saga workload, for the `gateway` class.
+    gateway: Option<Arc<api::payment::SandboxGateway>>,
 }
 
 /// A fault in force, and how to undo it.
@@ -125,6 +138,7 @@ enum Fault {
     Partitioned,
     Skewed(u64),
     Removed(u64),
+    Gateway,
     Nothing,
 }
 
@@ -141,7 +155,14 @@ impl Nemesis {
             // Offset by "nemesis" in ASCII so its stream differs from every client's.
             rng: fastrand::Rng::with_seed(seed.wrapping_add(0x006E_656D_6573_6973)),
             stats: NemesisStats::default(),
+            gateway: None,
         }
+    }
+
+    /// The gateway the `gateway` class switches.
+    pub fn with_gateway(mut self, gateway: Arc<api::payment::SandboxGateway>) -> Nemesis {
+        self.gateway = Some(gateway);
+        self
     }
 
     /// Whether the requested classes can run on this cluster.
@@ -267,6 +288,7 @@ impl Nemesis {
             }
             NemesisKind::Membership => self.remove_member(cluster).await,
             NemesisKind::ClockRestart => self.clock_restart(cluster).await,
+            NemesisKind::Gateway => Ok(self.misbehave()),
         }
     }
 
@@ -299,6 +321,29 @@ impl Nemesis {
         self.stats.clock_restarts += 1;
         self.log(OpType::Info, F::Restart, Some(skewed), note);
         Ok(Fault::Skewed(skewed))
+    }
+
+    /// Switches the gateway to losing create answers and refusing their retries.
+    fn misbehave(&mut self) -> Fault {
+        let Some(gateway) = self.gateway.clone() else {
+            return self.skip(F::Gateway, "no gateway (not the saga workload)");
+        };
+        let refusal = [429, 401, 503, 422][self.rng.usize(0..4)];
+        let drop_webhooks = self.rng.bool();
+        let note = format!(
+            "lost create answers, retries refused {refusal}, webhooks lost {drop_webhooks}"
+        );
+        self.log(OpType::Invoke, F::Gateway, None, note.clone());
+        gateway.server().set_behaviour(Behaviour {
+            lose_create_responses: true,
+            repeat_create_status: refusal,
+            repeat_create_from: 2,
+            drop_webhooks,
+            ..Behaviour::default()
+        });
+        self.stats.gateway_faults += 1;
+        self.log(OpType::Info, F::Gateway, None, note);
+        Fault::Gateway
     }
 
     fn skip(&mut self, f: F, why: &str) -> Fault {
@@ -514,6 +559,14 @@ impl Nemesis {
             Fault::Removed(id) => {
                 self.log(OpType::Invoke, F::Membership, Some(id), "re-add");
                 self.re_add(cluster, id).await
+            }
+            Fault::Gateway => {
+                self.log(OpType::Invoke, F::Gateway, None, "behave");
+                if let Some(gateway) = &self.gateway {
+                    gateway.server().set_behaviour(Behaviour::default());
+                }
+                self.log(OpType::Info, F::Gateway, None, "behaving");
+                Ok(())
             }
         }
     }

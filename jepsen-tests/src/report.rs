@@ -63,7 +63,8 @@ pub fn points(ops: &[Op]) -> Vec<Point> {
 }
 
 /// Fault periods from the nemesis lines: kill..restart, pause..resume,
-/// partition..heal, clock offset..offset 0, membership removal..re-add. Transfers are
+/// partition..heal, clock offset..offset 0, membership removal..re-add, gateway
+/// misbehaviour..behaving again. Transfers are
 /// instants (zero-length periods).
 pub fn periods(ops: &[Op]) -> Vec<Period> {
     let end_of_run = ops.last().map_or(0.0, |op| op.time as f64 / 1e9);
@@ -89,6 +90,12 @@ pub fn periods(ops: &[Op]) -> Vec<Period> {
             }
             (F::Membership, OpType::Invoke) if note != "re-add" => {
                 open.insert(start("membership"), (format!("remove {node:?}"), at));
+            }
+            (F::Gateway, OpType::Invoke) if note != "behave" => {
+                open.insert(("gateway".into(), None), (format!("gateway: {note}"), at));
+            }
+            (F::Gateway, OpType::Info) if note == "behaving" => {
+                close(&mut open, &mut periods, ("gateway", None), at)
             }
             (F::Transfer, OpType::Info) => periods.push(Period {
                 what: format!("transfer {note}"),

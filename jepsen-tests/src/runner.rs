@@ -118,6 +118,9 @@ impl RunConfig {
         if self.rate == 0 || self.ops_max == 0 {
             return Err("rate and ops_max must be positive".into());
         }
+        if self.nemesis.contains(&NemesisKind::Gateway) && self.workload != Workload::Saga {
+            return Err("the gateway nemesis needs the saga workload".into());
+        }
         if self.nemesis_interval < Duration::from_millis(500) {
             return Err("the nemesis interval must be at least 500 ms".into());
         }
@@ -185,7 +188,7 @@ impl RunReport {
         let n = &self.nemesis;
         out.push_str(&format!(
             "nemesis: {} kills, {} pauses, {} partitions, {} clock skews, {} transfers, \
-             {} membership changes, {} clock restarts, {} skipped\n",
+             {} membership changes, {} clock restarts, {} gateway faults, {} skipped\n",
             n.kills,
             n.pauses,
             n.partitions,
@@ -193,6 +196,7 @@ impl RunReport {
             n.transfers,
             n.membership_changes,
             n.clock_restarts,
+            n.gateway_faults,
             n.skipped
         ));
         if !c.planted_bugs.is_empty() {
@@ -357,7 +361,8 @@ async fn run_on(
         Ok(Err(error)) => return Err(format!("setup: {error}")),
         Err(_) => return Err("setup: the shows were not created in time".into()),
     };
-    let mut nemesis = Nemesis::new(recorder.clone(), CITY, &config.nemesis, config.seed);
+    let mut nemesis = Nemesis::new(recorder.clone(), CITY, &config.nemesis, config.seed)
+        .with_gateway(sandbox.clone());
     let users = drive(config, &shows, &apis, recorder, &mut nemesis, cluster).await;
     // Every node back, no partition, before the final reads (also after a failed run).
     let healed = cluster.heal_all().await;

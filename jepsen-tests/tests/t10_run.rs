@@ -134,8 +134,8 @@ async fn t13_expiry_under_clock_skew() {
 /// hours, or ending at once); the lock-expiry checker sees either.
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn t19_bookings_under_clock_jumps_and_restarts() {
-    let (report, _dir) = suite_run(Workload::Bookings, &[NemesisKind::ClockRestart], 19).await;
+async fn t21_bookings_under_clock_jumps_and_restarts() {
+    let (report, _dir) = suite_run(Workload::Bookings, &[NemesisKind::ClockRestart], 21).await;
     assert!(
         report.nemesis.clock_restarts >= 1,
         "no clock-restart happened"
@@ -185,6 +185,25 @@ async fn t18_saga_under_kills() {
         .filter(|op| op.f == F::Release && op.kind == OpType::Ok)
         .count();
     assert!(paid > 0 && declined > 0, "paid {paid}, declined {declined}");
+}
+
+/// The booking saga while the gateway loses the answers to creates, refuses their
+/// retries (429, 401, 503, 422) and loses webhooks: every charge still ends with a
+/// confirmed booking or a refund (the `saga` checker, against the gateway's books).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t19_saga_under_gateway_faults() {
+    let (report, _dir) = suite_run(Workload::Saga, &[NemesisKind::Gateway], 19).await;
+    assert!(
+        report.nemesis.gateway_faults >= 1,
+        "the gateway never misbehaved"
+    );
+    let saga = report
+        .summary
+        .checkers
+        .iter()
+        .find(|c| c.checker == "saga")
+        .expect("the saga checker ran");
+    assert_eq!(saga.valid, Validity::Valid, "{saga:?}");
 }
 
 /// The cluster control alone: kill, restart, pause, resume; the data survives.

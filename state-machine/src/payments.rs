@@ -13,7 +13,12 @@
 //!   and the whole amount is due back (`RefundDue`) — the booking is expired-refunded;
 //! - decline or cancellation at the gateway: the lock is released at once;
 //! - a report whose gateway version is not newer than the last one recorded
-//!   (a duplicated or reordered webhook, a slow poller) changes nothing.
+//!   (a duplicated or reordered webhook, a slow poller) changes nothing;
+//! - a report naming another gateway payment than the one recorded is refused, except
+//!   over a made-up reference (`is_made_up_ref`): the api records one when it ends a
+//!   payment the gateway said it never took, and that word can be overtaken by a create
+//!   sent earlier whose answer was lost. The real payment then replaces it, and a
+//!   success of it is owed back like any success of a failed payment.
 //!
 //! A cancelled paid booking is refunded in full until `cancel_refund_cutoff_ms` before
 //! its show starts, and not at all after (the cancel itself is allowed until the
@@ -33,6 +38,18 @@ use crate::ledger::{Ledger, State};
 use crate::model::{BookingStatus, SeatState};
 use crate::outcome::{Applied, Rejection};
 use serde::{Deserialize, Serialize};
+
+/// How a `gateway_ref` made up by the api starts: the api reports such a failure when
+/// the gateway confirmed it holds no payment for the booking's key (it refused the
+/// create), or when it ended a payment whose lock was over before any create was sent.
+pub const MADE_UP_REF_PREFIX: &str = "refused-";
+
+/// Whether `gateway_ref` was made up by the api (`MADE_UP_REF_PREFIX`) rather than
+/// named by the gateway. A payment failed under such a reference may still turn out to
+/// exist at the gateway: a report of the real payment replaces it.
+pub fn is_made_up_ref(gateway_ref: &str) -> bool {
+    gateway_ref.starts_with(MADE_UP_REF_PREFIX)
+}
 
 /// Where a booking's payment stands in the saga.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -292,10 +309,16 @@ impl Ledger {
             .ok_or(Rejection::NoPayment {
                 booking: booking_id,
             })?;
-        if payment
-            .gateway_ref
-            .as_deref()
-            .is_some_and(|known| known != report.gateway_ref)
+        // A failure the api made up (no payment at the gateway, as far as it said) is
+        // replaced by a real payment reported later: its versions start afresh.
+        let replaces_made_up = payment.status == PaymentStatus::Failed
+            && payment.gateway_ref.as_deref().is_some_and(is_made_up_ref)
+            && !is_made_up_ref(report.gateway_ref);
+        if !replaces_made_up
+            && payment
+                .gateway_ref
+                .as_deref()
+                .is_some_and(|known| known != report.gateway_ref)
         {
             return Err(Rejection::invalid(
                 "gateway_ref",
@@ -309,7 +332,12 @@ impl Ledger {
             ));
         }
         let before = payment.status;
-        if report.version <= payment.gateway_version {
+        let last_version = if replaces_made_up {
+            0
+        } else {
+            payment.gateway_version
+        };
+        if report.version <= last_version {
             return Ok(Applied::PaymentRecorded {
                 booking: booking_id,
                 status: before,
@@ -842,6 +870,90 @@ mod tests {
         }
         assert_eq!(digest, s.ledger.state().payments);
         assert!(s.ledger.open_payments(None, 10).0.is_empty());
+    }
+
+    fn report_of(
+        booking: BookingId,
+        gateway_ref: &str,
+        status: GatewayStatus,
+        version: u64,
+        amount: u64,
+    ) -> CommandKind {
+        let mut kind = report(booking, status, version, amount);
+        if let CommandKind::RecordGatewayState { gateway_ref: r, .. } = &mut kind {
+            *r = gateway_ref.into();
+        }
+        kind
+    }
+
+    /// The api records a made-up failure when the gateway refused a retried create and
+    /// said it held no payment for the key; the first create, whose answer was lost,
+    /// lands after all. Its reports replace the made-up reference (versions afresh),
+    /// and its success, on seats released meanwhile, is owed back in full.
+    #[test]
+    fn a_real_payment_replaces_a_made_up_failure_and_its_success_is_refunded() {
+        let mut s = Saga::new(10 * HOUR_MS);
+        let booking = s.lock_and_start(&[0]);
+        let amount = s.payment(booking).amount_minor;
+        s.ok(report_of(
+            booking,
+            "refused-mumbai-1",
+            GatewayStatus::Failed,
+            1,
+            amount,
+        ));
+        assert_eq!(s.payment(booking).status, PaymentStatus::Failed);
+        assert_eq!(s.booking_status(booking), BookingStatus::Released);
+        // The real payment's "pending" has the made-up failure's version: recorded.
+        s.ok(report(booking, GatewayStatus::Pending, 1, amount));
+        let payment = s.payment(booking);
+        assert_eq!(payment.status, PaymentStatus::Failed);
+        assert_eq!(payment.gateway_ref.as_deref(), Some("pay_1"));
+        // Once real, the reference is fixed: neither another payment nor a made-up
+        // failure replaces it.
+        assert!(s
+            .rejected(report_of(
+                booking,
+                "pay_2",
+                GatewayStatus::Succeeded,
+                2,
+                amount
+            ))
+            .is_invalid("gateway_ref"));
+        assert!(s
+            .rejected(report_of(
+                booking,
+                "refused-mumbai-1",
+                GatewayStatus::Failed,
+                5,
+                amount
+            ))
+            .is_invalid("gateway_ref"));
+        s.ok(report(booking, GatewayStatus::Succeeded, 2, amount));
+        let payment = s.payment(booking);
+        assert_eq!(
+            (payment.status, payment.refund_minor),
+            (PaymentStatus::RefundDue, amount)
+        );
+        assert_eq!(s.booking_status(booking), BookingStatus::Released);
+        assert_eq!(s.ledger.state().bookings[&booking].refund_due_minor, amount);
+        assert_eq!(s.ledger.seat_counts(s.show).available, 40);
+        s.ok(report(booking, GatewayStatus::Refunded, 3, amount));
+        assert_eq!(s.payment(booking).status, PaymentStatus::Refunded);
+
+        // A success reported first, at version 1, is not mistaken for a repeat of the
+        // made-up failure's version.
+        let other = s.lock_and_start(&[1]);
+        s.ok(report_of(
+            other,
+            "refused-mumbai-2",
+            GatewayStatus::Failed,
+            1,
+            amount,
+        ));
+        s.ok(report(other, GatewayStatus::Succeeded, 1, amount));
+        assert_eq!(s.payment(other).status, PaymentStatus::RefundDue);
+        assert!(s.ledger.open_payments(None, 10).0.len() == 1);
     }
 
     #[test]

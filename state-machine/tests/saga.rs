@@ -1,6 +1,7 @@
 //! Property test of the booking saga in the ledger: random interleavings of locks,
 //! payment starts, gateway reports (any status, any version: duplicated, stale,
-//! reordered, impossible), expiry, releases and cancels. After every step the ledger's
+//! reordered, impossible), failures the api made up for a refused create (which later
+//! reports of the real payment replace), expiry, releases and cancels. After every step the ledger's
 //! invariants hold (a seat is booked exactly when its payment is captured; refunds only
 //! for bookings without seats), and in the end every payment that the gateway last
 //! reported as charged is either the booking's captured payment or owed back in full.
@@ -30,6 +31,10 @@ enum Step {
         status: u8,
         version: u64,
     },
+    /// The api's made-up failure of a create the gateway refused.
+    Refused {
+        pick: usize,
+    },
     Release {
         pick: usize,
     },
@@ -48,6 +53,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..8usize).prop_map(|pick| Step::Start { pick }),
         6 => (0..8usize, 0..5u8, 0..5u64)
             .prop_map(|(pick, status, version)| Step::Report { pick, status, version }),
+        1 => (0..8usize).prop_map(|pick| Step::Refused { pick }),
         1 => (0..8usize).prop_map(|pick| Step::Release { pick }),
         1 => (0..8usize).prop_map(|pick| Step::Cancel { pick }),
         2 => (1..40_000u64).prop_map(|ms| Step::Advance { ms }),
@@ -119,6 +125,23 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
                         version,
                         amount_minor: payment.amount_minor,
                         reason: None,
+                    }
+                }
+                None => continue,
+            },
+            Step::Refused { pick: n } => match pick(*n) {
+                Some((booking, _)) => {
+                    let Some(payment) = ledger.state().payments.get(&booking) else {
+                        continue;
+                    };
+                    CommandKind::RecordGatewayState {
+                        booking,
+                        gateway_ref: format!("{}{}", payments::MADE_UP_REF_PREFIX, booking.0),
+                        payment_url: String::new(),
+                        status: GatewayStatus::Failed,
+                        version: 1,
+                        amount_minor: payment.amount_minor,
+                        reason: Some("refused".into()),
                     }
                 }
                 None => continue,

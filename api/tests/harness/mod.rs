@@ -81,6 +81,12 @@ impl PaymentGateway for GatedGateway {
     fn create(&self, payment: NewPayment) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
         self.sandbox.create(payment)
     }
+    fn find_by_key(
+        &self,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<GatewayPayment>, GatewayError>> {
+        self.sandbox.find_by_key(idempotency_key)
+    }
     fn fetch(&self, id: &str) -> BoxFuture<'_, Result<GatewayPayment, GatewayError>> {
         self.sandbox.fetch(id)
     }

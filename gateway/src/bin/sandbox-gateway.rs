@@ -78,6 +78,7 @@ async fn main() -> ExitCode {
             webhook_delay_ms: args.webhook_delay_ms,
             delivery_attempts: args.delivery_attempts,
             webhook_keep_alive: args.webhook_keep_alive,
+            ..Behaviour::default()
         },
         payments_max: 1_000_000,
     };

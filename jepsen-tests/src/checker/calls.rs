@@ -215,7 +215,8 @@ fn action(op: &Op) -> Result<Action, HistoryError> {
         | F::Heal
         | F::Clock
         | F::Transfer
-        | F::Membership => {
+        | F::Membership
+        | F::Gateway => {
             return Err(HistoryError::shape(
                 op.index,
                 "a client cannot inject faults",
