@@ -10,8 +10,14 @@
 //!
 //! `verify` decodes every snapshot and recomputes its ledger digest; `restore` verifies,
 //! copies the log checkpoint and installs each snapshot into a fresh ledger store, then
-//! checks the digests of what it wrote. A restored node carries the vote of backup time:
-//! see deploy/runbooks/restore-from-backup.md for the safe way back into a cluster.
+//! checks the digests of what it wrote. A restored node carries the vote of backup time,
+//! so it must not rejoin as a voter (`fence`): `restore` writes the restore marker naming
+//! the backup (unless the whole cluster is restored from one backup set), with which the
+//! node starts only once its peers say it votes in none of the restored shards, and
+//! resets the node's fence to the restored log database. It refuses a data directory that
+//! holds anything but the fence and an old marker: the fence stays where it is, beside
+//! the restored data. `bookingctl restore` asks the cluster before it calls `restore`.
+//! See deploy/runbooks/restore-from-backup.md for the safe way back into a cluster.
 
 use crate::node::Node;
 use crate::types::{LogId, NodeId, StoredMembership};
@@ -64,8 +70,14 @@ pub enum BackupError {
     BadName(String),
     #[error("{0} already exists; choose another backup name or remove it")]
     Exists(PathBuf),
-    #[error("{0} is not empty; restore only into an empty (or missing) data directory of a stopped node")]
+    #[error("{0} is not empty; restore only into an empty (or missing) data directory of a stopped node (it may keep its {fence}: move raft-log, shards and the rest aside)", fence = crate::fence::FENCE_FILE)]
     NotEmpty(PathBuf),
+    #[error("{path} belongs to node {found}, but the backup is of node {expected}; restore a node only from its own backups")]
+    OtherNode {
+        path: PathBuf,
+        expected: NodeId,
+        found: NodeId,
+    },
     #[error("{path}: {problem}")]
     Io { path: PathBuf, problem: String },
     #[error("shard {shard}: {problem}")]
@@ -356,14 +368,43 @@ pub fn verify(dir: &Path) -> Result<BackupManifest, BackupError> {
     Ok(manifest)
 }
 
-/// Restores a verified backup into `data_dir`, which must be missing or empty (the
-/// node must be stopped). Afterwards the node starts from the backup's state.
-pub fn restore(dir: &Path, data_dir: &Path) -> Result<BackupManifest, BackupError> {
+/// How a restore rejoins the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejoin {
+    /// One node is restored while the others serve: it leaves the voters first, and a
+    /// restore marker keeps it from starting while any shard still counts it a voter.
+    AsNewLearner,
+    /// Every node is restored from the same backup set (every node lost): no marker.
+    WholeCluster,
+}
+
+/// Restores a verified backup into `data_dir`, which must be missing or hold nothing but
+/// the node's fence and an old restore marker (the node must be stopped). Afterwards the
+/// node starts from the backup's state, with its fence reset to the restored log and, for
+/// [`Rejoin::AsNewLearner`], the restore marker. Nothing is written when a check fails.
+pub fn restore(dir: &Path, data_dir: &Path, rejoin: Rejoin) -> Result<BackupManifest, BackupError> {
     let manifest = verify(dir)?;
-    if data_dir.exists() {
-        let mut entries = std::fs::read_dir(data_dir).map_err(|e| io(data_dir, e))?;
-        if entries.next().is_some() {
-            return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
+    check_target(data_dir, manifest.node_id)?;
+    std::fs::create_dir_all(data_dir).map_err(|e| io(data_dir, e))?;
+    // The marker first: a restore cut short leaves a directory that is marked.
+    let marker_path = data_dir.join(crate::fence::RESTORED_FILE);
+    match rejoin {
+        Rejoin::AsNewLearner => {
+            let marker = crate::fence::RestoredMarker {
+                format: crate::fence::FORMAT,
+                node_id: manifest.node_id,
+                backup: dir.display().to_string(),
+                shards: manifest
+                    .shards
+                    .iter()
+                    .map(|s| (s.shard.clone(), s.applied_index))
+                    .collect(),
+            };
+            crate::fence::write_json_durably(&marker_path, &marker)
+                .map_err(|e| io(&marker_path, e))?;
+        }
+        Rejoin::WholeCluster => {
+            crate::fence::clear_marker(data_dir).map_err(|e| io(&marker_path, e))?;
         }
     }
     let log_source = dir.join(RAFT_LOG_DIR);
@@ -371,7 +412,9 @@ pub fn restore(dir: &Path, data_dir: &Path) -> Result<BackupManifest, BackupErro
     copy_tree(&log_source, &log_target)?;
     // The copied checkpoint must open as the node's log database (not a new one: no
     // prefill).
-    crate::log_store::open_db(&log_target, 0).map_err(|e| io(&log_target, e))?;
+    let log = crate::log_store::open_db(&log_target, 0).map_err(|e| io(&log_target, e))?;
+    let log_sequence = log.latest_sequence();
+    drop(log);
     for entry in &manifest.shards {
         let bytes = read_snapshot(dir, entry)?;
         let path = data_dir.join("shards").join(&entry.shard);
@@ -396,7 +439,41 @@ pub fn restore(dir: &Path, data_dir: &Path) -> Result<BackupManifest, BackupErro
             });
         }
     }
+    // Last: until the data is complete, the old fence (if any) keeps the node from
+    // starting on it. Votes of the restored log raise the terms again from here.
+    let fence = crate::fence::FenceRecord {
+        format: crate::fence::FORMAT,
+        node_id: manifest.node_id,
+        log_sequence,
+        terms: Default::default(),
+    };
+    crate::fence::Fence::create(data_dir, fence)
+        .map_err(|e| io(&data_dir.join(crate::fence::FENCE_FILE), e))?;
     Ok(manifest)
+}
+
+/// `data_dir` may be missing, or hold only the fence (of `node_id`) and a restore marker.
+fn check_target(data_dir: &Path, node_id: NodeId) -> Result<(), BackupError> {
+    if !data_dir.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(data_dir).map_err(|e| io(data_dir, e))? {
+        let name = entry.map_err(|e| io(data_dir, e))?.file_name();
+        let kept = name == crate::fence::FENCE_FILE || name == crate::fence::RESTORED_FILE;
+        if !kept {
+            return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
+        }
+    }
+    let fence = crate::fence::read_fence(data_dir)
+        .map_err(|e| io(&data_dir.join(crate::fence::FENCE_FILE), e))?;
+    match fence {
+        Some(fence) if fence.node_id != node_id => Err(BackupError::OtherNode {
+            path: data_dir.join(crate::fence::FENCE_FILE),
+            expected: node_id,
+            found: fence.node_id,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), BackupError> {

@@ -16,6 +16,9 @@
 //! - `server`: binding listeners and running a node.
 //! - `backup`: online backups of a node (log checkpoint + ledger snapshots, verified by
 //!   digest) and offline restores; used by the admin API and `bookingctl`.
+//! - `fence`: the node's fence (highest vote term per shard, durable log sequence) beside
+//!   the data a restore replaces, and the restore marker: a node whose log went
+//!   backwards, or a restored node still a voter, refuses to start.
 //! - `tls`: rustls configurations (mutual TLS against the cluster CA on the peer
 //!   transport and the client listener), a TLS listener for axum, dev certificates.
 //! - `secrets`: secrets from files or the environment, never from arguments.
@@ -30,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod fence;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod group_commit;

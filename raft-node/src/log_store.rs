@@ -279,7 +279,26 @@ impl LogDb {
     pub fn db(&self) -> &Arc<DB> {
         &self.db
     }
+
+    /// The sequence number of the instance's latest write. Every write (an append, a vote,
+    /// a truncation, a purge) takes a new one, so it never goes down while the database
+    /// keeps what it wrote.
+    pub fn latest_sequence(&self) -> u64 {
+        self.db.latest_sequence_number()
+    }
+
+    /// A sequence number every write up to which is durable: the latest one, returned
+    /// after a sync that covers it (shared with the appends waiting for a sync).
+    pub async fn durable_sequence(&self) -> io::Result<u64> {
+        let sequence = self.latest_sequence();
+        self.group_commit.synced().await?;
+        Ok(sequence)
+    }
 }
+
+/// Told of every vote a [`LogStore`] has made durable, with the shard's name (the node's
+/// fence, `crate::fence`). An error fails the `save_vote`, as a failed write would.
+pub type VoteHook<C> = Arc<dyn Fn(&str, &VoteOf<C>) -> io::Result<()> + Send + Sync>;
 
 impl fmt::Debug for LogDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -356,6 +375,8 @@ where
     db: LogDb,
     shard: Arc<str>,
     prefix: Arc<[u8]>,
+    /// Called after each vote is durable (the node's fence); none in plain use.
+    vote_hook: Option<VoteHook<C>>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -368,6 +389,7 @@ where
             db: self.db.clone(),
             shard: self.shard.clone(),
             prefix: self.prefix.clone(),
+            vote_hook: self.vote_hook.clone(),
             _config: PhantomData,
         }
     }
@@ -415,8 +437,15 @@ where
             db,
             shard: Arc::from(shard),
             prefix: Arc::from(prefix),
+            vote_hook: None,
             _config: PhantomData,
         })
+    }
+
+    /// Calls `hook` after every vote this store makes durable, before `save_vote` returns.
+    pub fn with_vote_hook(mut self, hook: VoteHook<C>) -> Self {
+        self.vote_hook = Some(hook);
+        self
     }
 
     /// The shard name this store was created with.
@@ -720,7 +749,13 @@ where
         let bytes = self.encode("vote", vote)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(META_CF)?, self.meta_key(VOTE_KEY), bytes);
-        self.write_durable("write of the vote", batch).await
+        self.write_durable("write of the vote", batch).await?;
+        // After the vote is durable, so what the hook records never runs ahead of the log.
+        // A small blocking write, once per election.
+        match &self.vote_hook {
+            Some(hook) => hook(&self.shard, vote),
+            None => Ok(()),
+        }
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {

@@ -36,6 +36,9 @@ pub mod method {
     /// One chunk of a snapshot (`snapshot_transfer`); replaces `FULL_SNAPSHOT`, which
     /// is still answered for older senders.
     pub const SNAPSHOT_CHUNK: u8 = 9;
+    /// Node-level: the answering node's view of every shard's membership it hosts
+    /// (`fence::ShardMembership`), asked by a restored node before it starts.
+    pub const MEMBERSHIPS: u8 = 10;
 }
 
 pub type Snapshot = crate::ledger_sm::Snapshot;

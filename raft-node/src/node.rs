@@ -7,6 +7,7 @@
 
 use crate::clock::{ClockVerdict, ClusterClock, StampBound};
 use crate::config::{check_shard_name, ConfigError, NodeConfig};
+use crate::fence::{Fence, FenceRecord, RestoredMarker, ShardMembership};
 use crate::ledger_sm::{LedgerStateMachine, SharedStore};
 use crate::log_store::LogStore;
 use crate::network::{decode, method, NetworkFactory};
@@ -38,6 +39,12 @@ const CLOCK_SAMPLE_TIMEOUT: Duration = Duration::from_millis(300);
 const SKEW_TRANSFER_INTERVAL: Duration = Duration::from_secs(2);
 /// How often each shard's sweeper and metrics refresher runs.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(1_000);
+/// How often the fence's log sequence number is raised and the restore marker checked.
+const FENCE_INTERVAL: Duration = Duration::from_millis(1_000);
+/// How long a restored node's question to one peer about memberships may take, and how
+/// many rounds it asks before it gives up when some shard has no answer.
+const MEMBERSHIPS_TIMEOUT: Duration = Duration::from_secs(2);
+const MEMBERSHIPS_ROUNDS: u32 = 3;
 
 /// The leader's clock, which stamps every command. Replicas never read it in `apply`.
 pub fn now_ms() -> u64 {
@@ -57,6 +64,10 @@ pub enum NodeError {
     Raft(String),
     #[error("unknown shard {0:?}; GET /admin/status lists the shards of this node")]
     UnknownShard(String),
+    /// The node must not start with the data it has (`fence`): the message names why and
+    /// the safe order.
+    #[error("refusing to start: {0}")]
+    Refused(String),
 }
 
 /// One shard replica on this node.
@@ -101,6 +112,11 @@ struct Inner {
     raft_config: Arc<openraft::Config>,
     peers: PeerClient,
     log_db: crate::log_store::LogDb,
+    /// Raised as votes and the log move on; checked at open (`fence`).
+    fence: Arc<Fence>,
+    /// The restore marker while this restored node has not been re-added to every shard
+    /// it was restored with.
+    restored: std::sync::Mutex<Option<RestoredMarker>>,
     shards: RwLock<BTreeMap<String, Arc<Shard>>>,
     shutdown: watch::Sender<bool>,
     clock: Arc<ClusterClock>,
@@ -148,6 +164,9 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Storage(format!("opening the raft log: {e}")))?
                 .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let fence = open_fence(&config, &log_db).await?;
+        let peers = PeerClient::new(transport, config.node_id);
+        let restored = check_restored(&config, &peers).await?;
         let (shutdown, _) = watch::channel(false);
         let clock = Arc::new(ClusterClock::default());
         #[cfg(feature = "fault-injection")]
@@ -162,9 +181,11 @@ impl Node {
             inner: Arc::new(Inner {
                 id: config.node_id,
                 info: crate::config::ClusterFile::node_info(&entry),
-                peers: PeerClient::new(transport, config.node_id),
+                peers,
                 raft_config,
                 log_db,
+                fence,
+                restored: std::sync::Mutex::new(restored),
                 shards: RwLock::new(BTreeMap::new()),
                 shutdown,
                 clock,
@@ -179,7 +200,80 @@ impl Node {
             }
         }
         tokio::spawn(node.clone().sample_clocks());
+        tokio::spawn(node.clone().keep_fence());
         Ok(node)
+    }
+
+    /// Raises the fence's log sequence number to what the log has made durable, and
+    /// removes the restore marker once this node has been re-added to every shard it was
+    /// restored with, every `FENCE_INTERVAL` until shutdown.
+    async fn keep_fence(self) {
+        let mut shutdown = self.shutdown_signal();
+        loop {
+            let inner = &self.inner;
+            if inner.log_db.latest_sequence() > inner.fence.log_sequence() {
+                let raised = match inner.log_db.durable_sequence().await {
+                    Ok(sequence) => inner.fence.raise_sequence(sequence),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = raised {
+                    tracing::error!(%error, "cannot raise the fence");
+                }
+            }
+            self.clear_restored_when_readded();
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(FENCE_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Removes the restore marker once, for every shard of the marker, this replica holds
+    /// a membership naming this node at an index after the backup's: it was re-added.
+    fn clear_restored_when_readded(&self) {
+        let Ok(mut restored) = self.inner.restored.lock() else {
+            return;
+        };
+        let Some(marker) = restored.as_ref() else {
+            return;
+        };
+        let readded = marker.shards.iter().all(|(name, &backup_index)| {
+            self.shard(name).is_ok_and(|shard| {
+                let metrics = shard.metrics();
+                let config = &metrics.membership_config;
+                let index = config.log_id().as_ref().map_or(0, |id| id.index);
+                index > backup_index && config.membership().get_node(&self.id()).is_some()
+            })
+        });
+        if !readded {
+            return;
+        }
+        match crate::fence::clear_marker(self.data_dir()) {
+            Ok(()) => {
+                tracing::info!(
+                    backup = marker.backup,
+                    "re-added after the restore; marker removed"
+                );
+                *restored = None;
+            }
+            Err(error) => tracing::error!(%error, "cannot remove the restore marker"),
+        }
+    }
+
+    /// This node's view of every hosted shard's membership (the `MEMBERSHIPS` peer method).
+    fn memberships(&self) -> Vec<ShardMembership> {
+        self.shards()
+            .iter()
+            .map(|shard| {
+                let metrics = shard.metrics();
+                let config = &metrics.membership_config;
+                ShardMembership {
+                    shard: shard.name.clone(),
+                    membership_index: config.log_id().as_ref().map_or(0, |id| id.index),
+                    voters: config.membership().voter_ids().collect(),
+                }
+            })
+            .collect()
     }
 
     pub fn id(&self) -> NodeId {
@@ -278,8 +372,14 @@ impl Node {
         let state_machine = LedgerStateMachine::new(store.clone())
             .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?
             .with_stamp_bound(stamp_bound.clone(), inner.clock.clone());
+        let fence = inner.fence.clone();
         let log = LogStore::new(inner.log_db.clone(), name)
-            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+            .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?
+            .with_vote_hook(Arc::new(move |shard: &str, vote: &crate::network::Vote| {
+                fence
+                    .raise_term(shard, vote.leader_id().term())
+                    .map_err(std::io::Error::other)
+            }));
         let network = NetworkFactory {
             shard: name.to_owned(),
             client: inner.peers.clone(),
@@ -684,6 +784,143 @@ struct PeerHandler {
     node: Node,
 }
 
+/// Checks the log database against the data directory's fence and returns the live fence
+/// (made from the database when the directory has none: a new node, a node upgraded from
+/// a release without fences, or one restored by bookingctl).
+async fn open_fence(
+    config: &NodeConfig,
+    log_db: &crate::log_store::LogDb,
+) -> Result<Arc<Fence>, NodeError> {
+    use openraft::RaftLogReader;
+    let data_dir = &config.data_dir;
+    let stored = crate::fence::read_fence(data_dir).map_err(NodeError::Refused)?;
+    let mut shards: BTreeSet<String> = config
+        .cluster
+        .shards
+        .iter()
+        .filter(|s| s.members.contains(&config.node_id))
+        .map(|s| s.name.clone())
+        .collect();
+    if let Some(fence) = &stored {
+        shards.extend(fence.terms.keys().cloned());
+    }
+    let mut terms = BTreeMap::new();
+    for shard in shards {
+        let mut log = LogStore::<TypeConfig>::new(log_db.clone(), &shard)
+            .map_err(|e| NodeError::Storage(format!("shard {shard}: {e}")))?;
+        let vote = log
+            .read_vote()
+            .await
+            .map_err(|e| NodeError::Storage(format!("shard {shard}: {e}")))?;
+        if let Some(vote) = vote {
+            terms.insert(shard, vote.leader_id().term());
+        }
+    }
+    let sequence = log_db.latest_sequence();
+    let record = match stored {
+        Some(fence) => {
+            crate::fence::check_log(&fence, config.node_id, &terms, sequence)
+                .map_err(NodeError::Refused)?;
+            fence
+        }
+        None => FenceRecord {
+            format: crate::fence::FORMAT,
+            node_id: config.node_id,
+            log_sequence: sequence,
+            terms,
+        },
+    };
+    let data_dir = data_dir.clone();
+    let fence = tokio::task::spawn_blocking(move || Fence::create(&data_dir, record))
+        .await
+        .map_err(|e| NodeError::Storage(format!("writing the fence: {e}")))?
+        .map_err(NodeError::Storage)?;
+    Ok(Arc::new(fence))
+}
+
+/// A node restored by bookingctl starts only once its peers say it votes in none of the
+/// restored shards (`fence::restored_voter_shards`); returns the marker, kept until it
+/// has been re-added.
+async fn check_restored(
+    config: &NodeConfig,
+    peers: &PeerClient,
+) -> Result<Option<RestoredMarker>, NodeError> {
+    let Some(marker) = crate::fence::read_marker(&config.data_dir).map_err(NodeError::Refused)?
+    else {
+        return Ok(None);
+    };
+    if marker.node_id != config.node_id {
+        return Err(NodeError::Refused(format!(
+            "{} names node {}, this is node {}: a backup of another node was restored here",
+            crate::fence::RESTORED_FILE,
+            marker.node_id,
+            config.node_id
+        )));
+    }
+    let others: Vec<(NodeId, String)> = config
+        .cluster
+        .nodes
+        .iter()
+        .filter(|n| n.id != config.node_id)
+        .map(|n| (n.id, n.peer_addr.clone()))
+        .collect();
+    let mut refused = Vec::new();
+    for round in 0..MEMBERSHIPS_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(MEMBERSHIPS_TIMEOUT).await;
+        }
+        let calls = others.iter().map(|(id, addr)| async move {
+            let answer = peers
+                .call(
+                    *id,
+                    addr,
+                    "",
+                    method::MEMBERSHIPS,
+                    Vec::new(),
+                    MEMBERSHIPS_TIMEOUT,
+                )
+                .await
+                .ok()?;
+            decode::<Result<Vec<ShardMembership>, String>>("memberships", &answer)
+                .ok()?
+                .ok()
+        });
+        let answers: Vec<ShardMembership> = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        refused = crate::fence::restored_voter_shards(&marker, config.node_id, &answers);
+        // A voter stays a voter until an operator acts: only silence is worth asking again.
+        if refused
+            .iter()
+            .all(|(_, why)| *why != "no peer answered for it")
+        {
+            break;
+        }
+    }
+    if refused.is_empty() {
+        tracing::info!(
+            backup = marker.backup,
+            "restored node: no shard counts it a voter"
+        );
+        return Ok(Some(marker));
+    }
+    let shards: Vec<String> = refused
+        .iter()
+        .map(|(shard, why)| format!("{shard} ({why})"))
+        .collect();
+    Err(NodeError::Refused(format!(
+        "node {} was restored from backup {} ({}), and the cluster does not confirm it was          removed from the voters of: {}. A restored voter rejoins with an older log and          vote, which can lose acknowledged writes; use {}",
+        config.node_id,
+        marker.backup,
+        crate::fence::RESTORED_FILE,
+        shards.join(", "),
+        crate::fence::SAFE_ORDER
+    )))
+}
+
 /// The read index on this node as leader, after a quorum round (ReadIndex).
 async fn leader_read_index(raft: &Raft) -> Result<u64, String> {
     metrics::counter!("seat_ledger_read_index_total", "round" => "quorum").increment(1);
@@ -763,6 +1000,9 @@ impl RequestHandler for PeerHandler {
         Box::pin(async move {
             if method == method::CLOCK {
                 return Ok(reply::<u64, String>(Ok(node.now_ms())));
+            }
+            if method == method::MEMBERSHIPS {
+                return Ok(reply::<_, String>(Ok(node.memberships())));
             }
             let shard = node.shard(&shard).map_err(|e| e.to_string())?;
             let raft = shard.raft.clone();

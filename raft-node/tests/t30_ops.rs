@@ -248,10 +248,22 @@ async fn t30c_backup_and_restore_verified_by_digest() {
     assert!(!refused.ok);
     assert!(refused.stderr.contains("damaged"), "{}", refused.stderr);
 
-    // Node 2 dies; restore refuses its non-empty directory, then restores into an empty one.
+    // Node 2 dies. The runbook's way back: a restored replica carries an older log and
+    // vote, so it leaves the voters before it is restored (bookingctl refuses otherwise),
+    // then starts as a non-voter, rejoins as a learner and is promoted.
     cluster.crash(2).await;
+    let entry = cluster.entry(2);
+    for shard in ["mumbai", "global"] {
+        let run = bookingctl(
+            Some(&nodes),
+            &["member", "remove", "--shard", shard, "--node", "2"],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+    }
+    // Restore refuses its non-empty directory, then restores into an empty one.
     let into_full = bookingctl(
-        None,
+        Some(&nodes),
         &[
             "restore",
             "--from",
@@ -270,7 +282,7 @@ async fn t30c_backup_and_restore_verified_by_digest() {
     std::fs::rename(&node2, &lost).unwrap();
     let backup = lost.join("backups/b1");
     let restored = bookingctl(
-        None,
+        Some(&nodes),
         &[
             "restore",
             "--from",
@@ -282,19 +294,6 @@ async fn t30c_backup_and_restore_verified_by_digest() {
     .await;
     assert!(restored.ok, "{}", restored.stderr);
     assert!(restored.stdout.contains("restored and verified"));
-
-    // The runbook's way back: a restored replica carries an older log and vote, so it
-    // leaves the voters before it starts (openraft's leaders refuse a follower whose log
-    // goes backwards), then rejoins as a learner and is promoted.
-    let entry = cluster.entry(2);
-    for shard in ["mumbai", "global"] {
-        let run = bookingctl(
-            Some(&nodes),
-            &["member", "remove", "--shard", shard, "--node", "2"],
-        )
-        .await;
-        assert!(run.ok, "{}", run.stderr);
-    }
     cluster.restart(2).await;
     assert!(cluster.applied(2, "mumbai") >= backed_up_index);
     for shard in ["mumbai", "global"] {
@@ -583,4 +582,270 @@ fn t30f_the_compose_cluster_file_is_valid_for_the_node() {
     assert_eq!(regions.len(), 3);
     assert!(file.shards.iter().any(|s| s.name == "drill"));
     assert!(file.shards.iter().any(|s| s.name == "global"));
+}
+
+/// Locks seat `user` for each user of `users` on `show`, one write each with request id
+/// `{prefix}-{user}`; returns the acknowledged request ids.
+async fn write_locks(
+    cluster: &TestCluster,
+    show: state_machine::ShowId,
+    prefix: &str,
+    users: std::ops::Range<u64>,
+) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for user in users {
+        let request_id = format!("{prefix}-{user}");
+        cluster
+            .write("mumbai", &request_id, lock(show, user, &[user as u32]))
+            .await;
+        acknowledged.push(request_id);
+    }
+    acknowledged
+}
+
+/// Moves `from` to `to` (a rename: both on the test's temporary directory).
+fn move_dir(from: &Path, to: &Path) {
+    std::fs::rename(from, to)
+        .unwrap_or_else(|e| panic!("mv {} {}: {e}", from.display(), to.display()));
+}
+
+async fn stop_node(cluster: &mut TestCluster, id: NodeId) {
+    if let Some(node) = cluster.nodes.remove(&id) {
+        node.stop().await;
+    }
+}
+
+/// A three-node cluster with a show in `mumbai`, acknowledged writes, a backup `b1` of
+/// node 2, more writes and a leader change after it (so terms move past the backup).
+/// Returns the cluster, the acknowledged request ids and the backup's path relative to
+/// node 2's data directory. `cold_copy`, when given, receives a copy of node 2's
+/// `raft-log` and `shards` taken by hand (node stopped) right after the backup.
+async fn cluster_with_backup(
+    cold_copy: Option<&Path>,
+) -> (
+    TestCluster,
+    state_machine::ShowId,
+    Vec<String>,
+    std::path::PathBuf,
+) {
+    let mut cluster = TestCluster::start(3, &["mumbai", "global"]).await;
+    let nodes = nodes_arg(&cluster);
+    let show = cluster.seed_show("mumbai").await;
+    let mut acknowledged = write_locks(&cluster, show, "before", 0..20).await;
+    let run = bookingctl(
+        Some(&nodes),
+        &["backup", "--node", "2", "--name", "b1", "--json"],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let node2 = cluster.dir.path().join("node-2");
+    let backup = Path::new(json(&run)["path"].as_str().unwrap())
+        .strip_prefix(&node2)
+        .unwrap()
+        .to_path_buf();
+    if let Some(cold) = cold_copy {
+        stop_node(&mut cluster, 2).await;
+        for dir in ["raft-log", "shards"] {
+            copy_tree(&node2.join(dir), &cold.join(dir));
+        }
+        cluster.restart(2).await;
+    }
+    acknowledged.extend(write_locks(&cluster, show, "after", 20..40).await);
+    let leader = cluster.wait_leader("mumbai").await;
+    let other = if leader == 1 { 3 } else { 1 };
+    cluster.transfer_leader("mumbai", leader, other).await;
+    acknowledged.extend(write_locks(&cluster, show, "later", 40..50).await);
+    cluster.wait_converged("mumbai").await;
+    (cluster, show, acknowledged, backup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30g_bookingctl_refuses_to_restore_a_voter_and_the_safe_order_converges() {
+    // A hurried SRE stops node 2, moves its directory aside and restores a backup with
+    // bookingctl while node 2 is still a voter of every shard: refused (the cluster says
+    // node 2 still votes), also when the SRE claims a whole-cluster restore while nodes
+    // answer; nothing is written. The cluster keeps serving and no acknowledged write is
+    // lost; then the runbook's order (remove, restore, start, add as learner, promote)
+    // brings node 2 back and every replica converges to the same digest.
+    let (mut cluster, show, mut acknowledged, backup_rel) = cluster_with_backup(None).await;
+    let nodes = nodes_arg(&cluster);
+    let node2 = cluster.dir.path().join("node-2");
+    stop_node(&mut cluster, 2).await;
+    let aside = cluster.dir.path().join("node-2-aside");
+    move_dir(&node2, &aside);
+    let backup = aside.join(&backup_rel);
+    let backup = backup.to_str().unwrap();
+    let into_voter = bookingctl(
+        Some(&nodes),
+        &[
+            "restore",
+            "--from",
+            backup,
+            "--data-dir",
+            node2.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        !into_voter.ok && into_voter.stderr.contains("still a voter"),
+        "a restore into a voter must be refused: {}",
+        into_voter.stderr
+    );
+    assert!(
+        !node2.exists(),
+        "a refused restore wrote {}",
+        node2.display()
+    );
+    let whole = bookingctl(
+        Some(&nodes),
+        &[
+            "restore",
+            "--from",
+            backup,
+            "--data-dir",
+            node2.to_str().unwrap(),
+            "--whole-cluster",
+        ],
+    )
+    .await;
+    assert!(
+        !whole.ok && whole.stderr.contains("answer"),
+        "--whole-cluster while nodes serve must be refused: {}",
+        whole.stderr
+    );
+    assert!(
+        !node2.exists(),
+        "a refused restore wrote {}",
+        node2.display()
+    );
+    acknowledged.extend(write_locks(&cluster, show, "while-down", 50..60).await);
+    cluster.assert_all_recorded("mumbai", &acknowledged).await;
+
+    // The runbook's order: remove from the voters, restore (node 2's fence stays beside
+    // the restored data), start, add as a learner, promote.
+    for shard in ["mumbai", "global"] {
+        let run = bookingctl(
+            Some(&nodes),
+            &["member", "remove", "--shard", shard, "--node", "2"],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+    }
+    std::fs::create_dir_all(&node2).unwrap();
+    for entry in std::fs::read_dir(&aside).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name != "raft-log" && name != "shards" && name != "backups" {
+            move_dir(&aside.join(&name), &node2.join(&name));
+        }
+    }
+    let restored = bookingctl(
+        Some(&nodes),
+        &[
+            "restore",
+            "--from",
+            backup,
+            "--data-dir",
+            node2.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(restored.ok, "{}", restored.stderr);
+    let marker = node2.join("restored.json");
+    assert!(marker.exists(), "restore wrote no marker");
+    cluster.restart(2).await;
+    let entry = cluster.entry(2);
+    for shard in ["mumbai", "global"] {
+        let run = bookingctl(
+            Some(&nodes),
+            &[
+                "member",
+                "add",
+                "--shard",
+                shard,
+                "--node",
+                "2",
+                "--peer-addr",
+                &entry.peer_addr,
+                "--client-addr",
+                &entry.client_addr,
+                "--region",
+                &entry.region,
+            ],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+        let run = bookingctl(
+            Some(&nodes),
+            &["member", "promote", "--shard", shard, "--node", "2"],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+    }
+    acknowledged.extend(write_locks(&cluster, show, "final", 60..70).await);
+    // Re-added to every shard: the node removes its restore marker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the restore marker stayed after re-adding"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.wait_converged("mumbai").await;
+    let status = bookingctl(
+        Some(&nodes),
+        &["status", "--digest", "--json", "--shard", "mumbai"],
+    )
+    .await;
+    assert!(status.ok, "{}", status.stderr);
+    let status = json(&status);
+    let members = shard_row(&status, "mumbai")["members"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let digests: Vec<&str> = members
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 3);
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    cluster.assert_all_recorded("mumbai", &acknowledged).await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t30h_a_node_whose_directories_were_copied_back_by_hand_refuses_to_start() {
+    // A hurried SRE replaces node 2's raft-log and shards directories with an older copy
+    // taken by hand, bypassing bookingctl, while node 2 is still a voter: node 2 refuses
+    // to start (its fence, which the copy did not replace, says its vote and log went
+    // backwards). The cluster keeps serving and loses no acknowledged write; node 2's own
+    // directories put back start again (the fence is not a false alarm) and converge.
+    let cold = tempfile::tempdir().unwrap();
+    let (mut cluster, show, mut acknowledged, _) = cluster_with_backup(Some(cold.path())).await;
+    let node2 = cluster.dir.path().join("node-2");
+    stop_node(&mut cluster, 2).await;
+    let own = cluster.dir.path().join("node-2-own");
+    std::fs::create_dir_all(&own).unwrap();
+    for dir in ["raft-log", "shards"] {
+        move_dir(&node2.join(dir), &own.join(dir));
+        copy_tree(&cold.path().join(dir), &node2.join(dir));
+    }
+    let refused = cluster.try_restart(2).await;
+    let error = refused
+        .expect_err("a node whose log went backwards must refuse to start")
+        .to_string();
+    assert!(error.contains("went backwards"), "{error}");
+    assert!(error.contains("member remove"), "{error}");
+    acknowledged.extend(write_locks(&cluster, show, "refused", 50..60).await);
+    cluster.assert_all_recorded("mumbai", &acknowledged).await;
+
+    for dir in ["raft-log", "shards"] {
+        std::fs::remove_dir_all(node2.join(dir)).unwrap();
+        move_dir(&own.join(dir), &node2.join(dir));
+    }
+    cluster.restart(2).await;
+    acknowledged.extend(write_locks(&cluster, show, "back", 60..70).await);
+    cluster.wait_converged("mumbai").await;
+    cluster.assert_all_recorded("mumbai", &acknowledged).await;
+    cluster.stop_all().await;
 }

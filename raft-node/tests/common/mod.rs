@@ -120,13 +120,45 @@ impl TestCluster {
 
     /// Restarts a stopped node on its old addresses and data.
     pub async fn restart(&mut self, id: NodeId) {
+        self.try_restart(id).await.expect("restart node");
+    }
+
+    /// Restarts a stopped node on its old addresses and data, returning the node's
+    /// refusal to start (if it refuses) instead of failing the test.
+    pub async fn try_restart(&mut self, id: NodeId) -> Result<(), raft_node::node::NodeError> {
         let entry = self.entry(id);
         let peer = bind_retrying(&entry.peer_addr).await;
         let client = bind_retrying(&entry.client_addr).await;
-        let node = RunningNode::start(self.config(id), peer, client)
-            .await
-            .expect("restart node");
+        let node = RunningNode::start(self.config(id), peer, client).await?;
         self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Asserts that every request id in `request_ids` has its outcome recorded in
+    /// `shard`, read at linearizable consistency through the client protocol (so through
+    /// the current leader): no acknowledged write was lost.
+    pub async fn assert_all_recorded(&self, shard: &str, request_ids: &[String]) {
+        for request_id in request_ids {
+            let request = ReadRequest {
+                query: Query::Request {
+                    request_id: RequestId(request_id.clone()),
+                },
+                consistency: Consistency::Linearizable,
+                min_index: None,
+            };
+            let reply = self
+                .client
+                .read(shard, &request, &[], WRITE_TIMEOUT)
+                .await
+                .expect("linearizable read");
+            match reply {
+                ReadReply::Done {
+                    result: Ok(QueryResponse::Request(Some(_))),
+                    ..
+                } => {}
+                other => panic!("acknowledged write {request_id} of {shard} is lost: {other:?}"),
+            }
+        }
     }
 
     pub async fn crash(&mut self, id: NodeId) {

@@ -1,6 +1,7 @@
 //! `bookingctl`: the operator's tool for a seat-ledger cluster. It speaks to the nodes'
 //! admin API and client protocol (`raft-node/src/http.rs`), never to their storage,
-//! except `restore`, which writes a stopped node's empty data directory.
+//! except `restore`, which writes a stopped node's empty data directory once the cluster
+//! confirms that node votes in none of the backup's shards.
 //!
 //! ```text
 //! bookingctl --nodes 1=127.0.0.1:8001,2=127.0.0.1:8002 status
@@ -95,17 +96,24 @@ enum Command {
         json: bool,
     },
     /// Verify a backup and restore it into the empty data directory of a stopped node
-    /// (offline: run it on that node's host).
+    /// (run it on that node's host). The node must first be removed from every shard's
+    /// voters (`member remove`): bookingctl asks the cluster (--nodes/--cluster) and
+    /// refuses otherwise. The restored node starts only as a non-voter; add it back with
+    /// `member add`, then `member promote`.
     Restore {
         /// The backup directory (with manifest.json).
         #[arg(long)]
         from: PathBuf,
-        /// The node's data directory: must be missing or empty.
+        /// The node's data directory: missing, empty, or holding only its fence.json.
         #[arg(long, required_unless_present = "verify_only")]
         data_dir: Option<PathBuf>,
-        /// Only check the backup (digests, files), write nothing.
+        /// Only check the backup (digests, files), write nothing; needs no cluster.
         #[arg(long)]
         verify_only: bool,
+        /// Every node of the cluster is being restored from the same backup set (all
+        /// were lost): refused while any node of --nodes/--cluster answers.
+        #[arg(long, conflicts_with = "verify_only")]
+        whole_cluster: bool,
     },
     /// Failure drills: write continuously, act, then report unavailability, the new
     /// leader, and whether every acknowledged write survived.
@@ -239,11 +247,16 @@ fn parse_nodes(cli: &Cli) -> Result<Vec<(Option<NodeId>, String)>, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Restore {
         from,
-        data_dir,
-        verify_only,
+        data_dir: None,
+        ..
+    }
+    | Command::Restore {
+        from,
+        verify_only: true,
+        ..
     } = &cli.command
     {
-        return ops::restore(from, data_dir.as_deref(), *verify_only);
+        return ops::verify(from);
     }
     let timeout = Duration::from_secs(cli.timeout_s.max(1));
     let tls = match (&cli.tls_ca_file, &cli.tls_cert_file, &cli.tls_key_file) {
@@ -312,7 +325,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await
         }
         Command::Probe(args) => drill::probe(&admin, args).await,
-        Command::Restore { .. } => Err("restore runs without connecting to nodes".into()),
+        Command::Restore {
+            from,
+            data_dir: Some(data_dir),
+            whole_cluster,
+            ..
+        } => ops::restore(&admin, &from, &data_dir, whole_cluster).await,
+        Command::Restore { from, .. } => ops::verify(&from),
     }
 }
 

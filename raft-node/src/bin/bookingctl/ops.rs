@@ -417,26 +417,120 @@ pub async fn backup(
     Ok(())
 }
 
-pub fn restore(from: &Path, data_dir: Option<&Path>, verify_only: bool) -> Result<(), String> {
+/// Checks a backup offline (digests, files); writes nothing and needs no cluster.
+pub fn verify(from: &Path) -> Result<(), String> {
     let bar = spinner(format!("verifying {}", from.display()));
-    let result = match (verify_only, data_dir) {
-        (true, _) | (false, None) => raft_node::backup::verify(from),
-        (false, Some(data_dir)) => {
-            bar.set_message(format!(
-                "restoring {} into {}",
-                from.display(),
-                data_dir.display()
-            ));
-            raft_node::backup::restore(from, data_dir)
-        }
-    };
+    let result = raft_node::backup::verify(from);
     bar.finish_and_clear();
     let manifest = result.map_err(|e| e.to_string())?;
-    let what = if verify_only {
-        "verified"
-    } else {
-        "restored and verified"
-    };
+    print_manifest(&manifest, "verified");
+    Ok(())
+}
+
+/// Restores a backup into a stopped node's data directory once the cluster confirms the
+/// node votes in none of the backup's shards (or, with `whole_cluster`, once no node
+/// answers at all).
+pub async fn restore(
+    admin: &Admin,
+    from: &Path,
+    data_dir: &Path,
+    whole_cluster: bool,
+) -> Result<(), String> {
+    let manifest = raft_node::backup::read_manifest(from).map_err(|e| e.to_string())?;
+    let rejoin = rejoin_allowed(admin, &manifest, whole_cluster).await?;
+    let bar = spinner(format!(
+        "restoring {} into {}",
+        from.display(),
+        data_dir.display()
+    ));
+    let from_owned = from.to_path_buf();
+    let data_dir_owned = data_dir.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        raft_node::backup::restore(&from_owned, &data_dir_owned, rejoin)
+    })
+    .await
+    .map_err(|e| format!("restore stopped: {e}"))?;
+    bar.finish_and_clear();
+    let manifest = result.map_err(|e| e.to_string())?;
+    print_manifest(&manifest, "restored and verified");
+    match rejoin {
+        raft_node::backup::Rejoin::AsNewLearner => println!(
+            "start node {} on {}: it starts as a non-voter (it refuses while any shard counts \
+             it a voter); then for every shard: bookingctl member add, then bookingctl member \
+             promote (deploy/runbooks/restore-from-backup.md)",
+            manifest.node_id,
+            data_dir.display()
+        ),
+        raft_node::backup::Rejoin::WholeCluster => println!(
+            "start node {} on {} once every node is restored from the same backup set",
+            manifest.node_id,
+            data_dir.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Asks every node given whether the backup's node still votes in any of its shards.
+async fn rejoin_allowed(
+    admin: &Admin,
+    manifest: &raft_node::backup::BackupManifest,
+    whole_cluster: bool,
+) -> Result<raft_node::backup::Rejoin, String> {
+    let node = manifest.node_id;
+    let view = admin.view(false).await;
+    let answering: Vec<NodeId> = view.reachable().map(|status| status.node).collect();
+    if answering.contains(&node) {
+        return Err(format!(
+            "node {node} answers at {}: stop it before restoring into its data directory",
+            admin.addr(node)?
+        ));
+    }
+    if whole_cluster {
+        if !answering.is_empty() {
+            return Err(format!(
+                "--whole-cluster, but nodes {answering:?} answer: a whole-cluster restore is \
+                 for when every node is lost and restored from one backup set. To restore \
+                 node {node} alone, remove it from every shard's voters (bookingctl member \
+                 remove) and restore without --whole-cluster"
+            ));
+        }
+        return Ok(raft_node::backup::Rejoin::WholeCluster);
+    }
+    if answering.is_empty() {
+        return Err(format!(
+            "no node of the cluster answers, so none can confirm that node {node} was removed \
+             from the voters; if the whole cluster is being restored from one backup set, add \
+             --whole-cluster"
+        ));
+    }
+    let mut voter_of = Vec::new();
+    for shard in &manifest.shards {
+        let Some((leader, status)) = view.leader(&shard.shard) else {
+            return Err(format!(
+                "shard {} has no reachable leader, so none can confirm that node {node} was \
+                 removed from its voters; restore once it has one",
+                shard.shard
+            ));
+        };
+        if status.members.iter().any(|m| m.id == node && m.voter) {
+            voter_of.push(format!("{} (says its leader, node {leader})", shard.shard));
+        }
+    }
+    if !voter_of.is_empty() {
+        let first = &manifest.shards[0].shard;
+        return Err(format!(
+            "node {node} is still a voter of {}: a restored voter rejoins with an older log \
+             and vote and can lose acknowledged writes. Remove it first, for every shard: \
+             bookingctl member remove --shard {first} --node {node}; then restore, start it, \
+             bookingctl member add and bookingctl member promote \
+             (deploy/runbooks/restore-from-backup.md)",
+            voter_of.join(", ")
+        ));
+    }
+    Ok(raft_node::backup::Rejoin::AsNewLearner)
+}
+
+fn print_manifest(manifest: &raft_node::backup::BackupManifest, what: &str) {
     println!(
         "backup of node {} (cluster {}) {what}: {} shards",
         manifest.node_id,
@@ -448,15 +542,7 @@ pub fn restore(from: &Path, data_dir: Option<&Path>, verify_only: bool) -> Resul
             "  {:<12} applied {:>8}  digest {}  ok",
             shard.shard,
             shard.applied_index,
-            &shard.digest[..16]
+            &shard.digest[..shard.digest.len().min(16)]
         );
     }
-    if let (false, Some(dir)) = (verify_only, data_dir) {
-        println!(
-            "start node {} on {}; it catches up from its peers. Its Raft vote is from backup time: follow deploy/runbooks/restore-from-backup.md",
-            manifest.node_id,
-            dir.display()
-        );
-    }
-    Ok(())
 }
