@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             state: decoded.ledger.state().clone(),
             events: decoded.events.clone(),
             events_kept_from: decoded.events_kept_from,
+            rules: decoded.ledger.rules().cloned(),
         });
         let twice = snapshot::decode(&again, &limits).expect("a re-encoded snapshot decodes");
         assert_eq!(twice.ledger.digest(), decoded.ledger.digest());

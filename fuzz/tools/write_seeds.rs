@@ -341,6 +341,7 @@ fn write_all_seeds() {
         state: ledger.state().clone(),
         events: vec![],
         events_kept_from: 0,
+        rules: None,
     };
     let mut seed = vec![0u8];
     seed.extend_from_slice(&state_machine::codec::encode(&body));

@@ -76,6 +76,7 @@ pub fn router(node: Node) -> Router {
         .route("/admin/shards/{shard}/learners", post(add_learner))
         .route("/admin/shards/{shard}/membership", post(change_membership))
         .route("/admin/shards/{shard}/snapshot", post(snapshot))
+        .route("/admin/shards/{shard}/limits", post(set_limits))
         .route("/admin/backup", post(backup))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
@@ -507,6 +508,53 @@ async fn change_membership(
     )
     .await;
     Ok(Json(serde_json::json!({ "index": response.log_id.index, "audit": audit })).into_response())
+}
+
+/// Sets the shard's replicated rules (`CommandKind::SetLimits`) on its leader: every
+/// replica applies them from that log entry on, whatever its own file says. The body is
+/// the cluster file's `[limits]` table as JSON (missing fields take their defaults).
+async fn set_limits(
+    State(node): State<Node>,
+    headers: axum::http::HeaderMap,
+    Path(shard_name): Path<String>,
+    Json(limits): Json<state_machine::Limits>,
+) -> Result<Response, ApiError> {
+    if let Err(invalid) = limits.validate() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            invalid.to_string(),
+        ));
+    }
+    leader_only(&node, &shard_name)?;
+    let kind = state_machine::CommandKind::SetLimits { limits };
+    let reply = node
+        .write(&shard_name, None, kind)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let (outcome, index) = match reply {
+        crate::protocol::WriteReply::Done { outcome, index, .. } => (outcome, index),
+        other => {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not applied: {other:?}"),
+            ))
+        }
+    };
+    if let state_machine::Outcome::Rejected(rejection) = &outcome {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            rejection.to_string(),
+        ));
+    }
+    let audit = crate::audit::record(
+        &node,
+        &headers,
+        "set_limits",
+        format!("shard {shard_name}"),
+        format!("applied at index {index}"),
+    )
+    .await;
+    Ok(Json(serde_json::json!({ "index": index, "audit": audit })).into_response())
 }
 
 async fn snapshot(

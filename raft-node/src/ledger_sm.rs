@@ -249,7 +249,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         // is held only for the RocksDB write and the swap.
         let image = tokio::task::spawn_blocking(move || -> io::Result<PinnedImage> {
             let bytes = snapshot.into_bytes()?;
-            let limits = read(&store)?.ledger().limits().clone();
+            let limits = read(&store)?.configured_limits().clone();
             let prepared = PreparedInstall::new(&bytes, &limits).map_err(io_error)?;
             drop(bytes);
             let mut guard = write(&store)?;

@@ -79,6 +79,8 @@ pub struct Shard {
     pub stamp_bound: Arc<StampBound>,
     /// A snapshot being received in chunks.
     pub snapshot_inbox: crate::snapshot_transfer::Inbox,
+    /// Whether the shard's replicated rules are known to be set (they never unset).
+    rules_set: std::sync::atomic::AtomicBool,
 }
 
 impl Shard {
@@ -412,6 +414,7 @@ impl Node {
             store,
             stamp_bound,
             snapshot_inbox: Default::default(),
+            rules_set: Default::default(),
         });
         inner
             .shards
@@ -424,6 +427,9 @@ impl Node {
 
     /// Proposes a command on the shard if this node leads it; the leader stamps the
     /// time.
+    ///
+    /// A shard without replicated rules gets this leader's configured ones first
+    /// (`CommandKind::SetLimits`), so no command is applied under per-replica rules.
     pub async fn write(
         &self,
         shard_name: &str,
@@ -431,6 +437,39 @@ impl Node {
         kind: CommandKind,
     ) -> Result<WriteReply, NodeError> {
         let shard = self.shard(shard_name)?;
+        if !matches!(kind, CommandKind::SetLimits { .. }) && !self.rules_set(&shard) {
+            let limits = self.limits().clone();
+            let set = Box::pin(self.write(shard_name, None, CommandKind::SetLimits { limits }));
+            match set.await? {
+                WriteReply::Done { .. } => {}
+                other => return Ok(other),
+            }
+        }
+        self.write_stamped(shard, request_id, kind).await
+    }
+
+    /// Whether `shard` has replicated rules (cached once seen).
+    fn rules_set(&self, shard: &Shard) -> bool {
+        use std::sync::atomic::Ordering;
+        if shard.rules_set.load(Ordering::Relaxed) {
+            return true;
+        }
+        let set = shard
+            .store
+            .read()
+            .map(|s| s.ledger().rules().is_some())
+            .unwrap_or(false);
+        shard.rules_set.store(set, Ordering::Relaxed);
+        set
+    }
+
+    async fn write_stamped(
+        &self,
+        shard: Arc<Shard>,
+        request_id: Option<String>,
+        kind: CommandKind,
+    ) -> Result<WriteReply, NodeError> {
+        let shard_name = shard.name.as_str();
         let node = self.inner.id;
         if !shard.raft.is_leader() {
             return Ok(WriteReply::NotLeader {
@@ -1076,6 +1115,7 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
     let mut shutdown = node.shutdown_signal();
     let mut last_leader = None;
     let mut last_skew_transfer: Option<Instant> = None;
+    let mut rules_differ_said = false;
     let labels = [
         ("shard", shard.name.clone()),
         ("node", node.id().to_string()),
@@ -1101,6 +1141,27 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
         // A failed store refuses all work until the node restarts (apply errors).
         let failed = shard.store.read().map(|s| s.is_poisoned()).unwrap_or(true);
         metrics::gauge!("seat_ledger_store_failed", &labels).set(if failed { 1.0 } else { 0.0 });
+        // The shard's replicated rules win over this node's file; say when they differ.
+        let differs = shard
+            .store
+            .read()
+            .ok()
+            .and_then(|s| s.ledger().rules().map(|rules| rules != node.limits()))
+            .unwrap_or(false);
+        if differs && !rules_differ_said {
+            tracing::warn!(
+                shard = shard.name,
+                "this node's configured ledger limits differ from the shard's replicated \
+                 rules; it applies the replicated ones (change them with \
+                 POST /admin/shards/{{shard}}/limits)"
+            );
+        }
+        rules_differ_said = differs;
+        metrics::gauge!("seat_ledger_rules_differ_from_file", &labels).set(if differs {
+            1.0
+        } else {
+            0.0
+        });
         if !leading {
             continue;
         }
@@ -1146,13 +1207,34 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
             }
             continue;
         }
-        let next_expiry = shard
-            .store
-            .read()
-            .ok()
-            .and_then(|s| s.ledger().next_lock_expiry());
+        let (next_expiry, rules, expire_batch_max) = match shard.store.read() {
+            Ok(store) => (
+                store.ledger().next_lock_expiry(),
+                store.ledger().rules().cloned(),
+                store.ledger().limits().expire_batch_max,
+            ),
+            Err(_) => continue,
+        };
+        if rules.is_none() {
+            // The shard has no replicated rules yet: this leader's file sets them, so that
+            // from here on every replica applies the same ones (`CommandKind::SetLimits`).
+            let kind = CommandKind::SetLimits {
+                limits: node.limits().clone(),
+            };
+            match node.write(&shard.name, None, kind).await {
+                Ok(WriteReply::Done { .. }) => {
+                    tracing::info!(shard = shard.name, "replicated the configured ledger rules")
+                }
+                Ok(other) => {
+                    tracing::warn!(shard = shard.name, ?other, "setting the rules not done")
+                }
+                Err(error) => {
+                    tracing::warn!(shard = shard.name, %error, "setting the rules failed")
+                }
+            }
+        }
         if next_expiry.is_some_and(|expiry| expiry <= node.now_ms()) {
-            let max_locks = node.limits().expire_batch_max;
+            let max_locks = expire_batch_max;
             let kind = CommandKind::ExpireLocks { max_locks };
             if let Err(error) = node.write(&shard.name, None, kind).await {
                 tracing::warn!(shard = shard.name, %error, "expiry sweep failed");

@@ -677,3 +677,43 @@ async fn t85_a_leader_with_a_skewed_clock_stops_stamping_and_hands_over() {
     );
     cluster.stop_all().await;
 }
+
+/// Issue #26, item 6: ledger limits came from each node's own cluster file, so one
+/// replica started with other limits applied the same log under other rules and
+/// diverged (here: it refused a lock the others applied). The leader now replicates
+/// the rules through the log, and every replica applies those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_a_replica_with_other_limits_in_its_file_ends_with_the_same_digest() {
+    let mut cluster = TestCluster::start(3, &["mumbai"]).await;
+    let show = cluster.seed_show("mumbai").await;
+    let leader = cluster.wait_leader("mumbai").await;
+    let odd = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    cluster.wait_converged("mumbai").await;
+    cluster.crash(odd).await;
+    cluster.node_limits.insert(
+        odd,
+        Limits {
+            seats_per_user_per_show_max: 2,
+            seats_per_lock_max: 2,
+            ..Limits::default()
+        },
+    );
+    cluster.restart(odd).await;
+    // Four seats for one user: the shard's rules allow ten, the odd file two.
+    let done = cluster
+        .write("mumbai", "four-seats", lock(show, 77, &[1, 2, 3, 4]))
+        .await;
+    assert!(done.outcome.is_applied(), "{:?}", done.outcome);
+    cluster.wait_converged("mumbai").await;
+    // And with the odd node leading, it stamps under the shard's rules too.
+    let leader = cluster.wait_leader("mumbai").await;
+    if leader != odd {
+        cluster.transfer_leader("mumbai", leader, odd).await;
+    }
+    let done = cluster
+        .write("mumbai", "four-more", lock(show, 78, &[5, 6, 7, 8]))
+        .await;
+    assert!(done.outcome.is_applied(), "{:?}", done.outcome);
+    cluster.wait_converged("mumbai").await;
+    cluster.stop_all().await;
+}

@@ -101,6 +101,7 @@ fn main() {
             state: ledger.state().clone(),
             events: Vec::new(),
             events_kept_from: 0,
+            rules: None,
         });
         let encode_s = started.elapsed().as_secs_f64();
         let started = Instant::now();

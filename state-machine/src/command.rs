@@ -216,6 +216,12 @@ pub enum CommandKind {
         webhook_secret: Option<String>,
         email: bool,
     },
+    /// The shard's rules from now on, the same on every replica whatever its own
+    /// configuration file says (`Ledger::limits`). Proposed by a leader from its file
+    /// when the shard has none yet, and by operators (`POST /admin/shards/{s}/limits`).
+    SetLimits {
+        limits: crate::limits::Limits,
+    },
 }
 
 impl CommandKind {
@@ -249,6 +255,7 @@ impl CommandKind {
             CommandKind::RegisterReferral { .. } => "register_referral",
             CommandKind::RewardReferral { .. } => "reward_referral",
             CommandKind::SetNotificationChannels { .. } => "set_notification_channels",
+            CommandKind::SetLimits { .. } => "set_limits",
         }
     }
 }

@@ -110,6 +110,8 @@ pub(crate) struct Indexes {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub clock: bool,
+    /// The replicated rules changed.
+    pub rules: bool,
     pub theaters: BTreeSet<TheaterId>,
     pub shows: BTreeSet<ShowId>,
     pub seats: BTreeSet<(ShowId, SeatId)>,
@@ -138,17 +140,22 @@ pub struct ApplyResult {
 /// A shard's seat ledger.
 #[derive(Clone, Debug)]
 pub struct Ledger {
+    /// The rules applied: the replicated ones (`rules`) once set, else the
+    /// configuration's.
     pub(crate) limits: Limits,
+    /// The rules set through the log, stored and snapshotted beside `State`.
+    pub(crate) rules: Option<Limits>,
     pub(crate) state: State,
     pub(crate) indexes: Indexes,
     pub(crate) changes: Option<Changes>,
 }
 
 impl Ledger {
-    /// An empty ledger. `limits` must be the same on every replica of the shard.
+    /// An empty ledger under `limits` until the log sets the shard's rules.
     pub fn new(limits: Limits) -> Ledger {
         Ledger {
             limits,
+            rules: None,
             state: State::default(),
             indexes: Indexes::default(),
             changes: None,
@@ -159,6 +166,7 @@ impl Ledger {
     pub fn from_state(limits: Limits, state: State) -> Ledger {
         let mut ledger = Ledger {
             limits,
+            rules: None,
             state,
             indexes: Indexes::default(),
             changes: None,
@@ -202,9 +210,15 @@ impl Ledger {
     }
 
     /// Hash of the canonical state, for comparing replicas.
+    /// Replicated rules count once set (a ledger that never had them hashes as before).
     pub fn digest(&self) -> [u8; 32] {
-        let bytes = crate::codec::encode(&self.state);
-        *blake3::hash(&bytes).as_bytes()
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&crate::codec::encode(&self.state));
+        if let Some(rules) = &self.rules {
+            hasher.update(b"rules");
+            hasher.update(&crate::codec::encode(rules));
+        }
+        *hasher.finalize().as_bytes()
     }
 
     fn rebuild_indexes(&mut self) {
@@ -576,7 +590,36 @@ impl Ledger {
                 webhook_secret.as_deref(),
                 *email,
             ),
+            CommandKind::SetLimits { limits } => self.set_limits(limits),
         }
+    }
+
+    /// Makes `limits` the shard's rules on every replica.
+    fn set_limits(&mut self, limits: &Limits) -> Result<Applied, Rejection> {
+        if let Err(invalid) = limits.validate() {
+            return Err(Rejection::InvalidInput {
+                field: invalid.field.into(),
+                reason: invalid.problem.into(),
+            });
+        }
+        self.limits = limits.clone();
+        self.rules = Some(limits.clone());
+        self.touch(|c| c.rules = true);
+        Ok(Applied::LimitsSet)
+    }
+
+    /// The rules replicated through the log (`CommandKind::SetLimits`), if any were
+    /// set; until then every replica applies its own configuration's.
+    pub fn rules(&self) -> Option<&Limits> {
+        self.rules.as_ref()
+    }
+
+    /// Adopts replicated rules read back from storage or a snapshot.
+    pub(crate) fn adopt_rules(&mut self, rules: Option<Limits>) {
+        if let Some(rules) = &rules {
+            self.limits = rules.clone();
+        }
+        self.rules = rules;
     }
 
     // ----- catalog -------------------------------------------------------------------

@@ -143,6 +143,8 @@ pub enum Applied {
     ChannelsSet {
         user: UserId,
     },
+    /// The shard's replicated rules changed (`CommandKind::SetLimits`).
+    LimitsSet,
 }
 
 /// Why a command changed nothing. Each variant names what was wrong; the api maps each

@@ -13,8 +13,9 @@ use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"SEATSNAP";
-/// Version 2 added `events_kept_from`.
-const VERSION: u32 = 2;
+/// Version 2 added `events_kept_from`, version 3 `rules`. Version 2 is still read (its
+/// shard had no replicated rules).
+const VERSION: u32 = 3;
 const HEADER_BYTES: usize = 8 + 4 + 8;
 const CHECKSUM_BYTES: usize = 32;
 
@@ -27,6 +28,17 @@ pub struct SnapshotBody {
     /// Every event at or after this log index is in `events`; older ones were dropped
     /// by the retention window (consumers behind it are told so).
     pub events_kept_from: u64,
+    /// The shard's replicated rules (`CommandKind::SetLimits`), if set.
+    pub rules: Option<Limits>,
+}
+
+/// The body of a version 2 snapshot.
+#[derive(Deserialize)]
+struct SnapshotBodyV2 {
+    marker: Vec<u8>,
+    state: State,
+    events: Vec<EventRecord>,
+    events_kept_from: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,7 +47,7 @@ pub enum SnapshotError {
     Truncated(usize),
     #[error("not a seat-ledger snapshot (bad magic bytes)")]
     BadMagic,
-    #[error("snapshot version {0} is not supported (this build reads version 2)")]
+    #[error("snapshot version {0} is not supported (this build reads versions 2 and 3)")]
     BadVersion(u32),
     #[error("snapshot length field says {declared} bytes but {actual} follow")]
     BadLength { declared: u64, actual: usize },
@@ -81,7 +93,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
         return Err(SnapshotError::BadMagic);
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    if version != VERSION {
+    if version != VERSION && version != 2 {
         return Err(SnapshotError::BadVersion(version));
     }
     let declared = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
@@ -93,14 +105,33 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
     if blake3::hash(payload).as_bytes() != &bytes[HEADER_BYTES + actual..] {
         return Err(SnapshotError::BadChecksum);
     }
-    let body: SnapshotBody = codec::decode(payload).map_err(SnapshotError::Undecodable)?;
+    let body: SnapshotBody = if version == 2 {
+        let v2: SnapshotBodyV2 = codec::decode(payload).map_err(SnapshotError::Undecodable)?;
+        SnapshotBody {
+            marker: v2.marker,
+            state: v2.state,
+            events: v2.events,
+            events_kept_from: v2.events_kept_from,
+            rules: None,
+        }
+    } else {
+        codec::decode(payload).map_err(SnapshotError::Undecodable)?
+    };
     let SnapshotBody {
         marker,
         state,
         events,
         events_kept_from,
+        rules,
     } = body;
-    let ledger = Ledger::from_state(limits.clone(), state);
+    if let Some(Err(invalid)) = rules.as_ref().map(Limits::validate) {
+        return Err(SnapshotError::Inconsistent(format!(
+            "replicated rules: {}: {}",
+            invalid.field, invalid.problem
+        )));
+    }
+    let mut ledger = Ledger::from_state(limits.clone(), state);
+    ledger.adopt_rules(rules);
     ledger
         .check_invariants()
         .map_err(SnapshotError::Inconsistent)?;

@@ -8,7 +8,8 @@
 //! replica must stop rather than acknowledge what it did not persist.
 //!
 //! Key layout (one column family; big-endian numbers so keys sort like numbers):
-//! `M:format_version`, `M:clock`, `M:marker`, `M:events_kept_from`, `T|theater`,
+//! `M:format_version`, `M:clock`, `M:marker`, `M:events_kept_from`, `M:rules` (the
+//! replicated rules, once set), `T|theater`,
 //! `S|show`, `X|show|seat` (only seats that are not available), `B|booking`,
 //! `R|request id`, `E|log index|seq` (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
 //! `W|consumer cursor`, `N|user` (notification channels), `P|booking` (payments),
@@ -19,7 +20,9 @@
 //! layout and the records together are the store's format, [`FORMAT_VERSION`]: written
 //! when a store is created and checked at every open, so that a build never reads a
 //! store of a format it does not know as if it were its own (see `open`). Stores
-//! written before the key existed are version 1.
+//! written before the key existed are version 1; version 2 added `M:rules`, which a
+//! version 1 build would ignore (and apply its own file's rules), so it must refuse.
+//! Version 1 stores open as version 2 (they have no rules yet).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
@@ -43,9 +46,10 @@ use std::sync::Arc;
 /// The store format this build reads and writes. Bump it, with a migration in `open`
 /// from every older version still in service, whenever the key layout or the encoding
 /// of a stored record changes (tests/golden.rs fails when the encoding does).
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 const FORMAT_VERSION_KEY: &[u8] = b"M:format_version";
 const CLOCK_KEY: &[u8] = b"M:clock";
+const RULES_KEY: &[u8] = b"M:rules";
 const MARKER_KEY: &[u8] = b"M:marker";
 /// The first log index whose events are all still kept (see `events_kept_from`).
 const EVENTS_KEPT_FROM_KEY: &[u8] = b"M:events_kept_from";
@@ -101,7 +105,7 @@ pub enum StoreError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(
-        "the store is in format version {found}, but this build reads only version \
+        "the store is in format version {found}, but this build reads versions 1 to \
          {supported} (the store was written by a newer release, or in a format this build \
          no longer migrates); open it with a release that reads it, or rebuild this replica \
          from its peers"
@@ -122,6 +126,8 @@ pub enum Durability {
 pub struct LedgerStore {
     db: Arc<DB>,
     ledger: Ledger,
+    /// This node's configured rules: the ledger's until the log sets the shard's.
+    configured: Limits,
     marker: Vec<u8>,
     durability: Durability,
     /// Highest log index applied; bounds which events are kept.
@@ -149,7 +155,8 @@ impl LedgerStore {
         let db = Arc::new(DB::open(&options, path)?);
         let recorded = check_format_version(&db)?;
         let (state, marker) = load_state(&*db)?;
-        let mut ledger = Ledger::from_state(limits, state);
+        let mut ledger = Ledger::from_state(limits.clone(), state);
+        ledger.adopt_rules(load_rules(&*db)?);
         ledger
             .check_invariants()
             .map_err(|detail| StoreError::Corrupt {
@@ -170,6 +177,7 @@ impl LedgerStore {
         Ok(LedgerStore {
             db,
             ledger,
+            configured: limits,
             marker,
             durability,
             last_index,
@@ -180,6 +188,11 @@ impl LedgerStore {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// This node's configured rules (the ledger applies the replicated ones once set).
+    pub fn configured_limits(&self) -> &Limits {
+        &self.configured
     }
 
     /// The caller's applied-position marker as of the last batch.
@@ -226,7 +239,8 @@ impl LedgerStore {
     /// The ledger as the image on disk holds it, replacing the one in memory.
     fn reload(&mut self) -> Result<(), StoreError> {
         let (state, marker) = load_state(&*self.db)?;
-        let mut ledger = Ledger::from_state(self.ledger.limits().clone(), state);
+        let mut ledger = Ledger::from_state(self.configured.clone(), state);
+        ledger.adopt_rules(load_rules(&*self.db)?);
         ledger.track_changes();
         self.ledger = ledger;
         self.marker = marker;
@@ -285,6 +299,9 @@ impl LedgerStore {
         let state = self.ledger.state();
         if changes.clock {
             batch.put(CLOCK_KEY, state.clock.to_be_bytes());
+        }
+        if changes.rules {
+            put_or_delete(batch, RULES_KEY.to_vec(), self.ledger.rules());
         }
         for id in changes.theaters {
             put_or_delete(
@@ -420,6 +437,7 @@ impl LedgerStore {
             state: self.ledger.state().clone(),
             events,
             events_kept_from: self.events_kept_from,
+            rules: self.ledger.rules().cloned(),
         };
         Ok(snapshot::encode(&body))
     }
@@ -449,7 +467,7 @@ impl LedgerStore {
     /// Replaces this replica's state with the snapshot's. Bad bytes are refused before
     /// anything changes.
     pub fn install_snapshot(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let prepared = PreparedInstall::new(bytes, self.ledger.limits())?;
+        let prepared = PreparedInstall::new(bytes, &self.configured)?;
         self.commit_install(prepared)
     }
 
@@ -495,6 +513,9 @@ impl PreparedInstall {
         batch.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
         let state = decoded.ledger.state();
         batch.put(CLOCK_KEY, state.clock.to_be_bytes());
+        if let Some(rules) = decoded.ledger.rules() {
+            batch.put(RULES_KEY, codec::encode(rules));
+        }
         for (id, theater) in &state.theaters {
             batch.put(key(THEATER, &id.0.to_be_bytes()), codec::encode(theater));
         }
@@ -608,13 +629,14 @@ fn check_format_version(db: &DB) -> Result<bool, StoreError> {
         return Ok(false);
     };
     let found = be_u64("format version", &bytes)?;
-    if found != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&found) {
         return Err(StoreError::UnsupportedFormat {
             found,
             supported: FORMAT_VERSION,
         });
     }
-    Ok(true)
+    // An older version is upgraded by writing the current one (nothing else changes).
+    Ok(found == FORMAT_VERSION)
 }
 
 fn be_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
@@ -663,6 +685,7 @@ impl PinnedImage {
             state,
             events,
             events_kept_from: self.events_kept_from,
+            rules: load_rules(pinned)?,
         };
         Ok(snapshot::encode(&body))
     }
@@ -739,6 +762,22 @@ fn scan<T: DeserializeOwned>(
         visit(&key[1..], decode_value(what, &value)?)?;
     }
     Ok(())
+}
+
+/// The replicated rules the image holds, if any were set.
+fn load_rules(db: &impl Image) -> Result<Option<Limits>, StoreError> {
+    let Some(bytes) = db.get(RULES_KEY)? else {
+        return Ok(None);
+    };
+    let rules: Limits = codec::decode(&bytes).map_err(|detail| StoreError::Corrupt {
+        what: "replicated rules",
+        detail,
+    })?;
+    rules.validate().map_err(|invalid| StoreError::Corrupt {
+        what: "replicated rules",
+        detail: invalid.to_string(),
+    })?;
+    Ok(Some(rules))
 }
 
 fn load_state(db: &impl Image) -> Result<(State, Vec<u8>), StoreError> {
@@ -1002,6 +1041,54 @@ pub(crate) mod tests {
 }
 
 #[cfg(test)]
+mod rules_tests {
+    use super::*;
+    use crate::testkit::command;
+    use crate::{Applied, CommandKind, Outcome};
+
+    /// The replicated rules survive a reopen and travel in snapshots, and a replica
+    /// whose own configuration differs applies them all the same.
+    #[test]
+    fn replicated_rules_are_stored_and_snapshotted() {
+        let strict = Limits {
+            seats_per_user_per_show_max: 3,
+            seats_per_lock_max: 3,
+            ..Limits::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            LedgerStore::open(dir.path(), Limits::default(), Durability::Buffered).unwrap();
+        let set = CommandKind::SetLimits {
+            limits: strict.clone(),
+        };
+        let results = store
+            .apply_batch(&[(1, command("r1", 1_000, set))], b"m1")
+            .unwrap();
+        assert_eq!(results[0].outcome, Outcome::Applied(Applied::LimitsSet));
+        let digest = store.ledger().digest();
+        let bytes = store.export_snapshot().unwrap();
+        drop(store);
+        let other_file = Limits {
+            seats_per_user_per_show_max: 7,
+            seats_per_lock_max: 7,
+            ..Limits::default()
+        };
+        let reopened =
+            LedgerStore::open(dir.path(), other_file.clone(), Durability::Buffered).unwrap();
+        assert_eq!(reopened.ledger().rules(), Some(&strict));
+        assert_eq!(reopened.ledger().limits(), &strict);
+        assert_eq!(reopened.configured_limits(), &other_file);
+        assert_eq!(reopened.ledger().digest(), digest);
+        let target = tempfile::tempdir().unwrap();
+        let mut installed =
+            LedgerStore::open(target.path(), other_file, Durability::Buffered).unwrap();
+        installed.install_snapshot(&bytes).unwrap();
+        assert_eq!(installed.ledger().limits(), &strict);
+        assert_eq!(installed.ledger().digest(), digest);
+    }
+}
+
+#[cfg(test)]
 mod format_version_tests {
     use super::*;
     use crate::testkit::{command, create_theater, publish_show, screen};
@@ -1076,7 +1163,25 @@ mod format_version_tests {
         drop(store);
         assert_eq!(
             recorded_version(dir.path()),
-            Some(1u64.to_be_bytes().to_vec())
+            Some(FORMAT_VERSION.to_be_bytes().to_vec()),
+            "version 1 opens as the current version"
+        );
+    }
+
+    #[test]
+    fn a_version_1_store_opens_as_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = store_with_data(dir.path());
+        {
+            let db = DB::open_default(dir.path()).unwrap();
+            db.put(FORMAT_VERSION_KEY, 1u64.to_be_bytes()).unwrap();
+        }
+        let store = open(dir.path()).expect("version 1 has no rules yet: it opens");
+        assert_eq!(store.ledger().digest(), digest);
+        drop(store);
+        assert_eq!(
+            recorded_version(dir.path()),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
         );
     }
 
@@ -1086,7 +1191,7 @@ mod format_version_tests {
         store_with_data(dir.path());
         {
             let db = DB::open_default(dir.path()).unwrap();
-            db.put(FORMAT_VERSION_KEY, 2u64.to_be_bytes()).unwrap();
+            db.put(FORMAT_VERSION_KEY, 3u64.to_be_bytes()).unwrap();
         }
         let before = contents(dir.path());
         let error = open(dir.path()).err().expect("a newer format is refused");
@@ -1094,17 +1199,14 @@ mod format_version_tests {
             matches!(
                 error,
                 StoreError::UnsupportedFormat {
-                    found: 2,
-                    supported: 1
+                    found: 3,
+                    supported: 2
                 }
             ),
             "{error}"
         );
         let message = error.to_string();
-        assert!(
-            message.contains("format version 2") && message.contains("reads only version 1"),
-            "{message}"
-        );
+        assert!(message.contains("format version 3"), "{message}");
         assert_eq!(
             contents(dir.path()),
             before,
@@ -1144,7 +1246,7 @@ mod format_version_tests {
         drop(store);
         assert_eq!(
             recorded_version(target.path()),
-            Some(1u64.to_be_bytes().to_vec())
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
         );
         assert_eq!(open(target.path()).unwrap().ledger().digest(), digest);
     }

@@ -762,6 +762,7 @@ fn snapshot_with_a_record_under_another_key_is_refused() {
         state,
         events: vec![],
         events_kept_from: 0,
+        rules: None,
     });
     match crate::snapshot::decode(&bytes, &Limits::default()) {
         Err(crate::snapshot::SnapshotError::Inconsistent(why)) => {
@@ -887,4 +888,49 @@ fn the_cap_check_visits_only_live_holds_whatever_the_history() {
         behind them)"
     );
     assert_eq!(f.ledger.seats_held(ALICE, f.show), 3);
+}
+
+/// Issue #26, item 6: the shard's rules come from the log, not from each replica's file.
+#[test]
+fn replicated_rules_replace_the_configured_ones_on_every_replica() {
+    let mut f = Fixture::new();
+    let strict = Limits {
+        seats_per_user_per_show_max: 2,
+        seats_per_lock_max: 2,
+        ..Limits::default()
+    };
+    let before = f.ledger.digest();
+    assert_eq!(f.ledger.rules(), None);
+    assert_eq!(
+        f.ok(CommandKind::SetLimits {
+            limits: strict.clone()
+        }),
+        Applied::LimitsSet
+    );
+    assert_ne!(
+        f.ledger.digest(),
+        before,
+        "the rules are part of the digest"
+    );
+    assert_eq!(f.ledger.rules(), Some(&strict));
+    assert_eq!(f.ledger.limits().seats_per_user_per_show_max, 2);
+    let refused = f.rejected(lock_kind(f.show, ALICE, &[1, 2, 3], None));
+    assert!(
+        matches!(refused, Rejection::LimitExceeded { max: 2, .. }),
+        "{refused:?}"
+    );
+    let broken = Limits {
+        seats_per_lock_max: 0,
+        ..Limits::default()
+    };
+    let refused = f.rejected(CommandKind::SetLimits { limits: broken });
+    assert!(
+        matches!(refused, Rejection::InvalidInput { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.ledger.rules(),
+        Some(&strict),
+        "a refused change keeps the rules"
+    );
 }

@@ -103,6 +103,7 @@ fn command_kind_label(kind: &CommandKind) -> &'static str {
         CommandKind::RegisterReferral { .. } => "RegisterReferral",
         CommandKind::RewardReferral { .. } => "RewardReferral",
         CommandKind::SetNotificationChannels { .. } => "SetNotificationChannels",
+        CommandKind::SetLimits { .. } => "SetLimits",
     }
 }
 
@@ -259,7 +260,36 @@ fn command_kinds() -> Vec<CommandKind> {
             webhook_secret: Some("0123456789abcdef".into()),
             email: false,
         },
+        CommandKind::SetLimits {
+            limits: sample_limits(),
+        },
     ]
+}
+
+/// Every field a different value, so that swapping two fields changes the bytes.
+fn sample_limits() -> Limits {
+    Limits {
+        seats_per_lock_max: 11,
+        lock_ttl_ms_min: 12_000,
+        lock_ttl_ms_max: 13_000,
+        lock_ttl_ms_default: 12_500,
+        lock_life_ms_max: 14_000,
+        seats_per_user_per_show_max: 15,
+        seats_per_screen_max: 16_000,
+        rows_per_screen_max: 170,
+        screens_per_theater_max: 18,
+        text_length_max: 190,
+        page_size_max: 20,
+        show_duration_ms_max: 21_000_000,
+        expire_batch_max: 220,
+        request_ids_max: 230_000,
+        request_id_retention_ms: 24_000_000,
+        event_retention_indexes: 250_000,
+        ticket_messages_max: 26,
+        ticket_message_bytes_max: 2_700,
+        open_tickets_per_customer_max: 28,
+        cancel_refund_cutoff_ms: 29_000_000,
+    }
 }
 
 fn outcome_label(outcome: &Outcome) -> &'static str {
@@ -305,6 +335,7 @@ fn applied_label(applied: &Applied) -> &'static str {
         Applied::ReferralRegistered { .. } => "ReferralRegistered",
         Applied::ReferralRewarded { .. } => "ReferralRewarded",
         Applied::ChannelsSet { .. } => "ChannelsSet",
+        Applied::LimitsSet => "LimitsSet",
     }
 }
 
@@ -401,6 +432,7 @@ fn applieds() -> Vec<Applied> {
             rewarded: true,
         },
         Applied::ChannelsSet { user: UserId(7) },
+        Applied::LimitsSet,
     ]
 }
 
@@ -1067,6 +1099,7 @@ fn snapshot_body() -> SnapshotBody {
         state: state(),
         events: vec![event_record()],
         events_kept_from: 3,
+        rules: Some(sample_limits()),
     }
 }
 
@@ -1176,6 +1209,7 @@ fn record_goldens() -> Vec<Golden> {
         state: State::default(),
         events: vec![],
         events_kept_from: 0,
+        rules: None,
     };
     vec![
         golden("Theater", theater()),

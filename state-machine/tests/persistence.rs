@@ -465,6 +465,7 @@ fn a_well_framed_snapshot_that_breaks_invariants_is_refused() {
         state,
         events: vec![],
         events_kept_from: 0,
+        rules: None,
     });
     let error = state_machine::snapshot::decode(&bytes, &Limits::default())
         .err()

@@ -37,6 +37,9 @@ pub struct TestCluster {
     pub file: ClusterFile,
     /// Every node's Raft timing (`timing()` unless started with `start_with`).
     pub timing: RaftTiming,
+    /// Ledger limits of one node's cluster file where they differ from the others'
+    /// (taken at the node's next start).
+    pub node_limits: BTreeMap<NodeId, Limits>,
     pub nodes: BTreeMap<NodeId, RunningNode>,
     pub client: ClusterClient,
 }
@@ -88,6 +91,7 @@ impl TestCluster {
             dir: tempfile::tempdir().unwrap(),
             file,
             timing,
+            node_limits: BTreeMap::new(),
             nodes: BTreeMap::new(),
             client,
         };
@@ -104,10 +108,14 @@ impl TestCluster {
     }
 
     pub fn config(&self, id: NodeId) -> NodeConfig {
+        let mut cluster = self.file.clone();
+        if let Some(limits) = self.node_limits.get(&id) {
+            cluster.limits = limits.clone();
+        }
         NodeConfig {
             node_id: id,
             data_dir: self.dir.path().join(format!("node-{id}")),
-            cluster: self.file.clone(),
+            cluster,
             cluster_secret: SECRET.to_vec(),
             raft: self.timing.clone(),
             tls: None,
