@@ -175,11 +175,10 @@ impl ClusterClock {
         }
     }
 
-    /// Whether `me` may stamp for a shard with `voters`: fails closed when too few
-    /// voters' clocks are known.
-    pub fn verdict(&self, me: NodeId, voters: &BTreeSet<NodeId>) -> ClockVerdict {
+    /// The fresh offsets of `voters`' clocks from ours (ours is 0), unsorted.
+    fn known_offsets(&self, me: NodeId, voters: &BTreeSet<NodeId>) -> Vec<i64> {
         let offsets = self.current_offsets().unwrap_or_default();
-        let mut known: Vec<i64> = voters
+        voters
             .iter()
             .filter_map(|id| {
                 if *id == me {
@@ -188,7 +187,13 @@ impl ClusterClock {
                     offsets.get(id).copied()
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Whether `me` may stamp for a shard with `voters`: fails closed when too few
+    /// voters' clocks are known.
+    pub fn verdict(&self, me: NodeId, voters: &BTreeSet<NodeId>) -> ClockVerdict {
+        let mut known = self.known_offsets(me, voters);
         if known.len() * 2 <= voters.len() {
             return ClockVerdict::Unknown {
                 fresh: known.len(),
@@ -226,17 +231,7 @@ impl ClusterClock {
     /// The median offset of `voters`' clocks from ours (ours counts as 0), when a
     /// majority of the voters has a fresh sample; `None` when too few do.
     pub fn quorum_offset_ms(&self, me: NodeId, voters: &BTreeSet<NodeId>) -> Option<i64> {
-        let offsets = self.current_offsets()?;
-        let mut known: Vec<i64> = voters
-            .iter()
-            .filter_map(|id| {
-                if *id == me {
-                    Some(0)
-                } else {
-                    offsets.get(id).copied()
-                }
-            })
-            .collect();
+        let mut known = self.known_offsets(me, voters);
         if known.len() * 2 <= voters.len() {
             return None;
         }

@@ -439,13 +439,14 @@ impl Node {
         let shard = self.shard(shard_name)?;
         if !matches!(kind, CommandKind::SetLimits { .. }) && !self.rules_set(&shard) {
             let limits = self.limits().clone();
-            let set = Box::pin(self.write(shard_name, None, CommandKind::SetLimits { limits }));
-            match set.await? {
+            let set = CommandKind::SetLimits { limits };
+            // Committed before the command is proposed (no planted bug skips that).
+            match self.write_stamped(shard.clone(), None, set, false).await? {
                 WriteReply::Done { .. } => {}
                 other => return Ok(other),
             }
         }
-        self.write_stamped(shard, request_id, kind).await
+        self.write_stamped(shard, request_id, kind, true).await
     }
 
     /// Whether `shard` has replicated rules (cached once seen).
@@ -463,12 +464,16 @@ impl Node {
         set
     }
 
+    /// `write` after the rules check; `planted` lets a planted bug (test builds) act.
     async fn write_stamped(
         &self,
         shard: Arc<Shard>,
         request_id: Option<String>,
         kind: CommandKind,
+        planted: bool,
     ) -> Result<WriteReply, NodeError> {
+        #[cfg(not(feature = "planted-bugs"))]
+        let _ = planted;
         let shard_name = shard.name.as_str();
         let node = self.inner.id;
         if !shard.raft.is_leader() {
@@ -495,7 +500,7 @@ impl Node {
         };
         let verb = command.kind.verb();
         #[cfg(feature = "planted-bugs")]
-        if planted::is_enabled(PlantedBug::AckBeforeCommit) {
+        if planted && planted::is_enabled(PlantedBug::AckBeforeCommit) {
             return self.ack_before_commit(shard, command);
         }
         let started = Instant::now();
