@@ -1212,32 +1212,14 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
             }
             continue;
         }
-        let (next_expiry, rules, expire_batch_max) = match shard.store.read() {
+        // The shard's rules bound a sweep (replicated once set, `Node::write`).
+        let (next_expiry, expire_batch_max) = match shard.store.read() {
             Ok(store) => (
                 store.ledger().next_lock_expiry(),
-                store.ledger().rules().cloned(),
                 store.ledger().limits().expire_batch_max,
             ),
             Err(_) => continue,
         };
-        if rules.is_none() {
-            // The shard has no replicated rules yet: this leader's file sets them, so that
-            // from here on every replica applies the same ones (`CommandKind::SetLimits`).
-            let kind = CommandKind::SetLimits {
-                limits: node.limits().clone(),
-            };
-            match node.write(&shard.name, None, kind).await {
-                Ok(WriteReply::Done { .. }) => {
-                    tracing::info!(shard = shard.name, "replicated the configured ledger rules")
-                }
-                Ok(other) => {
-                    tracing::warn!(shard = shard.name, ?other, "setting the rules not done")
-                }
-                Err(error) => {
-                    tracing::warn!(shard = shard.name, %error, "setting the rules failed")
-                }
-            }
-        }
         if next_expiry.is_some_and(|expiry| expiry <= node.now_ms()) {
             let max_locks = expire_batch_max;
             let kind = CommandKind::ExpireLocks { max_locks };

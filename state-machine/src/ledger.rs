@@ -288,11 +288,7 @@ impl Ledger {
 
     /// Applies the command at log position `index`.
     pub fn apply(&mut self, index: LogIndex, command: &Command) -> ApplyResult {
-        if command.at_ms > self.state.clock {
-            self.state.clock = command.at_ms;
-            self.touch(|c| c.clock = true);
-        }
-        self.forget_old_requests();
+        self.enter(command);
         let fingerprint = fingerprint(&command.kind);
         if let Some(request_id) = &command.request_id {
             if let Err(rejection) = self.check_text("request_id", &request_id.0, false) {
@@ -336,11 +332,7 @@ impl Ledger {
     /// record), on a ledger that does not hold any of the failed attempt's changes
     /// (`LedgerStore::apply_batch` reloads before calling this).
     pub fn apply_failed(&mut self, command: &Command) -> ApplyResult {
-        if command.at_ms > self.state.clock {
-            self.state.clock = command.at_ms;
-            self.touch(|c| c.clock = true);
-        }
-        self.forget_old_requests();
+        self.enter(command);
         let outcome = Outcome::Rejected(Rejection::ApplyFailed);
         if let Some(request_id) = &command.request_id {
             if !self.state.requests.contains_key(request_id) {
@@ -352,6 +344,16 @@ impl Ledger {
             outcome,
             events: vec![],
         }
+    }
+
+    /// What every command does first, applied or not: the shard clock moves to its
+    /// stamp (never back), and idempotency records past retention are forgotten.
+    fn enter(&mut self, command: &Command) {
+        if command.at_ms > self.state.clock {
+            self.state.clock = command.at_ms;
+            self.touch(|c| c.clock = true);
+        }
+        self.forget_old_requests();
     }
 
     fn execute(
