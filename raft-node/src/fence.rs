@@ -135,30 +135,47 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
     })
 }
 
-/// Reads the fence of a data directory, if it has one.
-pub fn read_fence(data_dir: &Path) -> Result<Option<FenceRecord>, String> {
-    let path = data_dir.join(FENCE_FILE);
-    let fence: Option<FenceRecord> = read_json(&path)?;
-    match fence {
-        Some(fence) if fence.format != FORMAT => Err(io_error(
+/// A file of this module, with its format number.
+trait Versioned: serde::de::DeserializeOwned {
+    fn format(&self) -> u32;
+}
+
+impl Versioned for FenceRecord {
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+impl Versioned for RestoredMarker {
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+/// Reads `file` of a data directory, if it has one, refusing another format.
+fn read_versioned<T: Versioned>(data_dir: &Path, file: &str) -> Result<Option<T>, String> {
+    let path = data_dir.join(file);
+    match read_json::<T>(&path)? {
+        Some(value) if value.format() != FORMAT => Err(io_error(
             &path,
-            format!("format {} (this build reads {FORMAT})", fence.format),
+            format!(
+                "format {} (this build reads {FORMAT}); start the node with the release \
+                 that wrote it",
+                value.format()
+            ),
         )),
         other => Ok(other),
     }
 }
 
+/// Reads the fence of a data directory, if it has one.
+pub fn read_fence(data_dir: &Path) -> Result<Option<FenceRecord>, String> {
+    read_versioned(data_dir, FENCE_FILE)
+}
+
 /// Reads the restore marker of a data directory, if it has one.
 pub fn read_marker(data_dir: &Path) -> Result<Option<RestoredMarker>, String> {
-    let path = data_dir.join(RESTORED_FILE);
-    let marker: Option<RestoredMarker> = read_json(&path)?;
-    match marker {
-        Some(marker) if marker.format != FORMAT => Err(io_error(
-            &path,
-            format!("format {} (this build reads {FORMAT})", marker.format),
-        )),
-        other => Ok(other),
-    }
+    read_versioned(data_dir, RESTORED_FILE)
 }
 
 /// Removes the restore marker durably (the node has been re-added).
