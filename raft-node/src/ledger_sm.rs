@@ -214,7 +214,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         metrics::counter!("seat_ledger_applied_commands_total").increment(commands.len() as u64);
         let failed = results
             .iter()
-            .filter(|r| r.outcome == Outcome::Rejected(Rejection::ApplyFailed))
+            .filter(|r| matches!(r.outcome, Outcome::Rejected(Rejection::ApplyFailed)))
             .count();
         if failed > 0 {
             // A defect in the ledger: the entry was rejected alike on every replica.

@@ -296,33 +296,7 @@ async fn t30c_backup_and_restore_verified_by_digest() {
     assert!(restored.stdout.contains("restored and verified"));
     cluster.restart(2).await;
     assert!(cluster.applied(2, "mumbai") >= backed_up_index);
-    for shard in ["mumbai", "global"] {
-        let run = bookingctl(
-            Some(&nodes),
-            &[
-                "member",
-                "add",
-                "--shard",
-                shard,
-                "--node",
-                "2",
-                "--peer-addr",
-                &entry.peer_addr,
-                "--client-addr",
-                &entry.client_addr,
-                "--region",
-                &entry.region,
-            ],
-        )
-        .await;
-        assert!(run.ok, "{}", run.stderr);
-        let run = bookingctl(
-            Some(&nodes),
-            &["member", "promote", "--shard", shard, "--node", "2"],
-        )
-        .await;
-        assert!(run.ok, "{}", run.stderr);
-    }
+    readd_node_2(&nodes, &entry).await;
     cluster
         .write("mumbai", "after-restart", lock(show, 99, &[99]))
         .await;
@@ -754,33 +728,7 @@ async fn t30g_bookingctl_refuses_to_restore_a_voter_and_the_safe_order_converges
     assert!(marker.exists(), "restore wrote no marker");
     cluster.restart(2).await;
     let entry = cluster.entry(2);
-    for shard in ["mumbai", "global"] {
-        let run = bookingctl(
-            Some(&nodes),
-            &[
-                "member",
-                "add",
-                "--shard",
-                shard,
-                "--node",
-                "2",
-                "--peer-addr",
-                &entry.peer_addr,
-                "--client-addr",
-                &entry.client_addr,
-                "--region",
-                &entry.region,
-            ],
-        )
-        .await;
-        assert!(run.ok, "{}", run.stderr);
-        let run = bookingctl(
-            Some(&nodes),
-            &["member", "promote", "--shard", shard, "--node", "2"],
-        )
-        .await;
-        assert!(run.ok, "{}", run.stderr);
-    }
+    readd_node_2(&nodes, &entry).await;
     acknowledged.extend(write_locks(&cluster, show, "final", 60..70).await);
     // Re-added to every shard: the node removes its restore marker.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -848,4 +796,35 @@ async fn t30h_a_node_whose_directories_were_copied_back_by_hand_refuses_to_start
     cluster.wait_converged("mumbai").await;
     cluster.assert_all_recorded("mumbai", &acknowledged).await;
     cluster.stop_all().await;
+}
+
+/// Adds node 2 back to every shard as a learner and promotes it, through bookingctl.
+async fn readd_node_2(nodes: &str, entry: &raft_node::config::NodeEntry) {
+    for shard in ["mumbai", "global"] {
+        let run = bookingctl(
+            Some(nodes),
+            &[
+                "member",
+                "add",
+                "--shard",
+                shard,
+                "--node",
+                "2",
+                "--peer-addr",
+                &entry.peer_addr,
+                "--client-addr",
+                &entry.client_addr,
+                "--region",
+                &entry.region,
+            ],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+        let run = bookingctl(
+            Some(nodes),
+            &["member", "promote", "--shard", shard, "--node", "2"],
+        )
+        .await;
+        assert!(run.ok, "{}", run.stderr);
+    }
 }
