@@ -442,8 +442,11 @@ pub fn request_id(headers: &HeaderMap, scope: &str) -> Result<String, Problem> {
             }
             Ok(format!("{scope}:{key}"))
         }
+        // The ledger keeps ids of this form minutes, not the 24 hours of a client's key
+        // (`state_machine::requests::AUTO_PREFIX`): only this request's own retries use it.
         None => Ok(format!(
-            "{scope}:auto:{:016x}{:016x}",
+            "{}{scope}:{:016x}{:016x}",
+            state_machine::requests::AUTO_PREFIX,
             fastrand::u64(..),
             fastrand::u64(..)
         )),

@@ -164,6 +164,12 @@ impl From<Rejection> for Problem {
                 "coupon-unavailable",
                 "The coupon cannot be used",
             ),
+            // Nothing happened; the same key is safe to retry once room frees.
+            Rejection::RequestTableFull { .. } => (
+                S::SERVICE_UNAVAILABLE,
+                "idempotency-table-full",
+                "Too many recent Idempotency-Keys; retry later with the same key",
+            ),
         };
         let mut problem = Problem::new(status, kind, title, detail);
         match rejection {
@@ -184,6 +190,9 @@ impl From<Rejection> for Problem {
                     .with("requested", json!(requested));
             }
             Rejection::InvalidInput { field, .. } => problem = problem.with("field", json!(field)),
+            Rejection::RequestTableFull { retry_after_ms } => {
+                problem.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
+            }
             _ => {}
         }
         problem

@@ -216,6 +216,19 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Rejected(Rejection::ApplyFailed)))
             .count();
+        let table_full = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::Rejected(Rejection::RequestTableFull { .. })
+                )
+            })
+            .count();
+        if table_full > 0 {
+            // Keys younger than the window fill the table: new keys wait (503).
+            metrics::counter!("seat_ledger_request_table_full_total").increment(table_full as u64);
+        }
         if failed > 0 {
             // A defect in the ledger: the entry was rejected alike on every replica.
             tracing::error!(failed, "commands failed inside apply and were rejected");

@@ -594,7 +594,7 @@ impl Node {
             .store
             .read()
             .map_err(|_| NodeError::Storage("poisoned".into()))?;
-        let result = store.ledger().query(&request.query);
+        let result = store.query(&request.query);
         Ok(ReadReply::Done {
             result,
             node,
@@ -1146,6 +1146,13 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
         // A failed store refuses all work until the node restarts (apply errors).
         let failed = shard.store.read().map(|s| s.is_poisoned()).unwrap_or(true);
         metrics::gauge!("seat_ledger_store_failed", &labels).set(if failed { 1.0 } else { 0.0 });
+        // The idempotency table: live keys against the bound that refuses new ones.
+        if let Ok(store) = shard.store.read() {
+            let ledger = store.ledger();
+            metrics::gauge!("seat_ledger_request_ids", &labels).set(ledger.requests().len() as f64);
+            metrics::gauge!("seat_ledger_request_ids_max", &labels)
+                .set(f64::from(ledger.limits().request_ids_max));
+        }
         // The shard's replicated rules win over this node's file; say when they differ.
         let differs = shard
             .store

@@ -123,12 +123,10 @@ impl Ledger {
         {
             return Err("holding index has entries for no holding booking".into());
         }
-        if self.indexes.request_order.len() != state.requests.len() {
-            return Err("request retention index disagrees with the request table".into());
+        if !state.requests.is_empty() {
+            return Err("request records in the state instead of the request table".into());
         }
-        if state.requests.len() > self.limits.request_ids_max as usize {
-            return Err("request table is over its bound".into());
-        }
+        self.requests.check(&self.limits)?;
         self.check_audit()?;
         self.check_ticket_invariants()?;
         self.check_cursor_invariants()?;

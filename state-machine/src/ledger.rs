@@ -21,6 +21,7 @@ use crate::limits::{LimitName, Limits};
 use crate::model::{Booking, BookingStatus, Prices, Screen, SeatState, Show, ShowStatus, Theater};
 use crate::outcome::{Applied, Outcome, Rejection};
 use crate::payments::{GatewayReport, Payment, Rating};
+use crate::requests::{RequestChanges, RequestTable};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +46,9 @@ pub struct State {
     /// Seat states per show, indexed by `SeatId`.
     pub seats: BTreeMap<ShowId, Vec<SeatState>>,
     pub bookings: BTreeMap<BookingId, Booking>,
+    /// Idempotency records. Always empty in a `Ledger`'s state, which keeps them in its
+    /// `RequestTable` (`requests.rs`; on disk under a store); filled in snapshot bodies
+    /// and in [`Ledger::full_state`].
     pub requests: BTreeMap<RequestId, RequestRecord>,
     /// Accounts (`global` shard only).
     pub users: BTreeMap<UserId, User>,
@@ -81,8 +85,6 @@ pub(crate) struct Indexes {
     /// per-user seat cap: an ended booking leaves it, so the cap check costs what the
     /// user holds now, not the user's history.
     pub holding: BTreeSet<(UserId, ShowId, BookingId)>,
-    /// Request ids by age, for retention.
-    pub request_order: BTreeSet<(Millis, RequestId)>,
     /// Published shows per screen by start time; they never overlap.
     pub screen_shows: BTreeSet<(TheaterId, ScreenIndex, Millis, ShowId)>,
     /// All shows per theater by start time.
@@ -116,7 +118,7 @@ pub struct Changes {
     pub shows: BTreeSet<ShowId>,
     pub seats: BTreeSet<(ShowId, SeatId)>,
     pub bookings: BTreeSet<BookingId>,
-    pub requests: BTreeSet<RequestId>,
+    pub requests: RequestChanges,
     pub users: BTreeSet<UserId>,
     pub refresh_tokens: BTreeSet<String>,
     pub audit: BTreeSet<LogIndex>,
@@ -128,6 +130,21 @@ pub struct Changes {
     pub coupon_uses: BTreeSet<String>,
     pub referrals: BTreeSet<UserId>,
     pub channels: BTreeSet<UserId>,
+}
+
+fn state_hasher(state: &State, rules: Option<&Limits>) -> blake3::Hasher {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&crate::codec::encode(state));
+    if let Some(rules) = rules {
+        hasher.update(b"rules");
+        hasher.update(&crate::codec::encode(rules));
+    }
+    hasher
+}
+
+/// `Ledger::full_digest` of a state that holds its request records.
+pub(crate) fn full_digest(state: &State, rules: Option<&Limits>) -> [u8; 32] {
+    *state_hasher(state, rules).finalize().as_bytes()
 }
 
 /// What one applied command produced.
@@ -146,6 +163,8 @@ pub struct Ledger {
     /// The rules set through the log, stored and snapshotted beside `State`.
     pub(crate) rules: Option<Limits>,
     pub(crate) state: State,
+    /// The idempotency records (`requests.rs`).
+    pub(crate) requests: RequestTable,
     pub(crate) indexes: Indexes,
     pub(crate) changes: Option<Changes>,
 }
@@ -157,17 +176,21 @@ impl Ledger {
             limits,
             rules: None,
             state: State::default(),
+            requests: RequestTable::default(),
             indexes: Indexes::default(),
             changes: None,
         }
     }
 
-    /// A ledger over existing state, with its indexes rebuilt.
-    pub fn from_state(limits: Limits, state: State) -> Ledger {
+    /// A ledger over existing state, with its indexes rebuilt; the state's request
+    /// records move into the ledger's (resident) request table.
+    pub fn from_state(limits: Limits, mut state: State) -> Ledger {
+        let requests = RequestTable::resident(std::mem::take(&mut state.requests));
         let mut ledger = Ledger {
             limits,
             rules: None,
             state,
+            requests,
             indexes: Indexes::default(),
             changes: None,
         };
@@ -185,6 +208,28 @@ impl Ledger {
 
     pub fn clock(&self) -> Millis {
         self.state.clock
+    }
+
+    /// The idempotency table.
+    pub fn requests(&self) -> &RequestTable {
+        &self.requests
+    }
+
+    pub(crate) fn requests_mut(&mut self) -> &mut RequestTable {
+        &mut self.requests
+    }
+
+    /// The state with its request records, as snapshots carry it. Only a ledger whose
+    /// records are in memory has them all; under a store, ask the store
+    /// (`LedgerStore::full_state`).
+    pub fn full_state(&self) -> State {
+        let mut state = self.state.clone();
+        state.requests = self
+            .requests
+            .resident_records()
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect();
+        state
     }
 
     /// The earliest expiry among pending locks, live or not; the sweeper proposes
@@ -211,14 +256,26 @@ impl Ledger {
 
     /// Hash of the canonical state, for comparing replicas.
     /// Replicated rules count once set (a ledger that never had them hashes as before).
+    /// Live request records count through the table's hash (the sum of their hashes,
+    /// kept per bucket), so the digest costs the same whether they are in memory or on
+    /// disk.
     pub fn digest(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&crate::codec::encode(&self.state));
-        if let Some(rules) = &self.rules {
-            hasher.update(b"rules");
-            hasher.update(&crate::codec::encode(rules));
+        let mut hasher = state_hasher(&self.state, self.rules.as_ref());
+        if !self.requests.is_empty() {
+            hasher.update(b"requests");
+            for lane in self.requests.hash() {
+                hasher.update(&lane.to_le_bytes());
+            }
         }
         *hasher.finalize().as_bytes()
+    }
+
+    /// The digest as releases before store format 3 computed it: the encoding of the
+    /// whole state, request records included. Costs the whole table: for fixtures and
+    /// audits of old releases' images, not for routine comparisons. Only a ledger
+    /// whose records are in memory has them all (`LedgerStore::full_digest` otherwise).
+    pub fn full_digest(&self) -> [u8; 32] {
+        full_digest(&self.full_state(), self.rules.as_ref())
     }
 
     fn rebuild_indexes(&mut self) {
@@ -250,9 +307,6 @@ impl Ledger {
                     .lock_expiry
                     .insert((booking.expires_at, booking.lock_id()));
             }
-        }
-        for (id, record) in &self.state.requests {
-            indexes.request_order.insert((record.at_ms, id.clone()));
         }
         for user in self.state.users.values() {
             indexes.users_by_email.insert(user.email.clone(), user.id);
@@ -301,7 +355,7 @@ impl Ledger {
             let skip = crate::planted::is_enabled(crate::planted::PlantedBug::SkipIdempotency);
             #[cfg(not(feature = "planted-bugs"))]
             let skip = false;
-            if let Some(record) = self.state.requests.get(request_id).filter(|_| !skip) {
+            if let Some(record) = self.requests.get(request_id).filter(|_| !skip) {
                 let outcome = if record.fingerprint == fingerprint {
                     record.outcome.clone()
                 } else {
@@ -309,6 +363,13 @@ impl Ledger {
                 };
                 return ApplyResult {
                     outcome,
+                    events: vec![],
+                };
+            }
+            // Full of keys younger than the window: refuse rather than forget one.
+            if let Err(retry_after_ms) = self.requests.room(self.state.clock, &self.limits) {
+                return ApplyResult {
+                    outcome: Outcome::Rejected(Rejection::RequestTableFull { retry_after_ms }),
                     events: vec![],
                 };
             }
@@ -335,7 +396,8 @@ impl Ledger {
         self.enter(command);
         let outcome = Outcome::Rejected(Rejection::ApplyFailed);
         if let Some(request_id) = &command.request_id {
-            if !self.state.requests.contains_key(request_id) {
+            let known = self.requests.get(request_id).is_some();
+            if !known && self.requests.room(self.state.clock, &self.limits).is_ok() {
                 let fingerprint = fingerprint(&command.kind);
                 self.remember(request_id.clone(), fingerprint, outcome.clone());
             }
@@ -1480,40 +1542,20 @@ impl Ledger {
     }
 
     fn remember(&mut self, id: RequestId, fingerprint: [u8; 16], outcome: Outcome) {
-        let at_ms = self.state.clock;
-        self.indexes.request_order.insert((at_ms, id.clone()));
-        self.touch(|c| {
-            c.requests.insert(id.clone());
-        });
-        self.state.requests.insert(
-            id,
-            RequestRecord {
-                at_ms,
-                fingerprint,
-                outcome,
-            },
-        );
-        self.forget_old_requests();
+        let record = RequestRecord {
+            at_ms: self.state.clock,
+            fingerprint,
+            outcome,
+        };
+        let changes = self.changes.as_mut().map(|c| &mut c.requests);
+        self.requests.remember(id, record, changes);
     }
 
-    /// Drops idempotency records older than the retention window, and the oldest ones
-    /// beyond the size bound.
+    /// Forgets the request records whose second has left the retention window.
     fn forget_old_requests(&mut self) {
-        let clock = self.state.clock;
-        let retention = self.limits.request_id_retention_ms;
-        let max = self.limits.request_ids_max as usize;
-        while let Some((at_ms, _)) = self.indexes.request_order.first() {
-            let too_old = at_ms.saturating_add(retention) <= clock;
-            if !too_old && self.indexes.request_order.len() <= max {
-                break;
-            }
-            if let Some((_, id)) = self.indexes.request_order.pop_first() {
-                self.state.requests.remove(&id);
-                self.touch(|c| {
-                    c.requests.insert(id);
-                });
-            }
-        }
+        let changes = self.changes.as_mut().map(|c| &mut c.requests);
+        self.requests
+            .forget_old(self.state.clock, &self.limits, changes);
     }
 
     pub(crate) fn touch_audit(&mut self, id: LogIndex) {

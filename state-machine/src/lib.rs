@@ -21,6 +21,7 @@
 //! - `ledger`: the state and `apply`.
 //! - `payments`: the booking saga's payment record (start, gateway reports, refunds,
 //!   the cancellation refund cut-off) and ratings.
+//! - `requests`: the idempotency table (request id -> first outcome) and its window.
 //! - `referrals`: referral codes and the referrer's reward (the `global` shard).
 //! - `query`: read-only questions (seat map, shows, bookings, theaters).
 //! - `invariants`: `Ledger::check_invariants`, shared by tests and checkers.
@@ -52,6 +53,7 @@ pub mod payments;
 pub mod planted;
 pub mod query;
 pub mod referrals;
+pub mod requests;
 pub mod snapshot;
 pub mod store;
 pub mod support;
@@ -72,5 +74,6 @@ pub use model::*;
 pub use outcome::{Applied, Outcome, Rejection};
 pub use payments::{GatewayStatus, Payment, PaymentStatus, Rating, RatingSummary};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
+pub use requests::{RequestKind, RequestTable};
 pub use store::{Durability, LedgerStore, PinnedImage, PreparedInstall, StoreError};
 pub use support::{Actor, Ticket, TicketId, TicketMessage, TicketStatus};

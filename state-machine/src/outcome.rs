@@ -252,6 +252,12 @@ pub enum Rejection {
     /// every replica undid what it had begun and answers this, so none of them stops on
     /// the entry and their states stay equal.
     ApplyFailed,
+    /// The idempotency table holds `request_ids_max` keys, all younger than the
+    /// retention window: a new key is refused rather than an old one forgotten early.
+    /// Room frees in `retry_after_ms`.
+    RequestTableFull {
+        retry_after_ms: u64,
+    },
 }
 
 impl Rejection {
@@ -339,6 +345,12 @@ impl fmt::Display for Rejection {
             Rejection::ApplyFailed => f.write_str(
                 "the ledger failed to apply this request and changed nothing; this is a \
                  defect, reported to the operators (retrying gives the same answer)",
+            ),
+            Rejection::RequestTableFull { retry_after_ms } => write!(
+                f,
+                "this shard remembers as many request ids as it may, all younger than the \
+                 retention window; retry in {} s",
+                retry_after_ms.div_ceil(1000)
             ),
         }
     }

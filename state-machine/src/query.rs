@@ -332,10 +332,10 @@ impl Ledger {
                 .cloned()
                 .map(QueryResponse::User)
                 .ok_or(Rejection::UnknownUser { user: *user }),
+            // Under a store the records are on disk: `LedgerStore::query` answers this.
             Query::Request { request_id } => Ok(QueryResponse::Request(
-                self.state
-                    .requests
-                    .get(request_id)
+                self.requests
+                    .find(request_id)
                     .map(|record| record.outcome.clone()),
             )),
             Query::AuditLog { before, limit } => self.audit_log(*before, *limit),

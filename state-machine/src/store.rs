@@ -11,7 +11,9 @@
 //! `M:format_version`, `M:clock`, `M:marker`, `M:events_kept_from`, `M:rules` (the
 //! replicated rules, once set), `T|theater`,
 //! `S|show`, `X|show|seat` (only seats that are not available), `B|booking`,
-//! `R|request id`, `E|log index|seq` (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
+//! `R|request id` (idempotency records), `Y|kind|second|request id` (empty: the records
+//! by bucket, to forget them), `Z|kind|second` (each live bucket's count and hash; see
+//! `requests.rs`), `E|log index|seq` (events), `U|user`, `K|token hash`, `A|audit entry id`, `Q|ticket`,
 //! `W|consumer cursor`, `N|user` (notification channels), `P|booking` (payments),
 //! `V|booking` (ratings), `C|code` (coupons), `O|code/booking` (coupon uses),
 //! `F|referee` (referrals). Every prefix byte is distinct (`PREFIXES`, tested).
@@ -22,19 +24,29 @@
 //! store of a format it does not know as if it were its own (see `open`). Stores
 //! written before the key existed are version 1; version 2 added `M:rules`, which a
 //! version 1 build would ignore (and apply its own file's rules), so it must refuse.
-//! Version 1 stores open as version 2 (they have no rules yet).
+//! Version 1 stores open as version 2 (they have no rules yet). Version 3 moved the
+//! idempotency records out of memory: they stay under `R|` and gained the `Y|` and `Z|`
+//! keys, which opening a version 1 or 2 store builds from its `R|` records; a version 2
+//! build would not maintain them, so it must refuse a version 3 store.
+//!
+//! The idempotency records are never loaded whole: open reads the buckets (`Z|`), and
+//! each batch reads the records of its own request ids before applying
+//! (`RequestTable::load`). Records of forgotten buckets are deleted a bounded number
+//! per batch (`purge_requests`).
 
 use crate::accounts::{RefreshToken, User};
 use crate::codec;
 use crate::command::Command;
 use crate::coupons::{Coupon, CouponUse};
 use crate::event::EventRecord;
-use crate::ids::{BookingId, LogIndex, SeatId, ShowId, TheaterId, UserId};
+use crate::ids::{BookingId, LogIndex, RequestId, SeatId, ShowId, TheaterId, UserId};
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
 use crate::payments::{Payment, Rating};
+use crate::query::{Query, QueryResponse};
 use crate::referrals::Referral;
+use crate::requests::{Bucket, RequestKind, RequestTable};
 use crate::snapshot::{self, SnapshotBody, SnapshotError};
 use rocksdb::{
     DBIteratorWithThreadMode, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -46,7 +58,7 @@ use std::sync::Arc;
 /// The store format this build reads and writes. Bump it, with a migration in `open`
 /// from every older version still in service, whenever the key layout or the encoding
 /// of a stored record changes (tests/golden.rs fails when the encoding does).
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 const FORMAT_VERSION_KEY: &[u8] = b"M:format_version";
 const CLOCK_KEY: &[u8] = b"M:clock";
 const RULES_KEY: &[u8] = b"M:rules";
@@ -58,6 +70,12 @@ const SHOW: u8 = b'S';
 const SEAT: u8 = b'X';
 const BOOKING: u8 = b'B';
 const REQUEST: u8 = b'R';
+const REQUEST_AGE: u8 = b'Y';
+const REQUEST_BUCKET: u8 = b'Z';
+/// Records of forgotten buckets deleted per batch, at most: a clock that jumps past
+/// the whole window spreads the deletion over batches (lookups check the buckets, so
+/// a record waiting for deletion is already forgotten).
+const PURGE_PER_BATCH: usize = 10_000;
 const EVENT: u8 = b'E';
 const USER: u8 = b'U';
 const REFRESH_TOKEN: u8 = b'K';
@@ -73,13 +91,15 @@ const CHANNELS: u8 = b'N';
 /// Every key prefix byte (`M` starts the metadata keys). Two kinds of record under one
 /// byte would be read back as each other.
 #[cfg(test)]
-const PREFIXES: [u8; 18] = [
+const PREFIXES: [u8; 20] = [
     b'M',
     THEATER,
     SHOW,
     SEAT,
     BOOKING,
     REQUEST,
+    REQUEST_AGE,
+    REQUEST_BUCKET,
     EVENT,
     USER,
     REFRESH_TOKEN,
@@ -137,6 +157,9 @@ pub struct LedgerStore {
     /// knows the last event, not how far the window had already moved.
     events_kept_from: LogIndex,
     poisoned: bool,
+    /// Per request kind (`Client`, `Auto`), the second up to which forgotten records
+    /// are already deleted: where `purge_requests` starts looking.
+    purged_to: [u64; 2],
 }
 
 impl LedgerStore {
@@ -153,10 +176,11 @@ impl LedgerStore {
         options.set_write_buffer_size(16 << 20);
         options.set_max_write_buffer_number(3);
         let db = Arc::new(DB::open(&options, path)?);
-        let recorded = check_format_version(&db)?;
-        let (state, marker) = load_state(&*db)?;
-        let mut ledger = Ledger::from_state(limits.clone(), state);
-        ledger.adopt_rules(load_rules(&*db)?);
+        let found = check_format_version(&db)?;
+        if found < 3 {
+            index_request_records(&db)?;
+        }
+        let (mut ledger, marker) = load_ledger(&*db, &limits)?;
         ledger
             .check_invariants()
             .map_err(|detail| StoreError::Corrupt {
@@ -164,7 +188,7 @@ impl LedgerStore {
                 detail,
             })?;
         ledger.track_changes();
-        if !recorded {
+        if found != FORMAT_VERSION {
             let mut write = WriteOptions::default();
             write.set_sync(true);
             db.put_opt(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes(), &write)?;
@@ -183,6 +207,7 @@ impl LedgerStore {
             last_index,
             events_kept_from,
             poisoned: false,
+            purged_to: [0; 2],
         })
     }
 
@@ -193,6 +218,41 @@ impl LedgerStore {
     /// This node's configured rules (the ledger applies the replicated ones once set).
     pub fn configured_limits(&self) -> &Limits {
         &self.configured
+    }
+
+    /// Answers a query; a request's outcome is read from disk.
+    pub fn query(&self, query: &Query) -> Result<QueryResponse, crate::outcome::Rejection> {
+        let Query::Request { request_id } = query else {
+            return self.ledger.query(query);
+        };
+        let record = self
+            .stored_request(request_id)
+            .map_err(|_| crate::outcome::Rejection::ApplyFailed)?;
+        Ok(QueryResponse::Request(record.map(|record| record.outcome)))
+    }
+
+    /// The live record of `id`, read from disk.
+    fn stored_request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        let Some(bytes) = self.db.get(key(REQUEST, id.0.as_bytes()))? else {
+            return Ok(None);
+        };
+        let record: RequestRecord = decode_value("request", &bytes)?;
+        let live = self.ledger.requests().is_live(&Bucket::of(id, &record));
+        Ok(live.then_some(record))
+    }
+
+    /// The state with its live request records, as a snapshot carries it (reads every
+    /// record from disk).
+    pub fn full_state(&self) -> Result<State, StoreError> {
+        Ok(load_state(&*self.db, Some(self.ledger.requests()))?.0)
+    }
+
+    /// `Ledger::full_digest` of this store's ledger (reads every record from disk).
+    pub fn full_digest(&self) -> Result<[u8; 32], StoreError> {
+        Ok(crate::ledger::full_digest(
+            &self.full_state()?,
+            self.ledger.rules(),
+        ))
     }
 
     /// The caller's applied-position marker as of the last batch.
@@ -238,9 +298,7 @@ impl LedgerStore {
 
     /// The ledger as the image on disk holds it, replacing the one in memory.
     fn reload(&mut self) -> Result<(), StoreError> {
-        let (state, marker) = load_state(&*self.db)?;
-        let mut ledger = Ledger::from_state(self.configured.clone(), state);
-        ledger.adopt_rules(load_rules(&*self.db)?);
+        let (mut ledger, marker) = load_ledger(&*self.db, &self.configured)?;
         ledger.track_changes();
         self.ledger = ledger;
         self.marker = marker;
@@ -255,6 +313,7 @@ impl LedgerStore {
     ) -> Result<Vec<ApplyResult>, Attempt> {
         let mut batch = WriteBatch::default();
         let mut results = Vec::with_capacity(commands.len());
+        self.load_requests(commands).map_err(Attempt::Store)?;
         for (position, (index, command)) in commands.iter().enumerate() {
             let result = if failed.contains(&position) {
                 self.ledger.apply_failed(command)
@@ -277,6 +336,7 @@ impl LedgerStore {
             self.last_index = self.last_index.max(*index);
             results.push(result);
         }
+        self.purge_requests(&mut batch).map_err(Attempt::Store)?;
         self.write_changes(&mut batch);
         let retention = self.ledger.limits().event_retention_indexes;
         let kept_from = self
@@ -289,6 +349,7 @@ impl LedgerStore {
         }
         batch.put(MARKER_KEY, marker);
         self.write(batch).map_err(Attempt::Store)?;
+        self.ledger.requests_mut().unload();
         self.marker = marker.to_vec();
         self.events_kept_from = kept_from;
         Ok(results)
@@ -373,13 +434,95 @@ impl LedgerStore {
             let value = state.channels.get(&user);
             put_or_delete(batch, key(CHANNELS, &user.0.to_be_bytes()), value);
         }
-        for id in changes.requests {
-            put_or_delete(
-                batch,
-                key(REQUEST, id.0.as_bytes()),
-                state.requests.get(&id),
-            );
+        let table = self.ledger.requests();
+        for id in changes.requests.records {
+            // A record whose bucket was forgotten in the same batch is not written.
+            if let Some(record) = table.find(&id) {
+                batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
+                batch.put(age_key(Bucket::of(&id, record), &id), []);
+            }
         }
+        for bucket in changes.requests.buckets {
+            put_or_delete(batch, bucket_key(bucket), table.buckets().get(&bucket));
+        }
+    }
+
+    /// Reads the records of the batch's request ids into the ledger's table.
+    fn load_requests(&mut self, commands: &[(LogIndex, Command)]) -> Result<(), StoreError> {
+        let ids: std::collections::BTreeSet<&RequestId> = commands
+            .iter()
+            .filter_map(|(_, command)| command.request_id.as_ref())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(REQUEST, id.0.as_bytes())).collect();
+        let mut loaded = Vec::with_capacity(ids.len());
+        for (id, value) in ids.into_iter().zip(self.db.multi_get(&keys)) {
+            let record = match value? {
+                Some(bytes) => Some(decode_value::<RequestRecord>("request", &bytes)?),
+                None => None,
+            };
+            loaded.push((id.clone(), record));
+        }
+        self.ledger.requests_mut().load(loaded);
+        Ok(())
+    }
+
+    /// Deletes (in `batch`) up to [`PURGE_PER_BATCH`] records of forgotten buckets, the
+    /// oldest first, with their `Y|` keys. A record whose id came back since (a newer
+    /// record under the same key, in a live bucket) stays.
+    fn purge_requests(&mut self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        let table = self.ledger.requests();
+        let mut budget = PURGE_PER_BATCH;
+        for (slot, kind) in [RequestKind::Client, RequestKind::Auto]
+            .into_iter()
+            .enumerate()
+        {
+            let floor = table.oldest_live(kind).unwrap_or(u64::MAX);
+            let start = self.purged_to[slot];
+            if start >= floor {
+                continue;
+            }
+            let from = age_prefix(kind, start);
+            let mut last: Option<Box<[u8]>> = None;
+            let mut reached = start;
+            for item in self
+                .db
+                .iterator(IteratorMode::From(&from, Direction::Forward))
+            {
+                let (age, _) = item?;
+                if age.len() < 10 || age[0] != REQUEST_AGE || age[1] != kind.byte() {
+                    break;
+                }
+                let second = be_u64("request age key", &age[2..10])?;
+                if second >= floor {
+                    break;
+                }
+                reached = second;
+                if budget == 0 {
+                    break;
+                }
+                budget -= 1;
+                let record_key = key(REQUEST, &age[10..]);
+                if let Some(bytes) = self.db.get(&record_key)? {
+                    let record: RequestRecord = decode_value("request", &bytes)?;
+                    let id = RequestId(utf8("request id", &age[10..])?);
+                    if !table.is_live(&Bucket::of(&id, &record)) {
+                        batch.delete(record_key);
+                    }
+                }
+                last = Some(age);
+            }
+            if let Some(last) = last {
+                let mut end = last.into_vec();
+                end.push(0);
+                batch.delete_range(age_prefix(kind, 0), end);
+            }
+            // Everything before `reached` is deleted (or in this batch's range).
+            self.purged_to[slot] = reached;
+        }
+        Ok(())
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -434,7 +577,7 @@ impl LedgerStore {
         let events = events_from(&*self.db, 0, 0, usize::MAX)?;
         let body = SnapshotBody {
             marker: self.marker.clone(),
-            state: self.ledger.state().clone(),
+            state: self.full_state()?,
             events,
             events_kept_from: self.events_kept_from,
             rules: self.ledger.rules().cloned(),
@@ -482,7 +625,9 @@ impl LedgerStore {
         self.write(batch)?;
         self.sync_to_disk()?;
         self.ledger = decoded.ledger;
+        self.ledger.requests_mut().move_to_disk();
         self.ledger.track_changes();
+        self.purged_to = [0; 2];
         self.marker = decoded.marker;
         self.last_index = decoded.events.last().map_or(0, |event| event.index);
         self.events_kept_from = decoded.events_kept_from;
@@ -535,8 +680,13 @@ impl PreparedInstall {
         for (id, booking) in &state.bookings {
             batch.put(key(BOOKING, &id.0.to_be_bytes()), codec::encode(booking));
         }
-        for (id, record) in &state.requests {
+        let table = decoded.ledger.requests();
+        for (id, record) in table.resident_records() {
             batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
+            batch.put(age_key(Bucket::of(id, record), id), []);
+        }
+        for (bucket, sum) in table.buckets() {
+            batch.put(bucket_key(*bucket), codec::encode(sum));
         }
         for (id, user) in &state.users {
             batch.put(key(USER, &id.0.to_be_bytes()), codec::encode(user));
@@ -612,6 +762,27 @@ fn event_key(index: LogIndex, seq: u32) -> Vec<u8> {
     key
 }
 
+/// `Y|kind|second`: where a kind's records of one second start.
+fn age_prefix(kind: RequestKind, second: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10);
+    key.push(REQUEST_AGE);
+    key.push(kind.byte());
+    key.extend_from_slice(&second.to_be_bytes());
+    key
+}
+
+fn age_key(bucket: Bucket, id: &RequestId) -> Vec<u8> {
+    let mut key = age_prefix(bucket.kind, bucket.second);
+    key.extend_from_slice(id.0.as_bytes());
+    key
+}
+
+fn bucket_key(bucket: Bucket) -> Vec<u8> {
+    let mut key = age_prefix(bucket.kind, bucket.second);
+    key[0] = REQUEST_BUCKET;
+    key
+}
+
 fn put_or_delete<T: serde::Serialize>(batch: &mut WriteBatch, key: Vec<u8>, value: Option<&T>) {
     match value {
         Some(value) => batch.put(key, codec::encode(value)),
@@ -623,10 +794,11 @@ fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result
     codec::decode(bytes).map_err(|detail| StoreError::Corrupt { what, detail })
 }
 
-/// Whether the store records [`FORMAT_VERSION`]; an error if it records another.
-fn check_format_version(db: &DB) -> Result<bool, StoreError> {
+/// The format version the store records (1 if it records none); an error if this
+/// build does not read it.
+fn check_format_version(db: &DB) -> Result<u64, StoreError> {
     let Some(bytes) = db.get(FORMAT_VERSION_KEY)? else {
-        return Ok(false);
+        return Ok(1);
     };
     let found = be_u64("format version", &bytes)?;
     if !(1..=FORMAT_VERSION).contains(&found) {
@@ -635,8 +807,62 @@ fn check_format_version(db: &DB) -> Result<bool, StoreError> {
             supported: FORMAT_VERSION,
         });
     }
-    // An older version is upgraded by writing the current one (nothing else changes).
-    Ok(found == FORMAT_VERSION)
+    Ok(found)
+}
+
+/// Builds the `Y|` and `Z|` keys of a store written before format 3 from its `R|`
+/// records (format 3's migration; records past the window are forgotten by the next
+/// command, as they would have been).
+fn index_request_records(db: &DB) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    let mut buckets: std::collections::BTreeMap<Bucket, crate::requests::BucketSum> =
+        Default::default();
+    let mut records = std::collections::BTreeMap::new();
+    scan(db, REQUEST, "request", |id, record: RequestRecord| {
+        let id = RequestId(utf8("request id", id)?);
+        batch.put(age_key(Bucket::of(&id, &record), &id), []);
+        records.insert(id, record);
+        Ok(())
+    })?;
+    let table = RequestTable::resident(records);
+    for (bucket, sum) in table.buckets() {
+        buckets.insert(*bucket, *sum);
+    }
+    for (bucket, sum) in &buckets {
+        batch.put(bucket_key(*bucket), codec::encode(sum));
+    }
+    let mut write = WriteOptions::default();
+    write.set_sync(true);
+    db.write_opt(batch, &write)?;
+    Ok(())
+}
+
+/// The live buckets of the idempotency table.
+fn load_buckets(
+    db: &impl Image,
+) -> Result<std::collections::BTreeMap<Bucket, crate::requests::BucketSum>, StoreError> {
+    let mut buckets = std::collections::BTreeMap::new();
+    scan(db, REQUEST_BUCKET, "request bucket", |raw, sum| {
+        let corrupt = || StoreError::Corrupt {
+            what: "request bucket key",
+            detail: format!("{raw:?}"),
+        };
+        let (&kind, second) = raw.split_first().ok_or_else(corrupt)?;
+        let kind = RequestKind::from_byte(kind).ok_or_else(corrupt)?;
+        let second = be_u64("request bucket key", second)?;
+        buckets.insert(Bucket { kind, second }, sum);
+        Ok(())
+    })?;
+    Ok(buckets)
+}
+
+/// The ledger the image holds (request records on disk) and its marker.
+fn load_ledger(db: &impl Image, configured: &Limits) -> Result<(Ledger, Vec<u8>), StoreError> {
+    let (state, marker) = load_state(db, None)?;
+    let mut ledger = Ledger::from_state(configured.clone(), state);
+    ledger.adopt_rules(load_rules(db)?);
+    *ledger.requests_mut() = RequestTable::on_disk(load_buckets(db)?);
+    Ok((ledger, marker))
 }
 
 fn be_u64(what: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
@@ -678,7 +904,8 @@ impl PinnedImage {
     /// when it was pinned. Takes time on a large shard: call it off the async executor.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let pinned = self.cell.borrow_dependent();
-        let (state, marker) = load_state(pinned)?;
+        let table = RequestTable::on_disk(load_buckets(pinned)?);
+        let (state, marker) = load_state(pinned, Some(&table))?;
         let events = events_from(pinned, 0, 0, usize::MAX)?;
         let body = SnapshotBody {
             marker,
@@ -780,7 +1007,12 @@ fn load_rules(db: &impl Image) -> Result<Option<Limits>, StoreError> {
     Ok(Some(rules))
 }
 
-fn load_state(db: &impl Image) -> Result<(State, Vec<u8>), StoreError> {
+/// The state the image holds; with `requests` (the image's own table), its live
+/// request records too (for a snapshot), else none.
+fn load_state(
+    db: &impl Image,
+    requests: Option<&RequestTable>,
+) -> Result<(State, Vec<u8>), StoreError> {
     let mut state = State::default();
     if let Some(bytes) = db.get(CLOCK_KEY)? {
         state.clock = be_u64("clock", &bytes)?;
@@ -832,14 +1064,15 @@ fn load_state(db: &impl Image) -> Result<(State, Vec<u8>), StoreError> {
             .insert(BookingId(be_u64("booking id", id)?), booking);
         Ok(())
     })?;
-    scan(db, REQUEST, "request", |id, record: RequestRecord| {
-        let id = String::from_utf8(id.to_vec()).map_err(|e| StoreError::Corrupt {
-            what: "request id",
-            detail: e.to_string(),
+    if let Some(table) = requests {
+        scan(db, REQUEST, "request", |id, record: RequestRecord| {
+            let id = RequestId(utf8("request id", id)?);
+            if table.is_live(&Bucket::of(&id, &record)) {
+                state.requests.insert(id, record);
+            }
+            Ok(())
         })?;
-        state.requests.insert(crate::ids::RequestId(id), record);
-        Ok(())
-    })?;
+    }
     scan(db, USER, "user", |id, user: User| {
         state.users.insert(UserId(be_u64("user id", id)?), user);
         Ok(())
@@ -1089,6 +1322,106 @@ mod rules_tests {
 }
 
 #[cfg(test)]
+mod request_table_tests {
+    use super::*;
+    use crate::outcome::Outcome;
+    use crate::testkit::command;
+
+    fn count(db: &DB, prefix: u8) -> usize {
+        db.iterator(IteratorMode::From(&[prefix], Direction::Forward))
+            .map(|item| item.unwrap())
+            .take_while(|(key, _)| key.first() == Some(&prefix))
+            .count()
+    }
+
+    fn expire(id: &str, at_ms: u64) -> Command {
+        command(
+            id,
+            at_ms,
+            crate::command::CommandKind::ExpireLocks { max_locks: 1 },
+        )
+    }
+
+    #[test]
+    fn request_records_live_on_disk_and_leave_it_with_their_second() {
+        let limits = Limits {
+            request_id_retention_ms: 60_000,
+            ..Limits::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
+        let mut index = 0;
+        for second in 1..=3u64 {
+            let batch: Vec<_> = (0..1_000u64)
+                .map(|n| {
+                    index += 1;
+                    (
+                        index,
+                        expire(&format!("u1:{second}-{n}"), second * 1_000 + n / 10),
+                    )
+                })
+                .collect();
+            store.apply_batch(&batch, b"m").unwrap();
+        }
+        let table = store.ledger().requests();
+        assert_eq!(table.len(), 3_000);
+        assert_eq!(table.resident_records().count(), 0, "records stay on disk");
+        assert_eq!(table.buckets().len(), 3);
+        assert_eq!(count(&store.db, REQUEST), 3_000);
+        assert_eq!(count(&store.db, REQUEST_AGE), 3_000);
+        assert_eq!(count(&store.db, REQUEST_BUCKET), 3);
+        let digest = store.ledger().digest();
+        let first = store.query(&Query::Request {
+            request_id: RequestId("u1:2-7".into()),
+        });
+        assert!(
+            matches!(first, Ok(QueryResponse::Request(Some(_)))),
+            "{first:?}"
+        );
+
+        // A snapshot carries the records; the installed replica answers a retry alike.
+        let bytes = store.export_snapshot().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let mut installed =
+            LedgerStore::open(other.path(), limits.clone(), Durability::Buffered).unwrap();
+        installed.install_snapshot(&bytes).unwrap();
+        assert_eq!(installed.ledger().digest(), digest);
+        assert_eq!(installed.ledger().requests().resident_records().count(), 0);
+        let retry = [(index + 1, expire("u1:1-5", 4_000))];
+        let here = store.apply_batch(&retry, b"m").unwrap();
+        let there = installed.apply_batch(&retry, b"m").unwrap();
+        assert_eq!(here, there);
+        assert_eq!(store.ledger().digest(), installed.ledger().digest());
+        assert_eq!(
+            store.ledger().requests().len(),
+            3_000,
+            "a retry adds nothing"
+        );
+
+        // Reopened, the table is the same.
+        drop(store);
+        let mut store =
+            LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
+        assert_eq!(store.ledger().digest(), installed.ledger().digest());
+
+        // Once the last second has left the window, the records leave the disk.
+        let late = [(index + 2, expire("u1:late", 3_999 + 60_000 + 1))];
+        store.apply_batch(&late, b"m").unwrap();
+        assert_eq!(store.ledger().requests().len(), 1);
+        assert_eq!(count(&store.db, REQUEST), 1);
+        assert_eq!(count(&store.db, REQUEST_AGE), 1);
+        assert_eq!(count(&store.db, REQUEST_BUCKET), 1);
+        // A key of a forgotten second is a new request again.
+        let again = [(index + 3, expire("u1:1-5", 70_000))];
+        let outcome = &store.apply_batch(&again, b"m").unwrap()[0].outcome;
+        assert!(matches!(outcome, Outcome::Applied(_)), "{outcome:?}");
+        assert_eq!(store.ledger().requests().len(), 2);
+        store.ledger().check_invariants().unwrap();
+    }
+}
+
+#[cfg(test)]
 mod format_version_tests {
     use super::*;
     use crate::testkit::{command, create_theater, publish_show, screen};
@@ -1186,12 +1519,50 @@ mod format_version_tests {
     }
 
     #[test]
+    fn a_version_2_store_gets_its_request_records_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = store_with_data(dir.path());
+        {
+            // What a version 2 build wrote: the records under `R|`, no `Y|` or `Z|`.
+            let db = DB::open_default(dir.path()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.delete_range(&[REQUEST_AGE][..], &[REQUEST_BUCKET + 1][..]);
+            db.write(batch).unwrap();
+            db.put(FORMAT_VERSION_KEY, 2u64.to_be_bytes()).unwrap();
+        }
+        let mut store = open(dir.path()).expect("version 2 opens");
+        assert_eq!(store.ledger().digest(), digest);
+        assert_eq!(store.ledger().requests().len(), 2);
+        let retry = command(
+            "r1",
+            3_000,
+            create_theater("pune", UserId(1), vec![screen("A", 2, 3)]),
+        );
+        let again = store.apply_batch(&[(3, retry)], b"at 3").unwrap();
+        assert!(
+            matches!(
+                again[0].outcome,
+                crate::outcome::Outcome::Applied(crate::outcome::Applied::TheaterCreated {
+                    theater: TheaterId(1)
+                })
+            ),
+            "{:?}",
+            again[0].outcome
+        );
+        drop(store);
+        assert_eq!(
+            recorded_version(dir.path()),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
     fn a_store_of_a_newer_format_is_refused_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         store_with_data(dir.path());
         {
             let db = DB::open_default(dir.path()).unwrap();
-            db.put(FORMAT_VERSION_KEY, 3u64.to_be_bytes()).unwrap();
+            db.put(FORMAT_VERSION_KEY, 4u64.to_be_bytes()).unwrap();
         }
         let before = contents(dir.path());
         let error = open(dir.path()).err().expect("a newer format is refused");
@@ -1199,14 +1570,14 @@ mod format_version_tests {
             matches!(
                 error,
                 StoreError::UnsupportedFormat {
-                    found: 3,
-                    supported: 2
+                    found: 4,
+                    supported: 3
                 }
             ),
             "{error}"
         );
         let message = error.to_string();
-        assert!(message.contains("format version 3"), "{message}");
+        assert!(message.contains("format version 4"), "{message}");
         assert_eq!(
             contents(dir.path()),
             before,

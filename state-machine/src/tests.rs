@@ -287,28 +287,48 @@ fn duplicate_request_ids_return_the_first_outcome() {
 }
 
 #[test]
-fn request_ids_are_forgotten_after_retention_and_beyond_the_bound() {
+fn request_ids_are_forgotten_by_the_second_and_never_before_the_window() {
     let limits = Limits {
         request_ids_max: 3,
         ..Limits::default()
     };
+    let retention = limits.request_id_retention_ms;
     let mut ledger = Ledger::new(limits.clone());
-    for n in 0..5u64 {
-        ledger.apply(
-            n + 1,
-            &command(
-                &format!("r{n}"),
-                10 + n,
-                CommandKind::ExpireLocks { max_locks: 1 },
-            ),
-        );
+    let expire =
+        |id: &str, at_ms: u64| command(id, at_ms, CommandKind::ExpireLocks { max_locks: 1 });
+    for n in 0..3u64 {
+        let outcome = ledger
+            .apply(n + 1, &expire(&format!("r{n}"), 10_000 + n * 1_000))
+            .outcome;
+        assert!(matches!(outcome, Outcome::Applied(_)), "{outcome:?}");
     }
-    assert_eq!(ledger.state().requests.len(), 3);
-    assert!(!ledger
-        .state()
-        .requests
-        .contains_key(&RequestId("r0".into())));
-    let late = 10 + limits.request_id_retention_ms + 10;
+    assert_eq!(ledger.requests().len(), 3);
+    // Full of keys younger than the window: a new key is refused, with the time until
+    // the oldest second (10 s) has left the window.
+    let refused = ledger.apply(4, &expire("r3", 12_500)).outcome;
+    assert_eq!(
+        refused,
+        Outcome::Rejected(Rejection::RequestTableFull {
+            retry_after_ms: 11_000 + retention - 12_500
+        })
+    );
+    // A known key is still answered.
+    assert!(matches!(
+        ledger.apply(5, &expire("r0", 12_600)).outcome,
+        Outcome::Applied(_)
+    ));
+    // The first second leaves the window only once all of it has: not at 10 s +
+    // retention, but at 11 s + retention.
+    let digest_before = ledger.digest();
+    ledger.apply(6, &expire("r4", 10_999 + retention));
+    assert!(ledger.requests().find(&RequestId("r0".into())).is_some());
+    assert_ne!(ledger.digest(), digest_before, "the clock moved");
+    let outcome = ledger.apply(7, &expire("r4", 11_000 + retention)).outcome;
+    assert!(matches!(outcome, Outcome::Applied(_)), "{outcome:?}");
+    assert!(ledger.requests().find(&RequestId("r0".into())).is_none());
+    assert_eq!(ledger.requests().len(), 3);
+    ledger.check_invariants().unwrap();
+    let late = 20_000 + 2 * retention;
     ledger.apply(
         9,
         &Command {
@@ -317,7 +337,29 @@ fn request_ids_are_forgotten_after_retention_and_beyond_the_bound() {
             kind: CommandKind::ExpireLocks { max_locks: 1 },
         },
     );
-    assert!(ledger.state().requests.is_empty());
+    assert!(ledger.requests().is_empty());
+    ledger.check_invariants().unwrap();
+}
+
+#[test]
+fn ids_made_by_the_api_are_kept_minutes_and_clients_keys_the_whole_window() {
+    let mut ledger = Ledger::new(Limits::default());
+    let expire =
+        |id: &str, at_ms: u64| command(id, at_ms, CommandKind::ExpireLocks { max_locks: 1 });
+    ledger.apply(1, &expire("auto:7:00ff", 1_000));
+    ledger.apply(2, &expire("7:my-key", 1_000));
+    ledger.apply(
+        3,
+        &expire("7:later", 2_000 + crate::requests::AUTO_RETENTION_MS),
+    );
+    assert!(ledger
+        .requests()
+        .find(&RequestId("auto:7:00ff".into()))
+        .is_none());
+    assert!(ledger
+        .requests()
+        .find(&RequestId("7:my-key".into()))
+        .is_some());
     ledger.check_invariants().unwrap();
 }
 

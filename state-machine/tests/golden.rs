@@ -467,6 +467,7 @@ fn rejection_label(rejection: &Rejection) -> &'static str {
         Rejection::CouponExists => "CouponExists",
         Rejection::CouponUnavailable { .. } => "CouponUnavailable",
         Rejection::ApplyFailed => "ApplyFailed",
+        Rejection::RequestTableFull { .. } => "RequestTableFull",
     }
 }
 
@@ -546,6 +547,9 @@ fn rejections() -> Vec<Rejection> {
             reason: Cow::Borrowed("expired"),
         },
         Rejection::ApplyFailed,
+        Rejection::RequestTableFull {
+            retry_after_ms: 86_400_000,
+        },
     ]
 }
 
@@ -1200,7 +1204,18 @@ fn enum_goldens() -> Vec<Golden> {
         debug_label,
     ));
     goldens.extend(variants("LimitName", limit_names(), debug_label));
+    goldens.extend(variants("RequestKind", request_kinds(), debug_label));
     goldens
+}
+
+fn request_kinds() -> Vec<RequestKind> {
+    let all = [RequestKind::Client, RequestKind::Auto];
+    for value in all {
+        match value {
+            RequestKind::Client | RequestKind::Auto => {}
+        }
+    }
+    all.into()
 }
 
 fn record_goldens() -> Vec<Golden> {
@@ -1216,6 +1231,13 @@ fn record_goldens() -> Vec<Golden> {
         golden("Show", show()),
         golden("Booking", booking()),
         golden("RequestRecord", request_record()),
+        golden(
+            "BucketSum",
+            state_machine::requests::BucketSum {
+                count: 4_000,
+                hash: [1, u64::MAX, 3, 1 << 40],
+            },
+        ),
         golden("User", user()),
         golden("RefreshToken", refresh_token()),
         golden("AuditEntry", audit_entry()),

@@ -159,20 +159,33 @@ impl Model {
         }
     }
 
+    /// When a record arrived at `at` is forgotten: with the rest of its second, once
+    /// the whole second has left the window.
+    fn forgotten_at(&self, at: u64) -> u64 {
+        (at / 1000 + 1) * 1000 + self.limits.request_id_retention_ms
+    }
+
     fn prune(&mut self) {
-        let retention = self.limits.request_id_retention_ms;
         let clock = self.clock;
+        let limits_retention = self.limits.request_id_retention_ms;
         self.requests
-            .retain(|_, (at, _, _)| *at + retention > clock);
-        while self.requests.len() > self.limits.request_ids_max as usize {
-            let oldest = self
-                .requests
-                .iter()
-                .min_by(|a, b| (a.1 .0, a.0).cmp(&(b.1 .0, b.0)))
-                .map(|(id, _)| id.clone())
-                .unwrap();
-            self.requests.remove(&oldest);
+            .retain(|_, (at, _, _)| (*at / 1000 + 1) * 1000 + limits_retention > clock);
+    }
+
+    /// A new key is refused, not an old one forgotten, while the table is full.
+    fn room(&self) -> Result<(), Rejection> {
+        if self.requests.len() < self.limits.request_ids_max as usize {
+            return Ok(());
         }
+        let next_free = self
+            .requests
+            .values()
+            .map(|(at, _, _)| self.forgotten_at(*at))
+            .min()
+            .unwrap_or(self.clock);
+        Err(Rejection::RequestTableFull {
+            retry_after_ms: next_free.saturating_sub(self.clock).max(1),
+        })
     }
 
     fn apply(&mut self, index: u64, request_id: &str, at: u64, kind: &CommandKind) -> Outcome {
@@ -185,6 +198,9 @@ impl Model {
                 Outcome::Rejected(Rejection::RequestIdReused)
             };
         }
+        if let Err(full) = self.room() {
+            return Outcome::Rejected(full);
+        }
         let outcome = match self.execute(index, kind) {
             Ok(applied) => Outcome::Applied(applied),
             Err(rejection) => Outcome::Rejected(rejection),
@@ -193,7 +209,6 @@ impl Model {
             request_id.to_owned(),
             (self.clock, kind.clone(), outcome.clone()),
         );
-        self.prune();
         outcome
     }
 
@@ -542,7 +557,7 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
     };
     for id in ["setup-1", "setup-2", "setup-3"] {
         // The setup commands occupy request ids in the real ledger; mirror them.
-        let record = &ledger.state().requests[&RequestId(id.into())];
+        let record = ledger.requests().find(&RequestId(id.into())).unwrap();
         model.requests.insert(
             id.into(),
             (
