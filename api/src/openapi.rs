@@ -163,7 +163,10 @@ pub fn document(routes: &[RouteSpec]) -> OpenApi {
                     .required(Required::False)
                     .description(Some(
                         "1-128 printable ASCII characters; a retry with the same key gets \
-                         the first answer",
+                         the first answer for at least 24 hours. If the shard already \
+                         holds as many keys younger than that as it may, a new key is \
+                         refused with 503 and Retry-After (problem type \
+                         idempotency-table-full) rather than an old one forgotten",
                     ))
                     .schema(Some(
                         ObjectBuilder::new()

@@ -41,7 +41,8 @@ pub struct ShardBackup {
     /// The log index the ledger had applied when the backup was taken.
     pub applied_index: u64,
     pub applied_term: u64,
-    /// `Ledger::digest` of the ledger at that index, hex.
+    /// `Ledger::digest` of the ledger at that index, hex (`Ledger::full_digest` in
+    /// backups written before store format 3; restore accepts either).
     pub digest: String,
     /// The snapshot file, relative to the backup directory.
     pub file: String,
@@ -342,7 +343,9 @@ pub fn verify(dir: &Path) -> Result<BackupManifest, BackupError> {
         let decoded = state_machine::snapshot::decode(&bytes, &manifest.limits)
             .map_err(|e| shard_error(&entry.shard, format!("snapshot does not decode: {e}")))?;
         let digest = hex(&decoded.ledger.digest());
-        if digest != entry.digest {
+        // Backups written before store format 3 name the digest of the whole state.
+        let earlier = || hex(&decoded.ledger.full_digest()) == entry.digest;
+        if digest != entry.digest && !earlier() {
             return Err(BackupError::DigestMismatch {
                 shard: entry.shard.clone(),
                 what: "snapshot",
@@ -430,7 +433,12 @@ pub fn restore(dir: &Path, data_dir: &Path, rejoin: Rejoin) -> Result<BackupMani
             LedgerStore::open(&path, manifest.limits.clone(), Durability::SyncEveryBatch)
                 .map_err(|e| shard_error(&entry.shard, e))?;
         let digest = hex(&reopened.ledger().digest());
-        if digest != entry.digest {
+        let earlier = || {
+            reopened
+                .full_digest()
+                .is_ok_and(|full| hex(&full) == entry.digest)
+        };
+        if digest != entry.digest && !earlier() {
             return Err(BackupError::DigestMismatch {
                 shard: entry.shard.clone(),
                 what: "restored store",

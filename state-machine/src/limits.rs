@@ -88,7 +88,8 @@ pub struct Limits {
     /// Idempotency records kept (on disk under a store). A full table refuses new keys
     /// (`Rejection::RequestTableFull`) rather than forget one younger than the window.
     /// Every live record travels in each snapshot, which is at most 1 GiB: at about
-    /// 100 bytes a record, 5,000,000 leaves room for the rest of the shard.
+    /// 70 bytes a record (`benches/requests.rs`), 10,000,000 leaves room for the rest
+    /// of the shard.
     pub request_ids_max: u32,
     /// How long an idempotency record is kept, on the shard clock (the contract says at
     /// least 24 hours).
@@ -123,7 +124,7 @@ impl Default for Limits {
             page_size_max: 100,
             show_duration_ms_max: 24 * 60 * MINUTE_MS,
             expire_batch_max: 1_000,
-            request_ids_max: 5_000_000,
+            request_ids_max: 10_000_000,
             request_id_retention_ms: 24 * 60 * MINUTE_MS,
             event_retention_indexes: 1_000_000,
             ticket_messages_max: 200,

@@ -175,6 +175,11 @@ impl LedgerStore {
         // Many shards share a node: keep each instance's memory modest.
         options.set_write_buffer_size(16 << 20);
         options.set_max_write_buffer_number(3);
+        // Every keyed write looks up its request id, and most ids are new: a bloom
+        // filter answers "not here" without reading a block of every file.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        options.set_block_based_table_factory(&table);
         let db = Arc::new(DB::open(&options, path)?);
         let found = check_format_version(&db)?;
         if found < 3 {
@@ -339,10 +344,16 @@ impl LedgerStore {
         self.purge_requests(&mut batch).map_err(Attempt::Store)?;
         self.write_changes(&mut batch);
         let retention = self.ledger.limits().event_retention_indexes;
-        let kept_from = self
-            .last_index
-            .saturating_sub(retention)
-            .max(self.events_kept_from);
+        let due = self.last_index.saturating_sub(retention);
+        // Old events go in steps of a sixteenth of the window: each step is a range
+        // tombstone, which every read of the memtable must sort through (one per batch
+        // made reads slower batch after batch).
+        let step = (retention / 16).max(1);
+        let kept_from = if due >= self.events_kept_from.saturating_add(step) {
+            due
+        } else {
+            self.events_kept_from
+        };
         if kept_from > self.events_kept_from {
             batch.delete_range(event_key(0, 0), event_key(kept_from, 0));
             batch.put(EVENTS_KEPT_FROM_KEY, kept_from.to_be_bytes());
@@ -485,7 +496,6 @@ impl LedgerStore {
                 continue;
             }
             let from = age_prefix(kind, start);
-            let mut last: Option<Box<[u8]>> = None;
             let mut reached = start;
             for item in self
                 .db
@@ -512,14 +522,11 @@ impl LedgerStore {
                         batch.delete(record_key);
                     }
                 }
-                last = Some(age);
+                // Point deletes, not a range: range tombstones slow every read of the
+                // memtable that holds them.
+                batch.delete(age);
             }
-            if let Some(last) = last {
-                let mut end = last.into_vec();
-                end.push(0);
-                batch.delete_range(age_prefix(kind, 0), end);
-            }
-            // Everything before `reached` is deleted (or in this batch's range).
+            // Everything before `reached` is deleted (with this batch).
             self.purged_to[slot] = reached;
         }
         Ok(())
