@@ -252,4 +252,18 @@ mod tests {
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }
+
+    #[test]
+    fn a_full_idempotency_table_is_503_with_retry_after_in_whole_seconds() {
+        let full = Problem::from(Rejection::RequestTableFull {
+            retry_after_ms: 86_399_001,
+        });
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.kind, "idempotency-table-full");
+        assert_eq!(full.retry_after_s, Some(86_400));
+        let response = full.into_response();
+        assert_eq!(response.headers()["retry-after"], "86400");
+        let soon = Problem::from(Rejection::RequestTableFull { retry_after_ms: 1 });
+        assert_eq!(soon.retry_after_s, Some(1));
+    }
 }

@@ -234,6 +234,7 @@ async fn t40_a_restarted_node_catches_up_through_a_snapshot() {
     let leader = cluster.wait_leader("mumbai").await;
     let lagging = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
     cluster.crash(lagging).await;
+    let mut first_lock = None;
     for n in 0..250u64 {
         // Lock then release keeps seats free, so the loop can run long.
         let done = cluster
@@ -243,6 +244,7 @@ async fn t40_a_restarted_node_catches_up_through_a_snapshot() {
                 lock(show, 10_000 + n, &[(n % 200) as u32]),
             )
             .await;
+        first_lock.get_or_insert_with(|| done.outcome.clone());
         let release = CommandKind::ReleaseLock {
             lock: locked(&done),
             user: UserId(10_000 + n),
@@ -284,6 +286,21 @@ async fn t40_a_restarted_node_catches_up_through_a_snapshot() {
         snapshot.is_some(),
         "the restarted node caught up without a snapshot"
     );
+    // The snapshot carried the request ids (read from the leader's disk): led by the
+    // node that installed it, a retry of the first lock gets its first answer, not a
+    // second booking of the seat (free again since the release).
+    let current = cluster.wait_leader("mumbai").await;
+    cluster.transfer_leader("mumbai", current, lagging).await;
+    assert_eq!(cluster.wait_leader("mumbai").await, lagging);
+    let retry = cluster
+        .write("mumbai", "s0", lock(show, 10_000, &[0]))
+        .await;
+    assert_eq!(
+        Some(retry.outcome),
+        first_lock,
+        "the retry was locked again"
+    );
+    assert_eq!(retry.node, lagging);
     cluster.stop_all().await;
 }
 

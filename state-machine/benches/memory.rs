@@ -248,26 +248,40 @@ fn main() {
     // Events alone: a live lock extended changes one expiry in place and emits one.
     let live = shard.apply(lock_kinds(next_show + locks / SEATS + 1));
     let disk_before = shard.disk();
-    let events_before = shard.store.events_from(0, usize::MAX).expect("events").len();
-    rows.push(measure(&mut shard, "event (a lock extended)", locks, |shard| {
-        let kinds = live
-            .iter()
-            .enumerate()
-            .filter_map(|(n, outcome)| match outcome {
-                Outcome::Applied(Applied::SeatsLocked { lock, .. }) => Some((
-                    None,
-                    CommandKind::ExtendLock {
-                        lock: *lock,
-                        user: UserId(1_000 + n as u64),
-                        ttl_ms: 600_000,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
-        shard.apply(kinds);
-    }));
-    let events = shard.store.events_from(0, usize::MAX).expect("events").len() - events_before;
+    let events_before = shard
+        .store
+        .events_from(0, usize::MAX)
+        .expect("events")
+        .len();
+    rows.push(measure(
+        &mut shard,
+        "event (a lock extended)",
+        locks,
+        |shard| {
+            let kinds = live
+                .iter()
+                .enumerate()
+                .filter_map(|(n, outcome)| match outcome {
+                    Outcome::Applied(Applied::SeatsLocked { lock, .. }) => Some((
+                        None,
+                        CommandKind::ExtendLock {
+                            lock: *lock,
+                            user: UserId(1_000 + n as u64),
+                            ttl_ms: 600_000,
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect();
+            shard.apply(kinds);
+        },
+    ));
+    let events = shard
+        .store
+        .events_from(0, usize::MAX)
+        .expect("events")
+        .len()
+        - events_before;
     let event_disk = (shard.disk() as f64 - disk_before as f64) / events.max(1) as f64;
 
     println!("memory per thing a shard holds (heap bytes counted by the allocator)\n");
@@ -287,5 +301,8 @@ fn main() {
          about {event_disk:.0} B each on disk before compaction; request ids: on disk, \
          memory holds one bucket (count and hash) per second of the window"
     );
-    println!("total heap now: {:.1} MiB", held() as f64 / (1 << 20) as f64);
+    println!(
+        "total heap now: {:.1} MiB",
+        held() as f64 / (1 << 20) as f64
+    );
 }
