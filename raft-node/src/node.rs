@@ -613,13 +613,12 @@ impl Node {
         command: Command,
     ) -> Result<WriteReply, NodeError> {
         let next = shard.metrics().last_log_index.unwrap_or(0) + 1;
-        let mut ledger = shard
+        let outcome = shard
             .store
             .read()
             .map_err(|_| NodeError::Storage("poisoned".into()))?
-            .ledger()
-            .clone();
-        let outcome = ledger.apply(next, &command).outcome;
+            .predict(next, &command)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
         tokio::spawn(async move {
             let _ = shard.raft.client_write(ShardCommand(command)).await;
         });

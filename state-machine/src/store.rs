@@ -44,6 +44,7 @@ use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
 use crate::payments::{Payment, Rating};
+use crate::outcome::Outcome;
 use crate::query::{Query, QueryResponse};
 use crate::referrals::Referral;
 use crate::requests::{Bucket, RequestKind, RequestTable};
@@ -234,6 +235,18 @@ impl LedgerStore {
             .stored_request(request_id)
             .map_err(|_| crate::outcome::Rejection::ApplyFailed)?;
         Ok(QueryResponse::Request(record.map(|record| record.outcome)))
+    }
+
+    /// What applying `command` at `index` would answer now, without applying it: a copy
+    /// of the ledger, given the command's request record from disk. (The planted
+    /// ack-before-commit bug answers with this.)
+    pub fn predict(&self, index: LogIndex, command: &Command) -> Result<Outcome, StoreError> {
+        let mut ledger = self.ledger.clone();
+        if let Some(id) = &command.request_id {
+            let record = self.stored_request(id)?;
+            ledger.requests_mut().load([(id.clone(), record)]);
+        }
+        Ok(ledger.apply(index, command).outcome)
     }
 
     /// The live record of `id`, read from disk.
