@@ -85,6 +85,17 @@ async fn suite_run(
     }
     let html = std::fs::read_to_string(report.dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("<circle"), "no plot");
+    // Every run compares the replicas' ledger digests once the faults healed.
+    let replicas = report
+        .summary
+        .checkers
+        .iter()
+        .find(|c| c.checker == "replicas")
+        .expect("the replicas checker ran");
+    assert!(
+        replicas.notes.iter().any(|n| n.contains("all 3 replicas")),
+        "{replicas:?}"
+    );
     (report, out)
 }
 
