@@ -128,6 +128,10 @@ pub enum F {
     Membership,
     /// Nemesis: the payment gateway misbehaves (or behaves again).
     Gateway,
+    /// Nemesis: a node runs with a cluster file of its own (or the shared one again).
+    Config,
+    /// Nemesis: a snapshot taken (and the log purged), or a node caught up through one.
+    Snapshot,
 }
 
 impl F {
@@ -145,6 +149,8 @@ impl F {
                 | F::Transfer
                 | F::Membership
                 | F::Gateway
+                | F::Config
+                | F::Snapshot
         )
     }
 
@@ -166,6 +172,8 @@ impl F {
             F::Transfer => "transfer",
             F::Membership => "membership",
             F::Gateway => "gateway",
+            F::Config => "config",
+            F::Snapshot => "snapshot",
         }
     }
 }

@@ -192,7 +192,8 @@ impl RunReport {
         let n = &self.nemesis;
         out.push_str(&format!(
             "nemesis: {} kills, {} pauses, {} partitions, {} clock skews, {} transfers, \
-             {} membership changes, {} clock restarts, {} gateway faults, {} skipped\n",
+             {} membership changes, {} clock restarts, {} gateway faults, {} divergent \
+             configs, {} snapshot catch-ups, {} skipped\n",
             n.kills,
             n.pauses,
             n.partitions,
@@ -201,6 +202,8 @@ impl RunReport {
             n.membership_changes,
             n.clock_restarts,
             n.gateway_faults,
+            n.divergent_configs,
+            n.snapshot_catchups,
             n.skipped
         ));
         if !c.planted_bugs.is_empty() {

@@ -216,7 +216,9 @@ fn action(op: &Op) -> Result<Action, HistoryError> {
         | F::Clock
         | F::Transfer
         | F::Membership
-        | F::Gateway => {
+        | F::Gateway
+        | F::Config
+        | F::Snapshot => {
             return Err(HistoryError::shape(
                 op.index,
                 "a client cannot inject faults",
