@@ -132,6 +132,8 @@ pub enum F {
     Config,
     /// Nemesis: a snapshot taken (and the log purged), or a node caught up through one.
     Snapshot,
+    /// Nemesis: a node's backup restored into its data directory.
+    Restore,
 }
 
 impl F {
@@ -151,6 +153,7 @@ impl F {
                 | F::Gateway
                 | F::Config
                 | F::Snapshot
+                | F::Restore
         )
     }
 
@@ -174,6 +177,7 @@ impl F {
             F::Gateway => "gateway",
             F::Config => "config",
             F::Snapshot => "snapshot",
+            F::Restore => "restore",
         }
     }
 }

@@ -45,7 +45,8 @@ struct Cli {
     workload: Workload,
     /// Fault classes, comma-separated; each round picks one: kill, pause, partition
     /// (root only), clock and clock-restart (need --features fault-injection), transfer,
-    /// membership, gateway (saga workload), divergent-config, snapshot-catchup; or none.
+    /// membership, gateway (saga workload), divergent-config, snapshot-catchup,
+    /// wrong-restore; or none.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
     nemesis: Vec<NemesisKind>,
     /// Mean seconds between faults (at least 0.5).

@@ -36,6 +36,14 @@
 //! (chunked) snapshot, with writes continuing. Healing waits (bounded) until it has
 //! applied past the purge point; the digest comparison and the history checkers judge
 //! the rest.
+//!
+//! `wrong-restore` takes an online backup of a follower, kills it, moves its data
+//! directory aside and restores the backup into a fresh one (`raft_node::backup::
+//! restore`, as `bookingctl restore` does, but without the tool's voter check) while it
+//! is still a voter: the node must refuse to start (its restore marker, `fence`), or
+//! the run fails. Then the runbook's order: remove it from every shard's voters, restore
+//! again, start it, and (healing) add it back as a learner and promote it; it catches up
+//! from the backup's index and the digest comparison judges it.
 
 use crate::history::{OpType, Process, Recorder, F};
 use crate::procs::{NetMode, ProcCluster};
@@ -76,6 +84,11 @@ pub enum NemesisKind {
     #[value(name = "snapshot-catchup")]
     #[serde(rename = "snapshot-catchup")]
     SnapshotCatchup,
+    /// Restore a follower's backup while it is still a voter (it must refuse to start),
+    /// then the safe way: remove, restore, start, re-add.
+    #[value(name = "wrong-restore")]
+    #[serde(rename = "wrong-restore")]
+    WrongRestore,
 }
 
 impl NemesisKind {
@@ -92,10 +105,11 @@ impl NemesisKind {
             NemesisKind::Gateway => "gateway",
             NemesisKind::DivergentConfig => "divergent-config",
             NemesisKind::SnapshotCatchup => "snapshot-catchup",
+            NemesisKind::WrongRestore => "wrong-restore",
         }
     }
 
-    pub const FAULTS: [NemesisKind; 9] = [
+    pub const FAULTS: [NemesisKind; 10] = [
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Partition,
@@ -105,6 +119,7 @@ impl NemesisKind {
         NemesisKind::ClockRestart,
         NemesisKind::DivergentConfig,
         NemesisKind::SnapshotCatchup,
+        NemesisKind::WrongRestore,
     ];
 }
 
@@ -143,6 +158,10 @@ pub struct NemesisStats {
     /// (`snapshot-catchup`).
     #[serde(default)]
     pub snapshot_catchups: usize,
+    /// Backups restored into a node that was still a voter, which it refused to start
+    /// on, then restored the safe way (`wrong-restore`).
+    #[serde(default)]
+    pub wrong_restores: usize,
     /// Faults that could not be injected (e.g. no leader to kill); each is in the history.
     pub skipped: usize,
 }
@@ -159,6 +178,7 @@ impl NemesisStats {
             + self.gateway_faults
             + self.divergent_configs
             + self.snapshot_catchups
+            + self.wrong_restores
     }
 }
 
@@ -188,6 +208,8 @@ enum Fault {
         id: u64,
         purged: u64,
     },
+    /// A node restored from a backup and out of every shard's voters: re-add it.
+    Restored(u64),
     Nothing,
 }
 
@@ -340,7 +362,155 @@ impl Nemesis {
             NemesisKind::Gateway => Ok(self.misbehave()),
             NemesisKind::DivergentConfig => self.divergent_config(cluster).await,
             NemesisKind::SnapshotCatchup => self.stop_for_snapshot(cluster).await,
+            NemesisKind::WrongRestore => self.wrong_restore(cluster).await,
         }
+    }
+
+    /// Backs up a follower, restores the backup into it while it is still a voter (it
+    /// must refuse to start), then removes it from every shard's voters, restores again
+    /// and starts it; the heal adds it back.
+    async fn wrong_restore(&mut self, cluster: &mut ProcCluster) -> Result<Fault, String> {
+        let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+            return Ok(self.skip(F::Restore, "no leader"));
+        };
+        if cluster.up().len() < cluster.ids().len() || cluster.ids().len() < 3 {
+            return Ok(self.skip(F::Restore, "a node is down, or fewer than 3 nodes"));
+        }
+        let followers: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        let id = followers[self.rng.usize(0..followers.len())];
+        let name = format!(
+            "jepsen-{}-{:08x}",
+            self.stats.wrong_restores,
+            self.rng.u32(..)
+        );
+        self.log(
+            OpType::Invoke,
+            F::Restore,
+            Some(id),
+            format!("backup {name}"),
+        );
+        let written = cluster.backup(id, &name).await?;
+        let data_dir = cluster
+            .data_dir(id)
+            .ok_or(format!("node {id} is not in this cluster"))?;
+        // Out of the data directory, which a restore must find empty.
+        let backup = cluster.dir().join(format!("backup-node-{id}-{name}"));
+        rename(&written, &backup)?;
+        self.log(
+            OpType::Info,
+            F::Restore,
+            Some(id),
+            format!("backup {name} taken"),
+        );
+        self.log(OpType::Invoke, F::Kill, Some(id), "kill -9 to restore");
+        cluster.kill(id).await?;
+        self.log(OpType::Info, F::Kill, Some(id), "killed");
+        let aside = cluster.dir().join(format!("node-{id}-before-{name}"));
+        rename(&data_dir, &aside)?;
+        // The wrong order: the node still votes in every shard.
+        self.log(
+            OpType::Invoke,
+            F::Restore,
+            Some(id),
+            "restore while still a voter",
+        );
+        restore(&backup, &data_dir).await?;
+        match cluster.restart(id).await {
+            Ok(()) => {
+                return Err(format!(
+                    "node {id} started on a backup restored while it was still a voter: a \
+                     restored voter rejoins with an older log and vote (its restore marker \
+                     should have refused the start)"
+                ))
+            }
+            Err(error) => {
+                cluster.reap(id).await;
+                if !error.contains("removed from the voters") {
+                    return Err(format!(
+                        "node {id}, restored while a voter, did not start, but not because \
+                         of its restore marker: {error}"
+                    ));
+                }
+                self.log(
+                    OpType::Info,
+                    F::Restore,
+                    Some(id),
+                    "refused to start: still a voter",
+                );
+            }
+        }
+        // The runbook's order: out of the voters of every shard, restore, start.
+        for shard in crate::procs::SHARDS {
+            self.log(
+                OpType::Invoke,
+                F::Membership,
+                Some(id),
+                format!("remove from {shard}"),
+            );
+            self.remove_from(cluster, shard, id).await?;
+            self.log(
+                OpType::Info,
+                F::Membership,
+                Some(id),
+                format!("removed from {shard}"),
+            );
+        }
+        std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        self.log(
+            OpType::Invoke,
+            F::Restore,
+            Some(id),
+            "restore after leaving the voters",
+        );
+        restore(&backup, &data_dir).await?;
+        self.log(OpType::Invoke, F::Restart, Some(id), "restart restored");
+        cluster.restart(id).await?;
+        self.log(OpType::Info, F::Restart, Some(id), "started");
+        self.stats.wrong_restores += 1;
+        self.log(
+            OpType::Info,
+            F::Restore,
+            Some(id),
+            "restored and started as a non-voter",
+        );
+        Ok(Fault::Restored(id))
+    }
+
+    /// Makes `shard`'s voters every current voter but `id` (retried while leaders move).
+    async fn remove_from(
+        &mut self,
+        cluster: &ProcCluster,
+        shard: &str,
+        id: u64,
+    ) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
+                last = "no leader".into();
+                continue;
+            };
+            let result = async {
+                let voters = cluster.voters(shard, leader).await?;
+                if !voters.contains(&id) {
+                    return Ok(());
+                }
+                let keep: Vec<u64> = voters.into_iter().filter(|v| *v != id).collect();
+                cluster.set_voters(shard, leader, &keep).await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(error) => last = error,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!(
+            "node {id} could not be removed from {shard}: {last}"
+        ))
     }
 
     /// Restarts a random node with ledger limits of its own (every seat cap and the
@@ -743,21 +913,32 @@ impl Nemesis {
 
     /// Adds a removed node back: learner first, then voter; retried while leaders move.
     async fn re_add(&mut self, cluster: &ProcCluster, id: u64) -> Result<(), String> {
+        let shard = self.shard.clone();
+        self.re_add_to(cluster, &shard, id).await
+    }
+
+    /// `re_add` for any shard.
+    async fn re_add_to(
+        &mut self,
+        cluster: &ProcCluster,
+        shard: &str,
+        id: u64,
+    ) -> Result<(), String> {
         let mut last = String::new();
         for _ in 0..20 {
-            let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+            let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
                 last = "no leader".into();
                 continue;
             };
             let result = async {
-                let mut voters = cluster.voters(&self.shard, leader).await?;
+                let mut voters = cluster.voters(shard, leader).await?;
                 if voters.contains(&id) {
                     return Ok(());
                 }
-                cluster.add_learner(&self.shard, leader, id).await?;
+                cluster.add_learner(shard, leader, id).await?;
                 voters.push(id);
                 voters.sort_unstable();
-                cluster.set_voters(&self.shard, leader, &voters).await
+                cluster.set_voters(shard, leader, &voters).await
             }
             .await;
             match result {
@@ -770,8 +951,7 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Err(format!(
-            "node {id} could not be re-added to {}: {last}",
-            self.shard
+            "node {id} could not be re-added to {shard}: {last}"
         ))
     }
 
@@ -819,6 +999,13 @@ impl Nemesis {
                 Ok(())
             }
             Fault::Behind { id, purged } => self.catch_up(cluster, id, purged).await,
+            Fault::Restored(id) => {
+                for shard in crate::procs::SHARDS {
+                    self.log(OpType::Invoke, F::Membership, Some(id), "re-add");
+                    self.re_add_to(cluster, shard, id).await?;
+                }
+                Ok(())
+            }
             Fault::Gateway => {
                 self.log(OpType::Invoke, F::Gateway, None, "behave");
                 if let Some(gateway) = &self.gateway {
@@ -829,4 +1016,22 @@ impl Nemesis {
             }
         }
     }
+}
+
+fn rename(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    std::fs::rename(from, to)
+        .map_err(|e| format!("move {} to {}: {e}", from.display(), to.display()))
+}
+
+/// `raft_node::backup::restore` of `backup` into `data_dir` as one node rejoining (the
+/// library call `bookingctl restore` makes after its checks), off the async threads.
+async fn restore(backup: &std::path::Path, data_dir: &std::path::Path) -> Result<(), String> {
+    let (backup, data_dir) = (backup.to_path_buf(), data_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        raft_node::backup::restore(&backup, &data_dir, raft_node::backup::Rejoin::AsNewLearner)
+    })
+    .await
+    .map_err(|e| format!("restore stopped: {e}"))?
+    .map(|_| ())
+    .map_err(|e| format!("restore: {e}"))
 }

@@ -34,6 +34,8 @@ pub const SHARDS: [&str; 2] = ["mumbai", "global"];
 const LIVE_WITHIN: Duration = Duration::from_secs(15);
 /// Admin calls are short; a node that does not answer within this is down or cut off.
 const ADMIN_TIMEOUT: Duration = Duration::from_millis(800);
+/// An online backup reads every shard's store; a test cluster's takes well under this.
+const BACKUP_WITHIN: Duration = Duration::from_secs(20);
 /// Prefix of every namespace, veth and bridge this module creates (interface names are
 /// limited to 15 bytes).
 const NET_PREFIX: &str = "sjt";
@@ -433,6 +435,11 @@ impl ProcCluster {
         &self.spec.timing
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> Option<PathBuf> {
+        self.nodes.get(&id).map(|n| n.data_dir.clone())
+    }
+
     pub fn client_addr(&self, id: u64) -> Option<String> {
         self.nodes.get(&id).map(|n| n.entry.client_addr.clone())
     }
@@ -568,6 +575,17 @@ impl ProcCluster {
             .await
             .map_err(|e| format!("kill node {id}: {e}"))?;
         Ok(())
+    }
+
+    /// Forgets a node process that may have exited by itself (e.g. refused to start),
+    /// killing it if it still runs, so that it counts as down and can be started again.
+    pub async fn reap(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill().await;
+        }
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.paused = false;
+        }
     }
 
     /// Starts a killed node again on its addresses and data.
@@ -743,6 +761,34 @@ impl ProcCluster {
     pub async fn trigger_snapshot(&self, shard: &str, id: u64) -> Result<(), String> {
         let path = format!("/admin/shards/{shard}/snapshot");
         self.admin(id, "POST", &path, Value::Null).await.map(|_| ())
+    }
+
+    /// Takes an online backup of node `id` (`POST /admin/backup`); the directory it
+    /// wrote, under the node's data directory.
+    pub async fn backup(&self, id: u64, name: &str) -> Result<PathBuf, String> {
+        let addr = self
+            .client_addr(id)
+            .ok_or(format!("node {id} is not in this cluster"))?;
+        let url = format!("http://{addr}/admin/backup");
+        let response = self
+            .http
+            .post(&url)
+            .json(&json!({ "name": name }))
+            .timeout(BACKUP_WITHIN)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!("POST {url}: {status}: {text}"));
+        }
+        let body: Value =
+            serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))?;
+        body["path"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or(format!("POST {url}: no path in {text}"))
     }
 
     /// Voters of `shard` as its leader reports them.

@@ -65,7 +65,7 @@ pub fn points(ops: &[Op]) -> Vec<Point> {
 /// Fault periods from the nemesis lines: kill..restart, pause..resume,
 /// partition..heal, clock offset..offset 0, membership removal..re-add, gateway
 /// misbehaviour..behaving again, a node's own cluster file..the shared one again.
-/// Transfers and snapshots are instants (zero-length periods).
+/// Transfers, snapshots and restores are instants (zero-length periods).
 pub fn periods(ops: &[Op]) -> Vec<Period> {
     let end_of_run = ops.last().map_or(0.0, |op| op.time as f64 / 1e9);
     let mut open: BTreeMap<(String, Option<u64>), (String, f64)> = BTreeMap::new();
@@ -102,8 +102,8 @@ pub fn periods(ops: &[Op]) -> Vec<Period> {
                 start_s: at,
                 end_s: at,
             }),
-            (F::Snapshot, OpType::Info) => periods.push(Period {
-                what: format!("snapshot {node:?}: {note}"),
+            (F::Snapshot | F::Restore, OpType::Info) => periods.push(Period {
+                what: format!("{} {node:?}: {note}", op.f.as_str()),
                 start_s: at,
                 end_s: at,
             }),

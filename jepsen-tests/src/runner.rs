@@ -193,7 +193,7 @@ impl RunReport {
         out.push_str(&format!(
             "nemesis: {} kills, {} pauses, {} partitions, {} clock skews, {} transfers, \
              {} membership changes, {} clock restarts, {} gateway faults, {} divergent \
-             configs, {} snapshot catch-ups, {} skipped\n",
+             configs, {} snapshot catch-ups, {} wrong restores, {} skipped\n",
             n.kills,
             n.pauses,
             n.partitions,
@@ -204,6 +204,7 @@ impl RunReport {
             n.gateway_faults,
             n.divergent_configs,
             n.snapshot_catchups,
+            n.wrong_restores,
             n.skipped
         ));
         if !c.planted_bugs.is_empty() {

@@ -277,6 +277,31 @@ async fn t23_bookings_under_snapshot_catchup() {
     );
 }
 
+/// Issue #26 (new nemeses): a follower's online backup restored into it while it is
+/// still a voter must not start (its restore marker); restored the runbook's way
+/// (removed from the voters, restored, started, re-added as learner and promoted), it
+/// catches up under load and ends with the others' digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t24_bookings_under_wrong_restores() {
+    let (report, _dir) =
+        suite_run_at(Workload::Bookings, &[NemesisKind::WrongRestore], 24, 100, 3).await;
+    assert!(
+        report.nemesis.wrong_restores >= 1,
+        "no backup was restored: {}",
+        report.text()
+    );
+    let history = read_jsonl(&report.dir.join("history.jsonl")).unwrap();
+    let refused = history
+        .iter()
+        .filter(|op| op.f == F::Restore && op.kind == OpType::Info)
+        .filter(|op| op.value["note"] == "refused to start: still a voter")
+        .count();
+    assert_eq!(
+        refused, report.nemesis.wrong_restores,
+        "every wrong restore refused"
+    );
+}
+
 /// The cluster control alone: kill, restart, pause, resume; the data survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t17_process_cluster_controls() {

@@ -218,7 +218,8 @@ fn action(op: &Op) -> Result<Action, HistoryError> {
         | F::Membership
         | F::Gateway
         | F::Config
-        | F::Snapshot => {
+        | F::Snapshot
+        | F::Restore => {
             return Err(HistoryError::shape(
                 op.index,
                 "a client cannot inject faults",
