@@ -128,6 +128,12 @@ pub enum F {
     Membership,
     /// Nemesis: the payment gateway misbehaves (or behaves again).
     Gateway,
+    /// Nemesis: a node runs with a cluster file of its own (or the shared one again).
+    Config,
+    /// Nemesis: a snapshot taken (and the log purged), or a node caught up through one.
+    Snapshot,
+    /// Nemesis: a node's backup restored into its data directory.
+    Restore,
 }
 
 impl F {
@@ -145,6 +151,9 @@ impl F {
                 | F::Transfer
                 | F::Membership
                 | F::Gateway
+                | F::Config
+                | F::Snapshot
+                | F::Restore
         )
     }
 
@@ -166,6 +175,9 @@ impl F {
             F::Transfer => "transfer",
             F::Membership => "membership",
             F::Gateway => "gateway",
+            F::Config => "config",
+            F::Snapshot => "snapshot",
+            F::Restore => "restore",
         }
     }
 }

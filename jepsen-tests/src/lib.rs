@@ -12,7 +12,8 @@
 //! - `workload`: what clients do (`register`, `bookings`) and how each REST answer
 //!   becomes `ok`, `fail` or `info`.
 //! - `procs`: a cluster of `jepsen-node` processes on loopback or in network
-//!   namespaces, and its controls (kill, pause, partition, clock, transfer, membership).
+//!   namespaces, and its controls (kill, pause, partition, clock, transfer, membership,
+//!   a node's own cluster file, snapshots, backups, status with ledger digests).
 //! - `nemesis`: the seeded fault schedule over those controls.
 //! - `runner`: one bounded run: cluster, API, clients, nemesis, final reads, checkers,
 //!   `history.jsonl`, `results.json` and `report.html` in a run directory.

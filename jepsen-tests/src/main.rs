@@ -44,8 +44,9 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = Workload::Bookings)]
     workload: Workload,
     /// Fault classes, comma-separated; each round picks one: kill, pause, partition
-    /// (root only), clock (needs --features fault-injection), transfer, membership; or
-    /// none.
+    /// (root only), clock and clock-restart (need --features fault-injection), transfer,
+    /// membership, gateway (saga workload), divergent-config, snapshot-catchup,
+    /// wrong-restore; or none.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
     nemesis: Vec<NemesisKind>,
     /// Mean seconds between faults (at least 0.5).

@@ -22,6 +22,28 @@
 //! started again, one of them with its clock minutes to hours off (either way) from its
 //! first instant, as after a power event where one machine boots with a wrong clock.
 //! Until its clock has been compared with a majority's, that node must stamp nothing.
+//!
+//! `divergent-config` restarts one node with a cluster file whose ledger limits differ
+//! from everyone else's (much smaller or much larger seat caps and lock TTL floor), and
+//! moves the city shard's leadership to it. The rules travel through the log
+//! (`CommandKind::SetLimits`), so every replica must keep applying the replicated ones;
+//! the runner's digest comparison (`checker::replicas`) is what shows they did. Healing
+//! restarts the node on the shared file.
+//!
+//! `snapshot-catchup` stops a follower of the city shard, waits while the clients'
+//! writes go on until the leader, asked to snapshot, has purged its log past the
+//! follower's applied index, and restarts the follower: it can only catch up through a
+//! (chunked) snapshot, with writes continuing. Healing waits (bounded) until it has
+//! applied past the purge point; the digest comparison and the history checkers judge
+//! the rest.
+//!
+//! `wrong-restore` takes an online backup of a follower, kills it, moves its data
+//! directory aside and restores the backup into a fresh one (`raft_node::backup::
+//! restore`, as `bookingctl restore` does, but without the tool's voter check) while it
+//! is still a voter: the node must refuse to start (its restore marker, `fence`), or
+//! the run fails. Then the runbook's order: remove it from every shard's voters, restore
+//! again, start it, and (healing) add it back as a learner and promote it; it catches up
+//! from the backup's index and the digest comparison judges it.
 
 use crate::history::{OpType, Process, Recorder, F};
 use crate::procs::{NetMode, ProcCluster};
@@ -53,6 +75,20 @@ pub enum NemesisKind {
     ClockRestart,
     /// The payment gateway loses create answers and refuses retries (saga workload).
     Gateway,
+    /// Restart a node with ledger limits of its own in its cluster file.
+    #[value(name = "divergent-config")]
+    #[serde(rename = "divergent-config")]
+    DivergentConfig,
+    /// Stop a follower until the leader's log is purged past it, restart it so that it
+    /// catches up through a snapshot.
+    #[value(name = "snapshot-catchup")]
+    #[serde(rename = "snapshot-catchup")]
+    SnapshotCatchup,
+    /// Restore a follower's backup while it is still a voter (it must refuse to start),
+    /// then the safe way: remove, restore, start, re-add.
+    #[value(name = "wrong-restore")]
+    #[serde(rename = "wrong-restore")]
+    WrongRestore,
 }
 
 impl NemesisKind {
@@ -67,10 +103,13 @@ impl NemesisKind {
             NemesisKind::Membership => "membership",
             NemesisKind::ClockRestart => "clock-restart",
             NemesisKind::Gateway => "gateway",
+            NemesisKind::DivergentConfig => "divergent-config",
+            NemesisKind::SnapshotCatchup => "snapshot-catchup",
+            NemesisKind::WrongRestore => "wrong-restore",
         }
     }
 
-    pub const FAULTS: [NemesisKind; 7] = [
+    pub const FAULTS: [NemesisKind; 10] = [
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Partition,
@@ -78,6 +117,9 @@ impl NemesisKind {
         NemesisKind::Transfer,
         NemesisKind::Membership,
         NemesisKind::ClockRestart,
+        NemesisKind::DivergentConfig,
+        NemesisKind::SnapshotCatchup,
+        NemesisKind::WrongRestore,
     ];
 }
 
@@ -89,6 +131,11 @@ const CLOCK_JUMP_MS: std::ops::RangeInclusive<i64> = 60_000..=7_200_000;
 const CLOCK_OFFSET_MS_MAX: i64 = 2_000;
 /// How long to wait for a leader before a fault that needs one.
 const LEADER_WITHIN: Duration = Duration::from_secs(10);
+/// How long `snapshot-catchup` waits for the leader to purge its log past the stopped
+/// follower (the clients' writes must carry it past `keep_entries_after_snapshot`).
+const PURGE_WITHIN: Duration = Duration::from_secs(10);
+/// How long a node restarted by `snapshot-catchup` may take to apply past the purge.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
 
 /// What the nemesis did, for the report.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -104,6 +151,17 @@ pub struct NemesisStats {
     pub clock_restarts: usize,
     #[serde(default)]
     pub gateway_faults: usize,
+    /// Nodes restarted with ledger limits of their own (`divergent-config`).
+    #[serde(default)]
+    pub divergent_configs: usize,
+    /// Followers that caught up through a snapshot past the leader's purged log
+    /// (`snapshot-catchup`).
+    #[serde(default)]
+    pub snapshot_catchups: usize,
+    /// Backups restored into a node that was still a voter, which it refused to start
+    /// on, then restored the safe way (`wrong-restore`).
+    #[serde(default)]
+    pub wrong_restores: usize,
     /// Faults that could not be injected (e.g. no leader to kill); each is in the history.
     pub skipped: usize,
 }
@@ -118,6 +176,9 @@ impl NemesisStats {
             + self.membership_changes
             + self.clock_restarts
             + self.gateway_faults
+            + self.divergent_configs
+            + self.snapshot_catchups
+            + self.wrong_restores
     }
 }
 
@@ -139,6 +200,16 @@ enum Fault {
     Skewed(u64),
     Removed(u64),
     Gateway,
+    /// A node on a cluster file of its own.
+    Divergent(u64),
+    /// A follower stopped past the leader's purged log: restart it, wait until it
+    /// applied past `purged`.
+    Behind {
+        id: u64,
+        purged: u64,
+    },
+    /// A node restored from a backup and out of every shard's voters: re-add it.
+    Restored(u64),
     Nothing,
 }
 
@@ -289,6 +360,351 @@ impl Nemesis {
             NemesisKind::Membership => self.remove_member(cluster).await,
             NemesisKind::ClockRestart => self.clock_restart(cluster).await,
             NemesisKind::Gateway => Ok(self.misbehave()),
+            NemesisKind::DivergentConfig => self.divergent_config(cluster).await,
+            NemesisKind::SnapshotCatchup => self.stop_for_snapshot(cluster).await,
+            NemesisKind::WrongRestore => self.wrong_restore(cluster).await,
+        }
+    }
+
+    /// Backs up a follower, restores the backup into it while it is still a voter (it
+    /// must refuse to start), then removes it from every shard's voters, restores again
+    /// and starts it; the heal adds it back.
+    async fn wrong_restore(&mut self, cluster: &mut ProcCluster) -> Result<Fault, String> {
+        let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+            return Ok(self.skip(F::Restore, "no leader"));
+        };
+        if cluster.up().len() < cluster.ids().len() || cluster.ids().len() < 3 {
+            return Ok(self.skip(F::Restore, "a node is down, or fewer than 3 nodes"));
+        }
+        let followers: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        let id = followers[self.rng.usize(0..followers.len())];
+        let name = format!(
+            "jepsen-{}-{:08x}",
+            self.stats.wrong_restores,
+            self.rng.u32(..)
+        );
+        self.log(
+            OpType::Invoke,
+            F::Restore,
+            Some(id),
+            format!("backup {name}"),
+        );
+        let written = cluster.backup(id, &name).await?;
+        let data_dir = cluster
+            .data_dir(id)
+            .ok_or(format!("node {id} is not in this cluster"))?;
+        // Out of the data directory, which a restore must find empty.
+        let backup = cluster.dir().join(format!("backup-node-{id}-{name}"));
+        rename(&written, &backup)?;
+        self.log(
+            OpType::Info,
+            F::Restore,
+            Some(id),
+            format!("backup {name} taken"),
+        );
+        self.log(OpType::Invoke, F::Kill, Some(id), "kill -9 to restore");
+        cluster.kill(id).await?;
+        self.log(OpType::Info, F::Kill, Some(id), "killed");
+        let aside = cluster.dir().join(format!("node-{id}-before-{name}"));
+        rename(&data_dir, &aside)?;
+        // The wrong order: the node still votes in every shard.
+        self.log(
+            OpType::Invoke,
+            F::Restore,
+            Some(id),
+            "restore while still a voter",
+        );
+        restore(&backup, &data_dir).await?;
+        match cluster.restart(id).await {
+            Ok(()) => {
+                return Err(format!(
+                    "node {id} started on a backup restored while it was still a voter: a \
+                     restored voter rejoins with an older log and vote (its restore marker \
+                     should have refused the start)"
+                ))
+            }
+            Err(error) => {
+                cluster.reap(id).await;
+                if !error.contains("removed from the voters") {
+                    return Err(format!(
+                        "node {id}, restored while a voter, did not start, but not because \
+                         of its restore marker: {error}"
+                    ));
+                }
+                self.log(
+                    OpType::Info,
+                    F::Restore,
+                    Some(id),
+                    "refused to start: still a voter",
+                );
+            }
+        }
+        // The runbook's order: out of the voters of every shard, restore, start.
+        for shard in crate::procs::SHARDS {
+            self.log(
+                OpType::Invoke,
+                F::Membership,
+                Some(id),
+                format!("remove from {shard}"),
+            );
+            self.remove_from(cluster, shard, id).await?;
+            self.log(
+                OpType::Info,
+                F::Membership,
+                Some(id),
+                format!("removed from {shard}"),
+            );
+        }
+        std::fs::remove_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        self.log(
+            OpType::Invoke,
+            F::Restore,
+            Some(id),
+            "restore after leaving the voters",
+        );
+        restore(&backup, &data_dir).await?;
+        self.log(OpType::Invoke, F::Restart, Some(id), "restart restored");
+        cluster.restart(id).await?;
+        self.log(OpType::Info, F::Restart, Some(id), "started");
+        self.stats.wrong_restores += 1;
+        self.log(
+            OpType::Info,
+            F::Restore,
+            Some(id),
+            "restored and started as a non-voter",
+        );
+        Ok(Fault::Restored(id))
+    }
+
+    /// Makes `shard`'s voters every current voter but `id` (retried while leaders move).
+    async fn remove_from(
+        &mut self,
+        cluster: &ProcCluster,
+        shard: &str,
+        id: u64,
+    ) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
+                last = "no leader".into();
+                continue;
+            };
+            let result = async {
+                let voters = cluster.voters(shard, leader).await?;
+                if !voters.contains(&id) {
+                    return Ok(());
+                }
+                let keep: Vec<u64> = voters.into_iter().filter(|v| *v != id).collect();
+                cluster.set_voters(shard, leader, &keep).await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(error) => last = error,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!(
+            "node {id} could not be removed from {shard}: {last}"
+        ))
+    }
+
+    /// Restarts a random node with ledger limits of its own (every seat cap and the
+    /// lock TTL floor much smaller, or much larger, than the shared file's), then moves
+    /// the city shard's leadership to it.
+    async fn divergent_config(&mut self, cluster: &mut ProcCluster) -> Result<Fault, String> {
+        let up = cluster.up();
+        if up.len() < cluster.ids().len() {
+            return Ok(self.skip(F::Config, "a node is down"));
+        }
+        let id = up[self.rng.usize(0..up.len())];
+        let shared = cluster.file.limits.clone();
+        let limits = if self.rng.bool() {
+            state_machine::Limits {
+                seats_per_lock_max: 1,
+                seats_per_user_per_show_max: 1,
+                lock_ttl_ms_min: shared.lock_ttl_ms_min.max(10_000),
+                ..shared
+            }
+        } else {
+            state_machine::Limits {
+                seats_per_lock_max: shared.seats_per_lock_max.saturating_mul(4),
+                seats_per_user_per_show_max: shared.seats_per_user_per_show_max.saturating_mul(4),
+                lock_ttl_ms_min: (shared.lock_ttl_ms_min / 2).max(1),
+                ..shared
+            }
+        };
+        let note = format!(
+            "own limits: seats_per_lock_max {}, seats_per_user_per_show_max {}, \
+             lock_ttl_ms_min {}",
+            limits.seats_per_lock_max, limits.seats_per_user_per_show_max, limits.lock_ttl_ms_min
+        );
+        self.log(OpType::Invoke, F::Config, Some(id), note.clone());
+        cluster.kill(id).await?;
+        cluster.restart_with_limits(id, Some(limits)).await?;
+        self.stats.divergent_configs += 1;
+        self.log(
+            OpType::Info,
+            F::Config,
+            Some(id),
+            format!("running with {note}"),
+        );
+        // Leading, it proposes and stamps the city shard's commands.
+        if let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await {
+            if leader != id {
+                self.log(
+                    OpType::Invoke,
+                    F::Transfer,
+                    Some(id),
+                    format!("{leader} -> {id}"),
+                );
+                let note = match cluster.transfer_leader(&self.shard, leader, id).await {
+                    Ok(()) => {
+                        self.stats.transfers += 1;
+                        format!("{leader} -> {id}")
+                    }
+                    Err(error) => format!("refused: {error}"),
+                };
+                self.log(OpType::Info, F::Transfer, Some(id), note);
+            }
+        }
+        Ok(Fault::Divergent(id))
+    }
+
+    /// Stops a follower of the city shard and waits (bounded) until the leader, asked
+    /// for snapshots while the clients write, has purged its log past the follower's
+    /// applied index.
+    async fn stop_for_snapshot(&mut self, cluster: &mut ProcCluster) -> Result<Fault, String> {
+        let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+            return Ok(self.skip(F::Snapshot, "no leader"));
+        };
+        let followers: Vec<u64> = cluster
+            .up()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        if followers.is_empty() || cluster.up().len() < cluster.ids().len() {
+            return Ok(self.skip(F::Snapshot, "no follower to stop, or a node is down"));
+        }
+        let id = followers[self.rng.usize(0..followers.len())];
+        self.log(OpType::Invoke, F::Kill, Some(id), "kill -9 a follower");
+        cluster.kill(id).await?;
+        // What it had applied is at most what the leader had committed now.
+        let behind = cluster
+            .shard_status(leader, &self.shard)
+            .await
+            .ok()
+            .and_then(|s| s.committed_index)
+            .unwrap_or(0);
+        self.log(
+            OpType::Info,
+            F::Kill,
+            Some(id),
+            format!("killed; at most index {behind}"),
+        );
+        self.log(
+            OpType::Invoke,
+            F::Snapshot,
+            None,
+            format!("purge past {behind}"),
+        );
+        let deadline = Instant::now() + PURGE_WITHIN;
+        let mut last = String::from("no leader answered");
+        let keep = cluster.timing().keep_entries_after_snapshot;
+        let mut asked: Option<Instant> = None;
+        loop {
+            if let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await {
+                match cluster.shard_status(leader, &self.shard).await {
+                    Ok(status) if status.purged_index.is_some_and(|p| p > behind) => {
+                        let purged = status.purged_index.unwrap_or_default();
+                        self.log(
+                            OpType::Info,
+                            F::Snapshot,
+                            Some(leader),
+                            format!("leader {leader} purged its log to {purged}, past {behind}"),
+                        );
+                        return Ok(Fault::Behind { id, purged });
+                    }
+                    Ok(status) => {
+                        last = format!(
+                            "leader {leader}: applied {:?}, snapshot {:?}, purged {:?}",
+                            status.applied_index, status.snapshot_index, status.purged_index
+                        );
+                        // A snapshot purges the log up to `keep` entries behind it: ask for
+                        // one once that is past the follower, and again every second.
+                        let far_enough = status
+                            .applied_index
+                            .is_some_and(|a| a > behind.saturating_add(keep));
+                        let due = asked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+                        if far_enough && due {
+                            asked = Some(Instant::now());
+                            if let Err(error) = cluster.trigger_snapshot(&self.shard, leader).await
+                            {
+                                last = format!("snapshot on {leader}: {error}");
+                            }
+                        }
+                    }
+                    Err(error) => last = error,
+                }
+            }
+            if Instant::now() >= deadline {
+                self.log(
+                    OpType::Info,
+                    F::Snapshot,
+                    None,
+                    format!("not purged past {behind} within {PURGE_WITHIN:?}: {last}"),
+                );
+                // Still a kill: the heal restarts it (it catches up by the log).
+                return Ok(Fault::Behind { id, purged: 0 });
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Restarts the follower `snapshot-catchup` stopped and waits (bounded) until it
+    /// applied past the leader's purge point: it cannot have done so from the log.
+    async fn catch_up(
+        &mut self,
+        cluster: &mut ProcCluster,
+        id: u64,
+        purged: u64,
+    ) -> Result<(), String> {
+        self.log(OpType::Invoke, F::Restart, Some(id), "restart");
+        cluster.restart(id).await?;
+        self.log(OpType::Info, F::Restart, Some(id), "started");
+        if purged == 0 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + CATCH_UP_WITHIN;
+        loop {
+            let status = cluster.shard_status(id, &self.shard).await;
+            if let Ok(status) = &status {
+                if status.applied_index.is_some_and(|a| a > purged) {
+                    self.stats.snapshot_catchups += 1;
+                    self.log(
+                        OpType::Info,
+                        F::Snapshot,
+                        Some(id),
+                        format!(
+                            "node {id} caught up past the purged log ({purged}): snapshot \
+                             {:?}, applied {:?}",
+                            status.snapshot_index, status.applied_index
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {id} did not catch up past the leader's purged log ({purged}) \
+                     within {CATCH_UP_WITHIN:?}: {status:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -497,21 +913,32 @@ impl Nemesis {
 
     /// Adds a removed node back: learner first, then voter; retried while leaders move.
     async fn re_add(&mut self, cluster: &ProcCluster, id: u64) -> Result<(), String> {
+        let shard = self.shard.clone();
+        self.re_add_to(cluster, &shard, id).await
+    }
+
+    /// `re_add` for any shard.
+    async fn re_add_to(
+        &mut self,
+        cluster: &ProcCluster,
+        shard: &str,
+        id: u64,
+    ) -> Result<(), String> {
         let mut last = String::new();
         for _ in 0..20 {
-            let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
+            let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
                 last = "no leader".into();
                 continue;
             };
             let result = async {
-                let mut voters = cluster.voters(&self.shard, leader).await?;
+                let mut voters = cluster.voters(shard, leader).await?;
                 if voters.contains(&id) {
                     return Ok(());
                 }
-                cluster.add_learner(&self.shard, leader, id).await?;
+                cluster.add_learner(shard, leader, id).await?;
                 voters.push(id);
                 voters.sort_unstable();
-                cluster.set_voters(&self.shard, leader, &voters).await
+                cluster.set_voters(shard, leader, &voters).await
             }
             .await;
             match result {
@@ -524,8 +951,7 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Err(format!(
-            "node {id} could not be re-added to {}: {last}",
-            self.shard
+            "node {id} could not be re-added to {shard}: {last}"
         ))
     }
 
@@ -560,6 +986,26 @@ impl Nemesis {
                 self.log(OpType::Invoke, F::Membership, Some(id), "re-add");
                 self.re_add(cluster, id).await
             }
+            Fault::Divergent(id) => {
+                self.log(OpType::Invoke, F::Config, Some(id), "shared config");
+                cluster.kill(id).await?;
+                cluster.restart_with_limits(id, None).await?;
+                self.log(
+                    OpType::Info,
+                    F::Config,
+                    Some(id),
+                    "back on the shared cluster file",
+                );
+                Ok(())
+            }
+            Fault::Behind { id, purged } => self.catch_up(cluster, id, purged).await,
+            Fault::Restored(id) => {
+                for shard in crate::procs::SHARDS {
+                    self.log(OpType::Invoke, F::Membership, Some(id), "re-add");
+                    self.re_add_to(cluster, shard, id).await?;
+                }
+                Ok(())
+            }
             Fault::Gateway => {
                 self.log(OpType::Invoke, F::Gateway, None, "behave");
                 if let Some(gateway) = &self.gateway {
@@ -570,4 +1016,22 @@ impl Nemesis {
             }
         }
     }
+}
+
+fn rename(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    std::fs::rename(from, to)
+        .map_err(|e| format!("move {} to {}: {e}", from.display(), to.display()))
+}
+
+/// `raft_node::backup::restore` of `backup` into `data_dir` as one node rejoining (the
+/// library call `bookingctl restore` makes after its checks), off the async threads.
+async fn restore(backup: &std::path::Path, data_dir: &std::path::Path) -> Result<(), String> {
+    let (backup, data_dir) = (backup.to_path_buf(), data_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        raft_node::backup::restore(&backup, &data_dir, raft_node::backup::Rejoin::AsNewLearner)
+    })
+    .await
+    .map_err(|e| format!("restore stopped: {e}"))?
+    .map(|_| ())
+    .map_err(|e| format!("restore: {e}"))
 }

@@ -1,6 +1,7 @@
 //! A cluster of real `raft-node` processes, and the controls a nemesis needs: kill -9
-//! and restart, SIGSTOP/SIGCONT, network partitions, clock offsets, leader transfers
-//! and membership changes.
+//! and restart (optionally with a cluster file of its own), SIGSTOP/SIGCONT, network
+//! partitions, clock offsets, leader transfers, membership changes, snapshots, and each
+//! replica's status with its ledger digest.
 //!
 //! The node binary is `jepsen-node` (this crate's build of `raft_node::cli`, with the
 //! `fault-injection` and, on request, `planted-bugs` features).
@@ -18,6 +19,7 @@
 
 use crate::history::NemesisValue;
 use raft_node::config::{ClusterFile, NodeEntry, ShardEntry};
+use raft_node::http::{NodeStatus, ShardStatus};
 use serde_json::{json, Value};
 use state_machine::Limits;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +34,8 @@ pub const SHARDS: [&str; 2] = ["mumbai", "global"];
 const LIVE_WITHIN: Duration = Duration::from_secs(15);
 /// Admin calls are short; a node that does not answer within this is down or cut off.
 const ADMIN_TIMEOUT: Duration = Duration::from_millis(800);
+/// An online backup reads every shard's store; a test cluster's takes well under this.
+const BACKUP_WITHIN: Duration = Duration::from_secs(20);
 /// Prefix of every namespace, veth and bridge this module creates (interface names are
 /// limited to 15 bytes).
 const NET_PREFIX: &str = "sjt";
@@ -272,6 +276,8 @@ struct ProcNode {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// A cluster file of this node's own (`divergent-config`), instead of the shared one.
+    own_cluster_file: Option<PathBuf>,
 }
 
 /// What to start.
@@ -389,6 +395,7 @@ impl ProcCluster {
                     entry,
                     child: None,
                     paused: false,
+                    own_cluster_file: None,
                 };
                 (id, node)
             })
@@ -424,6 +431,15 @@ impl ProcCluster {
         &self.spec.dir
     }
 
+    pub fn timing(&self) -> &raft_node::config::RaftTiming {
+        &self.spec.timing
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> Option<PathBuf> {
+        self.nodes.get(&id).map(|n| n.data_dir.clone())
+    }
+
     pub fn client_addr(&self, id: u64) -> Option<String> {
         self.nodes.get(&id).map(|n| n.entry.client_addr.clone())
     }
@@ -452,6 +468,10 @@ impl ProcCluster {
             .open(&node.log)
             .map_err(|e| format!("{}: {e}", node.log.display()))?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let cluster_path = node
+            .own_cluster_file
+            .clone()
+            .unwrap_or_else(|| self.cluster_path.clone());
         let mut command = match &self.netns {
             Some(netns) => {
                 let mut c = Command::new("ip");
@@ -465,7 +485,7 @@ impl ProcCluster {
             .arg("--node-id")
             .arg(id.to_string())
             .arg("--cluster")
-            .arg(&self.cluster_path)
+            .arg(&cluster_path)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--raft-timing")
@@ -557,6 +577,17 @@ impl ProcCluster {
         Ok(())
     }
 
+    /// Forgets a node process that may have exited by itself (e.g. refused to start),
+    /// killing it if it still runs, so that it counts as down and can be started again.
+    pub async fn reap(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill().await;
+        }
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.paused = false;
+        }
+    }
+
     /// Starts a killed node again on its addresses and data.
     pub async fn restart(&mut self, id: u64) -> Result<(), String> {
         if self.nodes.get(&id).is_some_and(|n| n.child.is_some()) {
@@ -576,6 +607,42 @@ impl ProcCluster {
             return Err(format!("node {id} is running"));
         }
         self.spawn(id, offset_ms)?;
+        self.wait_live(id).await
+    }
+
+    /// Starts a killed node again with the shared cluster file but `limits` as its
+    /// `[limits]` (`None`: the shared file as it is). The node keeps that file across
+    /// later restarts until this is called again with `None`.
+    pub async fn restart_with_limits(
+        &mut self,
+        id: u64,
+        limits: Option<Limits>,
+    ) -> Result<(), String> {
+        if self.nodes.get(&id).is_some_and(|n| n.child.is_some()) {
+            return Err(format!("node {id} is running"));
+        }
+        let own = match limits {
+            Some(limits) => {
+                limits
+                    .validate()
+                    .map_err(|e| format!("node {id}'s own limits: {e}"))?;
+                let file = ClusterFile {
+                    limits,
+                    ..self.file.clone()
+                };
+                let path = self.spec.dir.join(format!("cluster-node-{id}.toml"));
+                let text = toml::to_string(&file).map_err(|e| format!("cluster file: {e}"))?;
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(format!("node {id} is not in this cluster"))?;
+        node.own_cluster_file = own;
+        self.spawn(id, 0)?;
         self.wait_live(id).await
     }
 
@@ -665,6 +732,63 @@ impl ProcCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A node's `/admin/status`; with `digest`, each shard's ledger digest and the
+    /// index it was taken at.
+    pub async fn status(&self, id: u64, digest: bool) -> Result<NodeStatus, String> {
+        let path = if digest {
+            "/admin/status?digest=true"
+        } else {
+            "/admin/status"
+        };
+        let value = self.admin(id, "GET", path, Value::Null).await?;
+        serde_json::from_value(value).map_err(|e| format!("node {id}'s {path}: {e}"))
+    }
+
+    /// One shard's part of a node's `/admin/status`.
+    pub async fn shard_status(&self, id: u64, shard: &str) -> Result<ShardStatus, String> {
+        self.status(id, false)
+            .await?
+            .shards
+            .into_iter()
+            .find(|s| s.shard == shard)
+            .ok_or(format!("node {id} does not host {shard}"))
+    }
+
+    /// Asks node `id` to build a snapshot of `shard` now (it purges its log behind it,
+    /// keeping the timing's `keep_entries_after_snapshot`).
+    pub async fn trigger_snapshot(&self, shard: &str, id: u64) -> Result<(), String> {
+        let path = format!("/admin/shards/{shard}/snapshot");
+        self.admin(id, "POST", &path, Value::Null).await.map(|_| ())
+    }
+
+    /// Takes an online backup of node `id` (`POST /admin/backup`); the directory it
+    /// wrote, under the node's data directory.
+    pub async fn backup(&self, id: u64, name: &str) -> Result<PathBuf, String> {
+        let addr = self
+            .client_addr(id)
+            .ok_or(format!("node {id} is not in this cluster"))?;
+        let url = format!("http://{addr}/admin/backup");
+        let response = self
+            .http
+            .post(&url)
+            .json(&json!({ "name": name }))
+            .timeout(BACKUP_WITHIN)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!("POST {url}: {status}: {text}"));
+        }
+        let body: Value =
+            serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))?;
+        body["path"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or(format!("POST {url}: no path in {text}"))
     }
 
     /// Voters of `shard` as its leader reports them.

@@ -64,8 +64,8 @@ pub fn points(ops: &[Op]) -> Vec<Point> {
 
 /// Fault periods from the nemesis lines: kill..restart, pause..resume,
 /// partition..heal, clock offset..offset 0, membership removal..re-add, gateway
-/// misbehaviour..behaving again. Transfers are
-/// instants (zero-length periods).
+/// misbehaviour..behaving again, a node's own cluster file..the shared one again.
+/// Transfers, snapshots and restores are instants (zero-length periods).
 pub fn periods(ops: &[Op]) -> Vec<Period> {
     let end_of_run = ops.last().map_or(0.0, |op| op.time as f64 / 1e9);
     let mut open: BTreeMap<(String, Option<u64>), (String, f64)> = BTreeMap::new();
@@ -102,6 +102,17 @@ pub fn periods(ops: &[Op]) -> Vec<Period> {
                 start_s: at,
                 end_s: at,
             }),
+            (F::Snapshot | F::Restore, OpType::Info) => periods.push(Period {
+                what: format!("{} {node:?}: {note}", op.f.as_str()),
+                start_s: at,
+                end_s: at,
+            }),
+            (F::Config, OpType::Invoke) if note != "shared config" => {
+                open.insert(start("config"), (format!("config {node:?}: {note}"), at));
+            }
+            (F::Config, OpType::Info) if note.starts_with("back on") => {
+                close(&mut open, &mut periods, ("config", node), at)
+            }
             (F::Restart, OpType::Info) => close(&mut open, &mut periods, ("kill", node), at),
             (F::Resume, OpType::Info) => close(&mut open, &mut periods, ("pause", node), at),
             (F::Heal, OpType::Info) => close(&mut open, &mut periods, ("partition", None), at),

@@ -2,12 +2,13 @@
 //! root, on loopback otherwise), one api per region on port 0 in this process (the api
 //! is stateless; clients spread over them, so reads are served by different replicas),
 //! create the shows, run the clients and the nemesis until the time limit, heal, take
-//! the final reads, check the history, and leave `history.jsonl`, `results.json` and
+//! the final reads, compare the replicas' ledger digests, check the history, and leave `history.jsonl`, `results.json` and
 //! `report.html` in a run directory.
 //!
 //! Everything is bounded: the run's length, its operations, each request's time, the
 //! setup and the final reads, and the checkers' search.
 
+use crate::checker::replicas::{ReplicaDigest, ReplicaSamples};
 use crate::checker::{check_all, CheckOptions, Summary, Validity};
 use crate::history::{
     BookingRecord, BookingsValue, OpType, Process, ReadConsistency, ReadValue, Recorder, F,
@@ -38,6 +39,9 @@ pub const TIME_LIMIT_MAX: Duration = Duration::from_secs(600);
 /// How long setup (cluster, shows) and the final reads may take.
 const SETUP_WITHIN: Duration = Duration::from_secs(30);
 const FINAL_WITHIN: Duration = Duration::from_secs(30);
+/// How long the replicas' digests are sampled, waiting for every replica of a shard to
+/// stand at one applied index.
+const DIGESTS_WITHIN: Duration = Duration::from_secs(30);
 /// Process numbers of the final reads, far above any client's.
 const FINAL_PROCESS: u64 = 1 << 40;
 /// Bookings fetched per page in the final bookings read.
@@ -188,7 +192,8 @@ impl RunReport {
         let n = &self.nemesis;
         out.push_str(&format!(
             "nemesis: {} kills, {} pauses, {} partitions, {} clock skews, {} transfers, \
-             {} membership changes, {} clock restarts, {} gateway faults, {} skipped\n",
+             {} membership changes, {} clock restarts, {} gateway faults, {} divergent \
+             configs, {} snapshot catch-ups, {} wrong restores, {} skipped\n",
             n.kills,
             n.pauses,
             n.partitions,
@@ -197,6 +202,9 @@ impl RunReport {
             n.membership_changes,
             n.clock_restarts,
             n.gateway_faults,
+            n.divergent_configs,
+            n.snapshot_catchups,
+            n.wrong_restores,
             n.skipped
         ));
         if !c.planted_bugs.is_empty() {
@@ -293,7 +301,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
             }
         }
     }
-    let (stats, saga) = outcome?;
+    let (stats, extra) = outcome?;
     let ops = recorder.finish().map_err(|e| e.to_string())?;
     let mut check = config.check.clone();
     if config.nemesis.contains(&NemesisKind::Clock) {
@@ -303,8 +311,8 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         check.clock_slack_ms = check.clock_slack_ms.max(bound + 20);
     }
     let mut summary = check_all(&ops, &check).map_err(|e| e.to_string())?;
-    if let Some(saga) = saga {
-        summary.checkers.push(saga);
+    if !extra.is_empty() {
+        summary.checkers.extend(extra);
         summary.valid = Validity::combine(summary.checkers.iter().map(|c| c.valid));
     }
     let report = RunReport {
@@ -325,12 +333,13 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
 }
 
 /// Everything between a started cluster and the final reads; the caller stops the
-/// cluster whatever happens here.
+/// cluster whatever happens here. Besides the nemesis' stats, the verdicts of the
+/// checkers that judge more than the history (saga, replicas).
 async fn run_on(
     config: &RunConfig,
     cluster: &mut ProcCluster,
     recorder: &Arc<Recorder>,
-) -> Result<(NemesisStats, Option<crate::checker::CheckResult>), String> {
+) -> Result<(NemesisStats, Vec<crate::checker::CheckResult>), String> {
     for shard in crate::procs::SHARDS {
         if cluster.wait_leader(shard, SETUP_WITHIN).await.is_none() {
             return Err(format!("{shard} elected no leader within {SETUP_WITHIN:?}"));
@@ -379,24 +388,85 @@ async fn run_on(
     };
     final_reads(&apis[0], recorder, &shows).await;
     read_bookings(&cluster_client, recorder, &users).await;
-    let saga = match saga_settled {
-        Some(settled) => {
-            let bookings = fetch_bookings(&cluster_client, &users).await?;
-            let payments = sandbox.server().payments();
-            Some(crate::checker::saga::check(
-                &bookings,
-                &payments,
-                settled,
-                &config.check,
-            ))
-        }
-        None => None,
-    };
+    let mut extra = Vec::new();
+    if let Some(settled) = saga_settled {
+        let bookings = fetch_bookings(&cluster_client, &users).await?;
+        let payments = sandbox.server().payments();
+        extra.push(crate::checker::saga::check(
+            &bookings,
+            &payments,
+            settled,
+            &config.check,
+        ));
+    }
     for (server, stop) in servers {
         let _ = stop.send(());
         let _ = server.await;
     }
-    Ok((nemesis.stats, saga))
+    let samples = sample_digests(cluster, DIGESTS_WITHIN).await;
+    extra.push(crate::checker::replicas::check(&samples, &config.check));
+    Ok((nemesis.stats, extra))
+}
+
+/// Reads every node's ledger digest of every shard, again and again (bounded by
+/// `within`), until each shard has an index at which every replica answered; keeps
+/// every sample, so a divergence seen at any index counts.
+pub async fn sample_digests(cluster: &ProcCluster, within: Duration) -> ReplicaSamples {
+    let started = Instant::now();
+    let deadline = started + within;
+    let ids = cluster.ids();
+    let mut observed = ReplicaSamples {
+        replicas: crate::procs::SHARDS
+            .iter()
+            .map(|shard| ((*shard).to_owned(), ids.clone()))
+            .collect(),
+        ..ReplicaSamples::default()
+    };
+    let mut samples = std::collections::BTreeSet::new();
+    // Distinct problems only, a few of them: a node that stays down repeats its error.
+    let mut problems = std::collections::BTreeSet::new();
+    loop {
+        for &id in &ids {
+            let status = match cluster.status(id, true).await {
+                Ok(status) => status,
+                Err(error) => {
+                    if problems.len() < 20 {
+                        problems.insert(format!("node {id}: {error}"));
+                    }
+                    continue;
+                }
+            };
+            for shard in status.shards {
+                match (shard.digest, shard.digest_index) {
+                    (Some(digest), Some(index)) => {
+                        samples.insert(ReplicaDigest {
+                            shard: shard.shard,
+                            index,
+                            node: id,
+                            digest,
+                        });
+                    }
+                    (digest, _) => {
+                        if problems.len() < 20 {
+                            problems.insert(format!(
+                                "node {id}, {}: no digest ({})",
+                                shard.shard,
+                                digest.unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        observed.samples = samples.iter().cloned().collect();
+        if observed.covered() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    observed.problems = problems.into_iter().collect();
+    observed.waited_ms = started.elapsed().as_millis() as u64;
+    observed
 }
 
 /// How long the saga may take to settle after the clients stop: the longest lock,

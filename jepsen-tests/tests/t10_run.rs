@@ -37,6 +37,17 @@ async fn suite_run(
     nemesis: &[NemesisKind],
     seed: u64,
 ) -> (RunReport, tempfile::TempDir) {
+    suite_run_at(workload, nemesis, seed, 100, 2).await
+}
+
+/// `suite_run` with the clients' rate (ops/s) and the mean seconds between faults.
+async fn suite_run_at(
+    workload: Workload,
+    nemesis: &[NemesisKind],
+    seed: u64,
+    rate: u32,
+    interval_s: u64,
+) -> (RunReport, tempfile::TempDir) {
     let _serial = SERIAL.lock().await;
     let out = tempfile::tempdir().unwrap();
     let seed = env_u64("JEPSEN_SEED", seed);
@@ -47,7 +58,8 @@ async fn suite_run(
         seed,
         workload,
         nemesis: nemesis.to_vec(),
-        nemesis_interval: Duration::from_secs(2),
+        nemesis_interval: Duration::from_secs(interval_s),
+        rate,
         out: out.path().to_path_buf(),
         node_bin: node_bin(),
         ..RunConfig::default()
@@ -55,7 +67,7 @@ async fn suite_run(
     eprintln!(
         "seed {seed}; replay: cargo run -p jepsen-tests --features fault-injection -- \
          --time-limit {time_limit} --clients 6 --seed {seed} --workload {} --nemesis {} \
-         --nemesis-interval 2",
+         --nemesis-interval {interval_s} --rate {rate}",
         workload.as_str(),
         config.nemesis_names()
     );
@@ -85,6 +97,17 @@ async fn suite_run(
     }
     let html = std::fs::read_to_string(report.dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("<circle"), "no plot");
+    // Every run compares the replicas' ledger digests once the faults healed.
+    let replicas = report
+        .summary
+        .checkers
+        .iter()
+        .find(|c| c.checker == "replicas")
+        .expect("the replicas checker ran");
+    assert!(
+        replicas.notes.iter().any(|n| n.contains("all 3 replicas")),
+        "{replicas:?}"
+    );
     (report, out)
 }
 
@@ -204,6 +227,79 @@ async fn t19_saga_under_gateway_faults() {
         .find(|c| c.checker == "saga")
         .expect("the saga checker ran");
     assert_eq!(saga.valid, Validity::Valid, "{saga:?}");
+}
+
+/// Issue #26 (new nemeses): one node restarted with ledger limits of its own (seat caps
+/// and lock TTL floor far smaller or larger) and made the city shard's leader. The
+/// rules are replicated (`SetLimits`), so every replica applies the same ones: the
+/// `replicas` checker finds equal digests at one index, and the clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t22_bookings_under_divergent_config() {
+    let (report, _dir) = suite_run(Workload::Bookings, &[NemesisKind::DivergentConfig], 22).await;
+    assert!(
+        report.nemesis.divergent_configs >= 1,
+        "no node ran with limits of its own"
+    );
+    let history = read_jsonl(&report.dir.join("history.jsonl")).unwrap();
+    let healed = history
+        .iter()
+        .filter(|op| op.f == F::Config && op.kind == OpType::Info)
+        .filter(|op| op.value["note"] == "back on the shared cluster file")
+        .count();
+    assert_eq!(
+        healed, report.nemesis.divergent_configs,
+        "every node healed"
+    );
+    let confirmed = history
+        .iter()
+        .filter(|op| op.f == F::Confirm && op.kind == OpType::Ok)
+        .count();
+    assert!(confirmed > 0, "no confirm succeeded");
+}
+
+/// Issue #26 (new nemeses): a follower stopped until the leader purged its log past
+/// it, restarted under load, catches up through a chunked snapshot; no acknowledged
+/// write is lost (the history checkers) and it ends with the others' digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t23_bookings_under_snapshot_catchup() {
+    let (report, _dir) = suite_run_at(
+        Workload::Bookings,
+        &[NemesisKind::SnapshotCatchup],
+        23,
+        200,
+        3,
+    )
+    .await;
+    assert!(
+        report.nemesis.snapshot_catchups >= 1,
+        "no follower caught up through a snapshot: {}",
+        report.text()
+    );
+}
+
+/// Issue #26 (new nemeses): a follower's online backup restored into it while it is
+/// still a voter must not start (its restore marker); restored the runbook's way
+/// (removed from the voters, restored, started, re-added as learner and promoted), it
+/// catches up under load and ends with the others' digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t24_bookings_under_wrong_restores() {
+    let (report, _dir) =
+        suite_run_at(Workload::Bookings, &[NemesisKind::WrongRestore], 24, 100, 3).await;
+    assert!(
+        report.nemesis.wrong_restores >= 1,
+        "no backup was restored: {}",
+        report.text()
+    );
+    let history = read_jsonl(&report.dir.join("history.jsonl")).unwrap();
+    let refused = history
+        .iter()
+        .filter(|op| op.f == F::Restore && op.kind == OpType::Info)
+        .filter(|op| op.value["note"] == "refused to start: still a voter")
+        .count();
+    assert_eq!(
+        refused, report.nemesis.wrong_restores,
+        "every wrong restore refused"
+    );
 }
 
 /// The cluster control alone: kill, restart, pause, resume; the data survives.

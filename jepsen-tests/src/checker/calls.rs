@@ -216,7 +216,10 @@ fn action(op: &Op) -> Result<Action, HistoryError> {
         | F::Clock
         | F::Transfer
         | F::Membership
-        | F::Gateway => {
+        | F::Gateway
+        | F::Config
+        | F::Snapshot
+        | F::Restore => {
             return Err(HistoryError::shape(
                 op.index,
                 "a client cannot inject faults",

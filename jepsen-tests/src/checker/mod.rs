@@ -14,6 +14,8 @@
 //! - `reads`: linearizable reads are never stale; session reads see their own writes.
 //! - `saga`: every booking confirmed and paid once, or not confirmed and charged
 //!   nothing (final state and the gateway's books; saga workload only).
+//! - `replicas`: replicas of a shard at one applied index hold equal ledger digests
+//!   (sampled from every node after the run).
 
 pub mod calls;
 pub mod counts;
@@ -22,6 +24,7 @@ pub mod linearizable;
 pub mod lock_expiry;
 pub mod lost_confirm;
 pub mod reads;
+pub mod replicas;
 pub mod saga;
 #[cfg(test)]
 pub(crate) mod testkit;
