@@ -43,8 +43,8 @@ use crate::ids::{BookingId, LogIndex, RequestId, SeatId, ShowId, TheaterId, User
 use crate::ledger::{ApplyResult, Ledger, RequestRecord, State};
 use crate::limits::Limits;
 use crate::model::{Booking, SeatState, Show, Theater};
-use crate::payments::{Payment, Rating};
 use crate::outcome::Outcome;
+use crate::payments::{Payment, Rating};
 use crate::query::{Query, QueryResponse};
 use crate::referrals::Referral;
 use crate::requests::{Bucket, RequestKind, RequestTable};
