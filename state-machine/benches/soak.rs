@@ -209,7 +209,7 @@ fn main() {
             .collect();
         later.push(CommandKind::ExpireLocks { max_locks: 1_000 });
         shard.apply(later);
-        if hours % SAMPLE_EVERY_HOURS == 0 {
+        if hours.is_multiple_of(SAMPLE_EVERY_HOURS) {
             let store = &shard.store;
             samples.push(Sample {
                 hours,
