@@ -213,30 +213,35 @@ fn write_backup(node: &Node, dir: &Path) -> Result<BackupManifest, BackupError> 
     rocksdb::checkpoint::Checkpoint::new(node.log_db())
         .and_then(|checkpoint| checkpoint.create_checkpoint(&log_dir))
         .map_err(|e| io(&log_dir, format!("RocksDB checkpoint of the raft log: {e}")))?;
-    let mut entries = Vec::with_capacity(shards.len());
-    let mut snapshots = Vec::with_capacity(shards.len());
+    // Under the locks only what is cheap: each store's image is pinned (a RocksDB
+    // snapshot), its digest and applied position read. The images are encoded after
+    // the locks are released, one at a time, so the pause does not grow with the
+    // shards' size (request records, bookings) and one encoding is in memory at once.
+    let mut pinned = Vec::with_capacity(shards.len());
     for (shard, guard) in shards.iter().zip(&guards) {
-        let bytes = guard
-            .export_snapshot()
-            .map_err(|e| shard_error(&shard.name, e))?;
+        let image = LedgerStore::pin_image(&**guard).map_err(|e| shard_error(&shard.name, e))?;
         let (applied_index, applied_term) =
             applied_of(guard.marker()).map_err(|e| shard_error(&shard.name, e))?;
+        let digest = hex(&guard.ledger().digest());
+        pinned.push((image, applied_index, applied_term, digest));
+    }
+    drop(guards);
+    let pause_ms = started.elapsed().as_millis() as u64;
+    let mut entries = Vec::with_capacity(shards.len());
+    for (shard, (image, applied_index, applied_term, digest)) in shards.iter().zip(pinned) {
+        let bytes = image.encode().map_err(|e| shard_error(&shard.name, e))?;
+        let file = format!("shards/{}.snapshot", shard.name);
+        let path = dir.join(&file);
+        std::fs::write(&path, &bytes).map_err(|e| io(&path, e))?;
         entries.push(ShardBackup {
             shard: shard.name.clone(),
             applied_index,
             applied_term,
-            digest: hex(&guard.ledger().digest()),
-            file: format!("shards/{}.snapshot", shard.name),
+            digest,
+            file,
             bytes: bytes.len() as u64,
             file_blake3: blake3::hash(&bytes).to_hex().to_string(),
         });
-        snapshots.push(bytes);
-    }
-    drop(guards);
-    let pause_ms = started.elapsed().as_millis() as u64;
-    for (entry, bytes) in entries.iter().zip(&snapshots) {
-        let path = dir.join(&entry.file);
-        std::fs::write(&path, bytes).map_err(|e| io(&path, e))?;
     }
     let manifest = BackupManifest {
         format: FORMAT,

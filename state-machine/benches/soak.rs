@@ -2,7 +2,7 @@
 //! item 2). Prints figures and writes a plot; asserts nothing.
 //!
 //! `cargo bench -p state-machine --bench soak -- --minutes 30` (default 30; `--quick`
-//! runs one minute; `--out DIR` for the plot, default `target/soak`).
+//! runs one minute; `--out DIR` for the plot, default the workspace's `target/soak`).
 //!
 //! One store (as a replica runs it) lives through simulated days on the shard clock:
 //! every simulated hour a theater of 4 screens publishes a show per screen, starting a
@@ -118,7 +118,10 @@ fn main() {
             .and_then(|m| m.parse().ok())
             .unwrap_or(30.0)
     };
-    let out = std::path::PathBuf::from(value("--out").unwrap_or_else(|| "target/soak".into()));
+    let out = value("--out").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/soak"),
+        std::path::PathBuf::from,
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let store = LedgerStore::open(dir.path(), Limits::default(), Durability::Buffered)
         .expect("open a store");
