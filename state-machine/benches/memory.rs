@@ -13,39 +13,12 @@
 
 use state_machine::testkit::{create_theater, publish_show, screen};
 use state_machine::*;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
-struct Counting;
-
-static HELD: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        System.realloc(ptr, layout, new_size)
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn held() -> isize {
-    HELD.load(Ordering::Relaxed)
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 const NOW: Millis = 1_000_000_000;
 /// Seats per screen: 100 rows of 100.
@@ -112,12 +85,12 @@ fn measure(
     count: u64,
     step: impl FnOnce(&mut Shard),
 ) -> Row {
-    let (heap, snapshot) = (held(), shard.snapshot() as i64);
+    let (heap, snapshot) = (counting::held(), shard.snapshot() as i64);
     step(shard);
     Row {
         what,
         count,
-        heap: held() - heap,
+        heap: counting::held() - heap,
         snapshot: shard.snapshot() as i64 - snapshot,
     }
 }
@@ -303,6 +276,6 @@ fn main() {
     );
     println!(
         "total heap now: {:.1} MiB",
-        held() as f64 / (1 << 20) as f64
+        counting::held() as f64 / (1 << 20) as f64
     );
 }

@@ -17,36 +17,13 @@
 
 use state_machine::testkit::{create_theater, publish_show, screen};
 use state_machine::*;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-struct Counting;
-
-static HELD: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        System.realloc(ptr, layout, new_size)
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 const HOUR_MS: Millis = 3_600_000;
 const SCREENS: u16 = 4;
@@ -216,7 +193,7 @@ fn main() {
             let store = &shard.store;
             samples.push(Sample {
                 hours,
-                heap_mib: HELD.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+                heap_mib: counting::held() as f64 / (1 << 20) as f64,
                 snapshot_mib: store.export_snapshot().expect("snapshot").len() as f64
                     / (1 << 20) as f64,
                 bookings: store.ledger().state().bookings.len(),
