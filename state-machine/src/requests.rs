@@ -286,10 +286,13 @@ impl RequestTable {
         if self.live < u64::from(limits.request_ids_max) {
             return Ok(());
         }
-        let next_free = self
-            .buckets
-            .keys()
-            .map(|bucket| bucket.forgotten_at(limits))
+        // Each kind's oldest bucket goes first.
+        let next_free = [RequestKind::Client, RequestKind::Auto]
+            .into_iter()
+            .filter_map(|kind| {
+                let second = self.oldest_live(kind)?;
+                Some(Bucket { kind, second }.forgotten_at(limits))
+            })
             .min()
             .unwrap_or(clock);
         Err(next_free.saturating_sub(clock).max(1))
