@@ -594,7 +594,9 @@ impl Node {
             .store
             .read()
             .map_err(|_| NodeError::Storage("poisoned".into()))?;
-        let result = store.query(&request.query);
+        let result = store
+            .query(&request.query)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
         Ok(ReadReply::Done {
             result,
             node,

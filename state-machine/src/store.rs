@@ -226,15 +226,19 @@ impl LedgerStore {
         &self.configured
     }
 
-    /// Answers a query; a request's outcome is read from disk.
-    pub fn query(&self, query: &Query) -> Result<QueryResponse, crate::outcome::Rejection> {
+    /// Answers a query (the inner result: the ledger's answer or its rejection); a
+    /// request's outcome is read from disk, which may fail (the outer error).
+    pub fn query(
+        &self,
+        query: &Query,
+    ) -> Result<Result<QueryResponse, crate::outcome::Rejection>, StoreError> {
         let Query::Request { request_id } = query else {
-            return self.ledger.query(query);
+            return Ok(self.ledger.query(query));
         };
-        let record = self
-            .stored_request(request_id)
-            .map_err(|_| crate::outcome::Rejection::ApplyFailed)?;
-        Ok(QueryResponse::Request(record.map(|record| record.outcome)))
+        let record = self.stored_request(request_id)?;
+        Ok(Ok(QueryResponse::Request(
+            record.map(|record| record.outcome),
+        )))
     }
 
     /// What applying `command` at `index` would answer now, without applying it: a copy
@@ -1392,9 +1396,11 @@ mod request_table_tests {
         assert_eq!(count(&store.db, REQUEST_AGE), 3_000);
         assert_eq!(count(&store.db, REQUEST_BUCKET), 3);
         let digest = store.ledger().digest();
-        let first = store.query(&Query::Request {
-            request_id: RequestId("u1:2-7".into()),
-        });
+        let first = store
+            .query(&Query::Request {
+                request_id: RequestId("u1:2-7".into()),
+            })
+            .unwrap();
         assert!(
             matches!(first, Ok(QueryResponse::Request(Some(_)))),
             "{first:?}"
