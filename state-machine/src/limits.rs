@@ -143,6 +143,9 @@ pub struct InvalidLimits {
     pub problem: &'static str,
 }
 
+/// The largest `request_ids_max` a snapshot can carry (see the field).
+pub const REQUEST_IDS_MAX_CEILING: u32 = 12_000_000;
+
 impl Limits {
     /// Refuses limits that are zero where zero would block every request, or that
     /// contradict each other.
@@ -213,6 +216,13 @@ impl Limits {
                 });
             }
         }
+        if self.request_ids_max > REQUEST_IDS_MAX_CEILING {
+            return Err(InvalidLimits {
+                field: "request_ids_max",
+                problem: "at most 12000000: every live request id travels in each snapshot \
+                          (about 70 bytes), and a snapshot is at most 1 GiB",
+            });
+        }
         Ok(())
     }
 }
@@ -224,6 +234,20 @@ mod tests {
     #[test]
     fn default_limits_are_valid() {
         Limits::default().validate().unwrap();
+    }
+
+    #[test]
+    fn more_request_ids_than_a_snapshot_carries_are_refused() {
+        let many = Limits {
+            request_ids_max: REQUEST_IDS_MAX_CEILING + 1,
+            ..Limits::default()
+        };
+        assert_eq!(many.validate().unwrap_err().field, "request_ids_max");
+        let most = Limits {
+            request_ids_max: REQUEST_IDS_MAX_CEILING,
+            ..Limits::default()
+        };
+        most.validate().unwrap();
     }
 
     #[test]
