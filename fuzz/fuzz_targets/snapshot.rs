@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(decoded) = snapshot::decode(&bytes, &limits) {
         let again = snapshot::encode(&SnapshotBody {
             marker: decoded.marker.clone(),
-            state: decoded.ledger.state().clone(),
+            state: decoded.ledger.full_state(),
             events: decoded.events.clone(),
             events_kept_from: decoded.events_kept_from,
             rules: decoded.ledger.rules().cloned(),

@@ -338,7 +338,7 @@ fn write_all_seeds() {
     }
     let body = SnapshotBody {
         marker: index.to_le_bytes().to_vec(),
-        state: ledger.state().clone(),
+        state: ledger.full_state(),
         events: vec![],
         events_kept_from: 0,
         rules: None,
