@@ -126,7 +126,7 @@ impl Ledger {
         if !state.requests.is_empty() {
             return Err("request records in the state instead of the request table".into());
         }
-        self.requests.check(&self.limits)?;
+        self.requests.check()?;
         self.check_audit()?;
         self.check_ticket_invariants()?;
         self.check_cursor_invariants()?;

@@ -1448,6 +1448,68 @@ mod request_table_tests {
 }
 
 #[cfg(test)]
+mod lowered_bound_tests {
+    use super::*;
+    use crate::outcome::{Outcome, Rejection};
+    use crate::testkit::command;
+
+    #[test]
+    fn rules_that_lower_the_bound_below_the_table_refuse_new_keys_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits::default();
+        let mut store =
+            LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
+        let expire = |id: &str, at_ms| {
+            command(
+                id,
+                at_ms,
+                crate::command::CommandKind::ExpireLocks { max_locks: 1 },
+            )
+        };
+        let batch: Vec<_> = (1..=5u64)
+            .map(|n| (n, expire(&format!("u1:k{n}"), 1_000 + n)))
+            .collect();
+        store.apply_batch(&batch, b"m").unwrap();
+        let lower = Limits {
+            request_ids_max: 3,
+            ..limits.clone()
+        };
+        let set = command(
+            "u1:rules",
+            2_000,
+            crate::command::CommandKind::SetLimits { limits: lower },
+        );
+        let outcome = &store.apply_batch(&[(6, set)], b"m").unwrap()[0].outcome;
+        assert!(outcome.is_applied(), "{outcome:?}");
+        // The table now holds 6 keys against a bound of 3.
+        assert_eq!(store.ledger().requests().len(), 6);
+        drop(store);
+        let mut store = LedgerStore::open(dir.path(), limits, Durability::Buffered)
+            .expect("a table over a lowered bound still opens");
+        store.ledger().check_invariants().unwrap();
+        let known = &store
+            .apply_batch(&[(8, expire("u1:k2", 3_000))], b"m")
+            .unwrap()[0];
+        assert!(
+            known.outcome.is_applied(),
+            "a known key is answered: {:?}",
+            known.outcome
+        );
+        let new = &store
+            .apply_batch(&[(9, expire("u1:new", 3_000))], b"m")
+            .unwrap()[0];
+        assert!(
+            matches!(
+                new.outcome,
+                Outcome::Rejected(Rejection::RequestTableFull { .. })
+            ),
+            "{:?}",
+            new.outcome
+        );
+    }
+}
+
+#[cfg(test)]
 mod format_version_tests {
     use super::*;
     use crate::testkit::{command, create_theater, publish_show, screen};
