@@ -132,6 +132,19 @@ fn total_count(buckets: &BTreeMap<Bucket, BucketSum>) -> u64 {
         .fold(0u64, |total, sum| total.saturating_add(sum.count))
 }
 
+/// Counts `record` into its bucket in `buckets` (how a table is built from records
+/// streamed past, e.g. a snapshot's sections).
+pub(crate) fn tally(
+    buckets: &mut BTreeMap<Bucket, BucketSum>,
+    id: &RequestId,
+    record: &RequestRecord,
+) {
+    buckets
+        .entry(Bucket::of(id, record))
+        .or_default()
+        .add(record_hash(id, record));
+}
+
 /// A record's contribution to the table's hash.
 pub fn record_hash(id: &RequestId, record: &RequestRecord) -> [u64; 4] {
     let mut hasher = blake3::Hasher::new();

@@ -125,6 +125,8 @@ pub enum StoreError {
     Poisoned,
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error("writing snapshot bytes failed: {0}")]
+    Io(#[from] std::io::Error),
     #[error(
         "the store is in format version {found}, but this build reads versions 1 to \
          {supported} (the store was written by a newer release, or in a format this build \
@@ -596,17 +598,10 @@ impl LedgerStore {
         Ok(self.events_from(0, 1)?.first().map(|event| event.index))
     }
 
-    /// The whole state, its kept events and the marker as snapshot bytes.
+    /// The whole state, its kept events and the marker as snapshot bytes (through a
+    /// pinned image, so request records stream from disk into the encoding).
     pub fn export_snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let events = events_from(&*self.db, 0, 0, usize::MAX)?;
-        let body = SnapshotBody {
-            marker: self.marker.clone(),
-            state: self.full_state()?,
-            events,
-            events_kept_from: self.events_kept_from,
-            rules: self.ledger.rules().cloned(),
-        };
-        Ok(snapshot::encode(&body))
+        LedgerStore::pin_image(self)?.encode()
     }
 
     /// Pins the store's current image (a RocksDB snapshot, taken while `guard` holds the
@@ -676,9 +671,16 @@ pub struct PreparedInstall {
 
 impl PreparedInstall {
     pub fn new(bytes: &[u8], limits: &Limits) -> Result<PreparedInstall, StoreError> {
-        let decoded = snapshot::decode(bytes, limits)?;
         let mut batch = WriteBatch::default();
         batch.delete_range(&[0u8][..], &[0xffu8][..]);
+        // The request records go from the snapshot's sections into the batch; the
+        // ledger keeps only their buckets (as it would after opening the store).
+        let decoded = snapshot::decode_lean(bytes, limits, |section| {
+            for (id, record) in section {
+                batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
+                batch.put(age_key(Bucket::of(id, record), id), []);
+            }
+        })?;
         batch.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
         let state = decoded.ledger.state();
         batch.put(CLOCK_KEY, state.clock.to_be_bytes());
@@ -705,10 +707,6 @@ impl PreparedInstall {
             batch.put(key(BOOKING, &id.0.to_be_bytes()), codec::encode(booking));
         }
         let table = decoded.ledger.requests();
-        for (id, record) in table.resident_records() {
-            batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
-            batch.put(age_key(Bucket::of(id, record), id), []);
-        }
         for (bucket, sum) in table.buckets() {
             batch.put(bucket_key(*bucket), codec::encode(sum));
         }
@@ -927,9 +925,16 @@ impl PinnedImage {
     /// The image as snapshot bytes, the same as [`LedgerStore::export_snapshot`] gave
     /// when it was pinned. Takes time on a large shard: call it off the async executor.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        self.write_to(Vec::new())
+    }
+
+    /// Writes the image as snapshot bytes to `out` as it reads them: the records of the
+    /// idempotency table go from RocksDB to `out` a section at a time, never all in
+    /// memory.
+    pub fn write_to<W: std::io::Write>(&self, out: W) -> Result<W, StoreError> {
         let pinned = self.cell.borrow_dependent();
         let table = RequestTable::on_disk(load_buckets(pinned)?);
-        let (state, marker) = load_state(pinned, Some(&table))?;
+        let (state, marker) = load_state(pinned, None)?;
         let events = events_from(pinned, 0, 0, usize::MAX)?;
         let body = SnapshotBody {
             marker,
@@ -938,7 +943,22 @@ impl PinnedImage {
             events_kept_from: self.events_kept_from,
             rules: load_rules(pinned)?,
         };
-        Ok(snapshot::encode(&body))
+        let mut writer = snapshot::Writer::new(out, &body)?;
+        drop(body);
+        let mut section = Vec::with_capacity(snapshot::RECORDS_PER_SECTION);
+        scan(pinned, REQUEST, "request", |id, record: RequestRecord| {
+            let id = RequestId(utf8("request id", id)?);
+            if table.is_live(&Bucket::of(&id, &record)) {
+                section.push((id, record));
+            }
+            if section.len() == snapshot::RECORDS_PER_SECTION {
+                writer.requests(&section)?;
+                section.clear();
+            }
+            Ok(())
+        })?;
+        writer.requests(&section)?;
+        Ok(writer.finish()?)
     }
 }
 

@@ -1226,6 +1226,19 @@ fn record_goldens() -> Vec<Golden> {
         events_kept_from: 0,
         rules: None,
     };
+    let mut keyed = State::default();
+    for id in ["7:a", "auto:7:b"] {
+        keyed
+            .requests
+            .insert(RequestId(id.into()), request_record());
+    }
+    let keyed_snapshot = SnapshotBody {
+        marker: vec![4, 5],
+        state: keyed,
+        events: vec![],
+        events_kept_from: 0,
+        rules: None,
+    };
     vec![
         golden("Theater", theater()),
         golden("Show", show()),
@@ -1253,8 +1266,24 @@ fn record_goldens() -> Vec<Golden> {
         golden("State", state()),
         golden("SnapshotBody", snapshot_body()),
         Golden {
+            name: "SnapshotFrame v4(two request records)".into(),
+            bytes: snapshot::encode(&keyed_snapshot),
+            decodes_to_sample: Box::new(move |bytes| {
+                let decoded = snapshot::decode(bytes, &Limits::default())
+                    .map_err(|error| format!("they no longer decode: {error}"))?;
+                let same = decoded.marker == keyed_snapshot.marker
+                    && decoded.ledger.full_state() == keyed_snapshot.state;
+                if same {
+                    Ok(())
+                } else {
+                    Err("they decode as another snapshot".into())
+                }
+            }),
+        },
+        Golden {
             name: "SnapshotFrame(empty state)".into(),
-            bytes: snapshot::encode(&empty_snapshot),
+            // The version 3 frame: still read, no longer written.
+            bytes: snapshot::frame_payload(&codec::encode(&empty_snapshot)),
             decodes_to_sample: Box::new(move |bytes| {
                 let decoded = snapshot::decode(bytes, &Limits::default())
                     .map_err(|error| format!("they no longer decode: {error}"))?;
