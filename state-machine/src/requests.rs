@@ -180,22 +180,13 @@ pub struct RequestChanges {
     pub buckets: BTreeSet<Bucket>,
 }
 
-impl RequestChanges {
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.buckets.is_empty()
-    }
-}
-
 impl RequestTable {
     /// A bare table holding `records` in memory. Records past the window are
     /// forgotten by the next command's `forget_old`, as the ledger's were.
     pub fn resident(records: BTreeMap<RequestId, RequestRecord>) -> RequestTable {
         let mut table = RequestTable::default();
         for (id, record) in records {
-            let bucket = Bucket::of(&id, &record);
-            table.count_in(bucket, record_hash(&id, &record));
-            table.by_bucket.insert((bucket, id.clone()));
-            table.resident.insert(id, Some(record));
+            table.remember(id, record, None);
         }
         table
     }
@@ -218,10 +209,6 @@ impl RequestTable {
         self.resident.clear();
         self.by_bucket.clear();
         self.on_disk = true;
-    }
-
-    pub fn is_on_disk(&self) -> bool {
-        self.on_disk
     }
 
     /// Live records.
@@ -400,12 +387,9 @@ impl RequestTable {
         if self.on_disk {
             return Ok(());
         }
-        let mut expected: BTreeMap<Bucket, BucketSum> = BTreeMap::new();
+        let mut expected = BTreeMap::new();
         for (id, record) in self.resident_records() {
-            expected
-                .entry(Bucket::of(id, record))
-                .or_default()
-                .add(record_hash(id, record));
+            tally(&mut expected, id, record);
         }
         if expected != self.buckets {
             return Err("request table's buckets disagree with its records".into());

@@ -125,7 +125,7 @@ pub enum StoreError {
     Poisoned,
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("writing snapshot bytes failed: {0}")]
+    #[error("writing snapshot bytes failed: {0}; check the target's disk (space, permissions) and take it again")]
     Io(#[from] std::io::Error),
     #[error(
         "the store is in format version {found}, but this build reads versions 1 to \
@@ -268,7 +268,12 @@ impl LedgerStore {
     /// The state with its live request records, as a snapshot carries it (reads every
     /// record from disk).
     pub fn full_state(&self) -> Result<State, StoreError> {
-        Ok(load_state(&*self.db, Some(self.ledger.requests()))?.0)
+        let mut state = self.ledger.state().clone();
+        scan_live_requests(&*self.db, self.ledger.requests(), |id, record| {
+            state.requests.insert(id, record);
+            Ok(())
+        })?;
+        Ok(state)
     }
 
     /// `Ledger::full_digest` of this store's ledger (reads every record from disk).
@@ -837,19 +842,13 @@ fn check_format_version(db: &DB) -> Result<u64, StoreError> {
 /// command, as they would have been).
 fn index_request_records(db: &DB) -> Result<(), StoreError> {
     let mut batch = WriteBatch::default();
-    let mut buckets: std::collections::BTreeMap<Bucket, crate::requests::BucketSum> =
-        Default::default();
-    let mut records = std::collections::BTreeMap::new();
+    let mut buckets = std::collections::BTreeMap::new();
     scan(db, REQUEST, "request", |id, record: RequestRecord| {
         let id = RequestId(utf8("request id", id)?);
         batch.put(age_key(Bucket::of(&id, &record), &id), []);
-        records.insert(id, record);
+        crate::requests::tally(&mut buckets, &id, &record);
         Ok(())
     })?;
-    let table = RequestTable::resident(records);
-    for (bucket, sum) in table.buckets() {
-        buckets.insert(*bucket, *sum);
-    }
     for (bucket, sum) in &buckets {
         batch.put(bucket_key(*bucket), codec::encode(sum));
     }
@@ -880,7 +879,7 @@ fn load_buckets(
 
 /// The ledger the image holds (request records on disk) and its marker.
 fn load_ledger(db: &impl Image, configured: &Limits) -> Result<(Ledger, Vec<u8>), StoreError> {
-    let (state, marker) = load_state(db, None)?;
+    let (state, marker) = load_state(db)?;
     let mut ledger = Ledger::from_state(configured.clone(), state);
     ledger.adopt_rules(load_rules(db)?);
     *ledger.requests_mut() = RequestTable::on_disk(load_buckets(db)?);
@@ -934,7 +933,7 @@ impl PinnedImage {
     pub fn write_to<W: std::io::Write>(&self, out: W) -> Result<W, StoreError> {
         let pinned = self.cell.borrow_dependent();
         let table = RequestTable::on_disk(load_buckets(pinned)?);
-        let (state, marker) = load_state(pinned, None)?;
+        let (state, marker) = load_state(pinned)?;
         let events = events_from(pinned, 0, 0, usize::MAX)?;
         let body = SnapshotBody {
             marker,
@@ -946,11 +945,8 @@ impl PinnedImage {
         let mut writer = snapshot::Writer::new(out, &body)?;
         drop(body);
         let mut section = Vec::with_capacity(snapshot::RECORDS_PER_SECTION);
-        scan(pinned, REQUEST, "request", |id, record: RequestRecord| {
-            let id = RequestId(utf8("request id", id)?);
-            if table.is_live(&Bucket::of(&id, &record)) {
-                section.push((id, record));
-            }
+        scan_live_requests(pinned, &table, |id, record| {
+            section.push((id, record));
             if section.len() == snapshot::RECORDS_PER_SECTION {
                 writer.requests(&section)?;
                 section.clear();
@@ -1035,6 +1031,22 @@ fn scan<T: DeserializeOwned>(
     Ok(())
 }
 
+/// Visits the image's live request records (those whose bucket `table` holds; a
+/// forgotten one may wait on disk for deletion) in id order.
+fn scan_live_requests(
+    db: &impl Image,
+    table: &RequestTable,
+    mut visit: impl FnMut(RequestId, RequestRecord) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    scan(db, REQUEST, "request", |id, record: RequestRecord| {
+        let id = RequestId(utf8("request id", id)?);
+        if table.is_live(&Bucket::of(&id, &record)) {
+            visit(id, record)?;
+        }
+        Ok(())
+    })
+}
+
 /// The replicated rules the image holds, if any were set.
 fn load_rules(db: &impl Image) -> Result<Option<Limits>, StoreError> {
     let Some(bytes) = db.get(RULES_KEY)? else {
@@ -1051,12 +1063,9 @@ fn load_rules(db: &impl Image) -> Result<Option<Limits>, StoreError> {
     Ok(Some(rules))
 }
 
-/// The state the image holds; with `requests` (the image's own table), its live
-/// request records too (for a snapshot), else none.
-fn load_state(
-    db: &impl Image,
-    requests: Option<&RequestTable>,
-) -> Result<(State, Vec<u8>), StoreError> {
+/// The state the image holds, without its request records (they stay on disk:
+/// `scan_live_requests`).
+fn load_state(db: &impl Image) -> Result<(State, Vec<u8>), StoreError> {
     let mut state = State::default();
     if let Some(bytes) = db.get(CLOCK_KEY)? {
         state.clock = be_u64("clock", &bytes)?;
@@ -1108,15 +1117,6 @@ fn load_state(
             .insert(BookingId(be_u64("booking id", id)?), booking);
         Ok(())
     })?;
-    if let Some(table) = requests {
-        scan(db, REQUEST, "request", |id, record: RequestRecord| {
-            let id = RequestId(utf8("request id", id)?);
-            if table.is_live(&Bucket::of(&id, &record)) {
-                state.requests.insert(id, record);
-            }
-            Ok(())
-        })?;
-    }
     scan(db, USER, "user", |id, user: User| {
         state.users.insert(UserId(be_u64("user id", id)?), user);
         Ok(())
@@ -1465,13 +1465,6 @@ mod request_table_tests {
         assert_eq!(store.ledger().requests().len(), 2);
         store.ledger().check_invariants().unwrap();
     }
-}
-
-#[cfg(test)]
-mod lowered_bound_tests {
-    use super::*;
-    use crate::outcome::{Outcome, Rejection};
-    use crate::testkit::command;
 
     #[test]
     fn rules_that_lower_the_bound_below_the_table_refuse_new_keys_and_reopen() {
@@ -1479,13 +1472,6 @@ mod lowered_bound_tests {
         let limits = Limits::default();
         let mut store =
             LedgerStore::open(dir.path(), limits.clone(), Durability::Buffered).unwrap();
-        let expire = |id: &str, at_ms| {
-            command(
-                id,
-                at_ms,
-                crate::command::CommandKind::ExpireLocks { max_locks: 1 },
-            )
-        };
         let batch: Vec<_> = (1..=5u64)
             .map(|n| (n, expire(&format!("u1:k{n}"), 1_000 + n)))
             .collect();
@@ -1521,7 +1507,7 @@ mod lowered_bound_tests {
         assert!(
             matches!(
                 new.outcome,
-                Outcome::Rejected(Rejection::RequestTableFull { .. })
+                Outcome::Rejected(crate::outcome::Rejection::RequestTableFull { .. })
             ),
             "{:?}",
             new.outcome
