@@ -212,19 +212,14 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
             bound.applied(shard_clock, clock.now_ms());
         }
         metrics::counter!("seat_ledger_applied_commands_total").increment(commands.len() as u64);
-        let failed = results
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Rejected(Rejection::ApplyFailed)))
-            .count();
-        let table_full = results
-            .iter()
-            .filter(|r| {
-                matches!(
-                    r.outcome,
-                    Outcome::Rejected(Rejection::RequestTableFull { .. })
-                )
-            })
-            .count();
+        let (mut failed, mut table_full) = (0usize, 0usize);
+        for result in &results {
+            match result.outcome {
+                Outcome::Rejected(Rejection::ApplyFailed) => failed += 1,
+                Outcome::Rejected(Rejection::RequestTableFull { .. }) => table_full += 1,
+                _ => {}
+            }
+        }
         if table_full > 0 {
             // Keys younger than the window fill the table: new keys wait (503).
             metrics::counter!("seat_ledger_request_table_full_total").increment(table_full as u64);

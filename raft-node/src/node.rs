@@ -1144,23 +1144,26 @@ async fn sweep(node: Node, shard: Arc<Shard>) {
             .set(committed.saturating_sub(applied) as f64);
         let leading = metrics.state == ServerState::Leader;
         metrics::gauge!("seat_ledger_is_leader", &labels).set(if leading { 1.0 } else { 0.0 });
+        // One look at the store for its gauges (the lock is the one apply takes).
+        let (failed, differs, request_ids) = match shard.store.read() {
+            Ok(store) => {
+                let ledger = store.ledger();
+                (
+                    store.is_poisoned(),
+                    ledger.rules().is_some_and(|rules| rules != node.limits()),
+                    Some((ledger.requests().len(), ledger.limits().request_ids_max)),
+                )
+            }
+            Err(_) => (true, false, None),
+        };
         // A failed store refuses all work until the node restarts (apply errors).
-        let failed = shard.store.read().map(|s| s.is_poisoned()).unwrap_or(true);
         metrics::gauge!("seat_ledger_store_failed", &labels).set(if failed { 1.0 } else { 0.0 });
         // The idempotency table: live keys against the bound that refuses new ones.
-        if let Ok(store) = shard.store.read() {
-            let ledger = store.ledger();
-            metrics::gauge!("seat_ledger_request_ids", &labels).set(ledger.requests().len() as f64);
-            metrics::gauge!("seat_ledger_request_ids_max", &labels)
-                .set(f64::from(ledger.limits().request_ids_max));
+        if let Some((held, max)) = request_ids {
+            metrics::gauge!("seat_ledger_request_ids", &labels).set(held as f64);
+            metrics::gauge!("seat_ledger_request_ids_max", &labels).set(f64::from(max));
         }
         // The shard's replicated rules win over this node's file; say when they differ.
-        let differs = shard
-            .store
-            .read()
-            .ok()
-            .and_then(|s| s.ledger().rules().map(|rules| rules != node.limits()))
-            .unwrap_or(false);
         if differs && !rules_differ_said {
             tracing::warn!(
                 shard = shard.name,
