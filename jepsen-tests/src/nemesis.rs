@@ -556,20 +556,7 @@ impl Nemesis {
         // Leading, it proposes and stamps the city shard's commands.
         if let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await {
             if leader != id {
-                self.log(
-                    OpType::Invoke,
-                    F::Transfer,
-                    Some(id),
-                    format!("{leader} -> {id}"),
-                );
-                let note = match cluster.transfer_leader(&self.shard, leader, id).await {
-                    Ok(()) => {
-                        self.stats.transfers += 1;
-                        format!("{leader} -> {id}")
-                    }
-                    Err(error) => format!("refused: {error}"),
-                };
-                self.log(OpType::Info, F::Transfer, Some(id), note);
+                self.transfer(cluster, leader, id).await;
             }
         }
         Ok(Fault::Divergent(id))
@@ -853,22 +840,27 @@ impl Nemesis {
                 return;
             }
             let to = others[self.rng.usize(0..others.len())];
-            self.log(
-                OpType::Invoke,
-                F::Transfer,
-                Some(to),
-                format!("{leader} -> {to}"),
-            );
-            let note = match cluster.transfer_leader(&self.shard, leader, to).await {
-                Ok(()) => {
-                    self.stats.transfers += 1;
-                    format!("{leader} -> {to}")
-                }
-                Err(error) => format!("refused: {error}"),
-            };
-            self.log(OpType::Info, F::Transfer, Some(to), note);
+            self.transfer(cluster, leader, to).await;
             tokio::time::sleep(Duration::from_millis(self.rng.u64(150..400))).await;
         }
+    }
+
+    /// Moves the city shard's leadership from `leader` to `to`, logged as a transfer.
+    async fn transfer(&mut self, cluster: &ProcCluster, leader: u64, to: u64) {
+        self.log(
+            OpType::Invoke,
+            F::Transfer,
+            Some(to),
+            format!("{leader} -> {to}"),
+        );
+        let note = match cluster.transfer_leader(&self.shard, leader, to).await {
+            Ok(()) => {
+                self.stats.transfers += 1;
+                format!("{leader} -> {to}")
+            }
+            Err(error) => format!("refused: {error}"),
+        };
+        self.log(OpType::Info, F::Transfer, Some(to), note);
     }
 
     async fn remove_member(&mut self, cluster: &ProcCluster) -> Result<Fault, String> {

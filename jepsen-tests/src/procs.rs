@@ -676,14 +676,29 @@ impl ProcCluster {
     }
 
     async fn admin(&self, id: u64, method: &str, path: &str, body: Value) -> Result<Value, String> {
+        self.admin_within(id, method, path, body, None).await
+    }
+
+    /// `admin` with its own deadline instead of the client's.
+    async fn admin_within(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, String> {
         let addr = self
             .client_addr(id)
             .ok_or(format!("node {id} is not in this cluster"))?;
         let url = format!("http://{addr}{path}");
-        let request = match method {
+        let mut request = match method {
             "POST" => self.http.post(&url).json(&body),
             _ => self.http.get(&url),
         };
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         let response = request
             .send()
             .await
@@ -766,29 +781,13 @@ impl ProcCluster {
     /// Takes an online backup of node `id` (`POST /admin/backup`); the directory it
     /// wrote, under the node's data directory.
     pub async fn backup(&self, id: u64, name: &str) -> Result<PathBuf, String> {
-        let addr = self
-            .client_addr(id)
-            .ok_or(format!("node {id} is not in this cluster"))?;
-        let url = format!("http://{addr}/admin/backup");
-        let response = self
-            .http
-            .post(&url)
-            .json(&json!({ "name": name }))
-            .timeout(BACKUP_WITHIN)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(format!("POST {url}: {status}: {text}"));
-        }
-        let body: Value =
-            serde_json::from_str(&text).map_err(|e| format!("POST {url}: {e}: {text}"))?;
-        body["path"]
-            .as_str()
-            .map(PathBuf::from)
-            .ok_or(format!("POST {url}: no path in {text}"))
+        let body = json!({ "name": name });
+        let answer = self
+            .admin_within(id, "POST", "/admin/backup", body, Some(BACKUP_WITHIN))
+            .await?;
+        answer["path"].as_str().map(PathBuf::from).ok_or(format!(
+            "POST /admin/backup on node {id}: no path in {answer}"
+        ))
     }
 
     /// Voters of `shard` as its leader reports them.

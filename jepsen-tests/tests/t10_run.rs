@@ -9,7 +9,7 @@
 //! (seconds) the length, for a longer soak.
 
 use jepsen_tests::checker::Validity;
-use jepsen_tests::history::{read_jsonl, OpType, Process, F};
+use jepsen_tests::history::{read_jsonl, Op, OpType, Process, F};
 use jepsen_tests::nemesis::NemesisKind;
 use jepsen_tests::procs::{NetMode, ProcCluster};
 use jepsen_tests::runner::{run, RunConfig, RunReport};
@@ -229,6 +229,14 @@ async fn t19_saga_under_gateway_faults() {
     assert_eq!(saga.valid, Validity::Valid, "{saga:?}");
 }
 
+/// How many nemesis `f` entries of the history say `note`.
+fn infos_noting(history: &[Op], f: F, note: &str) -> usize {
+    history
+        .iter()
+        .filter(|op| op.f == f && op.kind == OpType::Info && op.value["note"] == note)
+        .count()
+}
+
 /// Issue #26 (new nemeses): one node restarted with ledger limits of its own (seat caps
 /// and lock TTL floor far smaller or larger) and made the city shard's leader. The
 /// rules are replicated (`SetLimits`), so every replica applies the same ones: the
@@ -241,11 +249,7 @@ async fn t22_bookings_under_divergent_config() {
         "no node ran with limits of its own"
     );
     let history = read_jsonl(&report.dir.join("history.jsonl")).unwrap();
-    let healed = history
-        .iter()
-        .filter(|op| op.f == F::Config && op.kind == OpType::Info)
-        .filter(|op| op.value["note"] == "back on the shared cluster file")
-        .count();
+    let healed = infos_noting(&history, F::Config, "back on the shared cluster file");
     assert_eq!(
         healed, report.nemesis.divergent_configs,
         "every node healed"
@@ -291,11 +295,7 @@ async fn t24_bookings_under_wrong_restores() {
         report.text()
     );
     let history = read_jsonl(&report.dir.join("history.jsonl")).unwrap();
-    let refused = history
-        .iter()
-        .filter(|op| op.f == F::Restore && op.kind == OpType::Info)
-        .filter(|op| op.value["note"] == "refused to start: still a voter")
-        .count();
+    let refused = infos_noting(&history, F::Restore, "refused to start: still a voter");
     assert_eq!(
         refused, report.nemesis.wrong_restores,
         "every wrong restore refused"
