@@ -16,6 +16,8 @@ use state_machine::*;
 
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/disk.rs"]
+mod disk;
 
 #[global_allocator]
 static ALLOCATOR: counting::Counting = counting::Counting;
@@ -56,20 +58,30 @@ impl Shard {
 
     fn disk(&self) -> u64 {
         self.store.sync_to_disk().expect("sync");
-        std::fs::read_dir(self.dir.path())
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        disk::dir_bytes(self.dir.path())
     }
 
     fn snapshot(&self) -> u64 {
         self.store.export_snapshot().expect("snapshot").len() as u64
     }
+}
+
+/// The commands `make` builds for each lock in `outcomes` (of `lock_kinds`: the n-th
+/// lock is user 1,000 + n's), unkeyed.
+fn follow_up(
+    outcomes: &[Outcome],
+    make: impl Fn(LockId, UserId, usize) -> CommandKind,
+) -> Vec<(Option<String>, CommandKind)> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(n, outcome)| match outcome {
+            Outcome::Applied(Applied::SeatsLocked { lock, .. }) => {
+                Some((None, make(*lock, UserId(1_000 + n as u64), n)))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 struct Row {
@@ -160,21 +172,11 @@ fn main() {
         "booking (the lock confirmed)",
         locks,
         |shard| {
-            let kinds = locked
-                .iter()
-                .enumerate()
-                .filter_map(|(n, outcome)| match outcome {
-                    Outcome::Applied(Applied::SeatsLocked { lock, .. }) => Some((
-                        None,
-                        CommandKind::ConfirmBooking {
-                            lock: *lock,
-                            user: UserId(1_000 + n as u64),
-                            payment_ref: format!("pay-{n}"),
-                        },
-                    )),
-                    _ => None,
-                })
-                .collect();
+            let kinds = follow_up(&locked, |lock, user, n| CommandKind::ConfirmBooking {
+                lock,
+                user,
+                payment_ref: format!("pay-{n}"),
+            });
             shard.apply(kinds);
         },
     ));
@@ -201,20 +203,10 @@ fn main() {
         locks,
         |shard| {
             fresh = shard.apply(lock_kinds(next_show));
-            let kinds = fresh
-                .iter()
-                .enumerate()
-                .filter_map(|(n, outcome)| match outcome {
-                    Outcome::Applied(Applied::SeatsLocked { lock, .. }) => Some((
-                        None,
-                        CommandKind::ReleaseLock {
-                            lock: *lock,
-                            user: UserId(1_000 + n as u64),
-                        },
-                    )),
-                    _ => None,
-                })
-                .collect();
+            let kinds = follow_up(&fresh, |lock, user, _| CommandKind::ReleaseLock {
+                lock,
+                user,
+            });
             shard.apply(kinds);
         },
     ));
@@ -231,21 +223,11 @@ fn main() {
         "event (a lock extended)",
         locks,
         |shard| {
-            let kinds = live
-                .iter()
-                .enumerate()
-                .filter_map(|(n, outcome)| match outcome {
-                    Outcome::Applied(Applied::SeatsLocked { lock, .. }) => Some((
-                        None,
-                        CommandKind::ExtendLock {
-                            lock: *lock,
-                            user: UserId(1_000 + n as u64),
-                            ttl_ms: 600_000,
-                        },
-                    )),
-                    _ => None,
-                })
-                .collect();
+            let kinds = follow_up(&live, |lock, user, _| CommandKind::ExtendLock {
+                lock,
+                user,
+                ttl_ms: 600_000,
+            });
             shard.apply(kinds);
         },
     ));

@@ -17,6 +17,9 @@
 use state_machine::*;
 use std::time::Instant;
 
+#[path = "common/disk.rs"]
+mod disk;
+
 const BATCH: usize = 64;
 
 fn expire(id: Option<String>, at_ms: Millis) -> Command {
@@ -53,18 +56,6 @@ fn rss_mib() -> f64 {
                 .ok()
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-fn dir_bytes(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter_map(|entry| entry.metadata().ok())
-                .map(|meta| meta.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 struct Clock {
@@ -142,7 +133,7 @@ fn main() {
         store.sync_to_disk().expect("flush");
         let records = store.ledger().requests().len();
         let rss = rss_mib();
-        let disk = dir_bytes(dir.path());
+        let disk = disk::dir_bytes(dir.path());
         let snapshot = store.export_snapshot().expect("snapshot").len();
         println!(
             "| {table} | {plain:.0} | {keyed:.0} | {:.2} | {retry:.0} | {:.2} | {rss:.0} MiB | \
