@@ -487,30 +487,16 @@ impl Nemesis {
         shard: &str,
         id: u64,
     ) -> Result<(), String> {
-        let mut last = String::new();
-        for _ in 0..20 {
-            let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
-                last = "no leader".into();
-                continue;
-            };
-            let result = async {
-                let voters = cluster.voters(shard, leader).await?;
-                if !voters.contains(&id) {
-                    return Ok(());
-                }
-                let keep: Vec<u64> = voters.into_iter().filter(|v| *v != id).collect();
-                cluster.set_voters(shard, leader, &keep).await
+        on_leader(cluster, shard, |leader| async move {
+            let voters = cluster.voters(shard, leader).await?;
+            if !voters.contains(&id) {
+                return Ok(());
             }
-            .await;
-            match result {
-                Ok(()) => return Ok(()),
-                Err(error) => last = error,
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Err(format!(
-            "node {id} could not be removed from {shard}: {last}"
-        ))
+            let keep: Vec<u64> = voters.into_iter().filter(|v| *v != id).collect();
+            cluster.set_voters(shard, leader, &keep).await
+        })
+        .await
+        .map_err(|last| format!("node {id} could not be removed from {shard}: {last}"))
     }
 
     /// Restarts a random node with ledger limits of its own (every seat cap and the
@@ -916,35 +902,20 @@ impl Nemesis {
         shard: &str,
         id: u64,
     ) -> Result<(), String> {
-        let mut last = String::new();
-        for _ in 0..20 {
-            let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
-                last = "no leader".into();
-                continue;
-            };
-            let result = async {
-                let mut voters = cluster.voters(shard, leader).await?;
-                if voters.contains(&id) {
-                    return Ok(());
-                }
-                cluster.add_learner(shard, leader, id).await?;
-                voters.push(id);
-                voters.sort_unstable();
-                cluster.set_voters(shard, leader, &voters).await
+        on_leader(cluster, shard, |leader| async move {
+            let mut voters = cluster.voters(shard, leader).await?;
+            if voters.contains(&id) {
+                return Ok(());
             }
-            .await;
-            match result {
-                Ok(()) => {
-                    self.log(OpType::Info, F::Membership, Some(id), "re-added as voter");
-                    return Ok(());
-                }
-                Err(error) => last = error,
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Err(format!(
-            "node {id} could not be re-added to {shard}: {last}"
-        ))
+            cluster.add_learner(shard, leader, id).await?;
+            voters.push(id);
+            voters.sort_unstable();
+            cluster.set_voters(shard, leader, &voters).await
+        })
+        .await
+        .map_err(|last| format!("node {id} could not be re-added to {shard}: {last}"))?;
+        self.log(OpType::Info, F::Membership, Some(id), "re-added as voter");
+        Ok(())
     }
 
     async fn heal(&mut self, cluster: &mut ProcCluster, fault: Fault) -> Result<(), String> {
@@ -1026,4 +997,29 @@ async fn restore(backup: &std::path::Path, data_dir: &std::path::Path) -> Result
     .map_err(|e| format!("restore stopped: {e}"))?
     .map(|_| ())
     .map_err(|e| format!("restore: {e}"))
+}
+
+/// Runs `step` against `shard`'s current leader until it succeeds: up to 20 tries,
+/// 250 ms apart, since leaders move meanwhile. The last error otherwise.
+async fn on_leader<Fut>(
+    cluster: &ProcCluster,
+    shard: &str,
+    mut step: impl FnMut(u64) -> Fut,
+) -> Result<(), String>
+where
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for _ in 0..20 {
+        let Some(leader) = cluster.wait_leader(shard, LEADER_WITHIN).await else {
+            last = "no leader".into();
+            continue;
+        };
+        match step(leader).await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = error,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last)
 }
