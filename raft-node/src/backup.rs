@@ -20,6 +20,7 @@
 //! See deploy/runbooks/restore-from-backup.md for the safe way back into a cluster.
 
 use crate::node::Node;
+use crate::snapshot_transfer::Hashing;
 use crate::types::{LogId, NodeId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use state_machine::{Durability, LedgerStore, Limits};
@@ -235,17 +236,9 @@ fn write_backup(node: &Node, dir: &Path) -> Result<BackupManifest, BackupError> 
         // Streamed to the file as encoded (the request records a section at a time),
         // hashed and counted on the way.
         let written = image
-            .write_to(Hashing {
-                out: std::io::BufWriter::new(out),
-                hasher: blake3::Hasher::new(),
-                bytes: 0,
-            })
+            .write_to(Hashing::new(std::io::BufWriter::new(out)))
             .map_err(|e| shard_error(&shard.name, e))?;
-        let Hashing {
-            mut out,
-            hasher,
-            bytes,
-        } = written;
+        let (mut out, hasher, bytes) = written.finish();
         std::io::Write::flush(&mut out).map_err(|e| io(&path, e))?;
         entries.push(ShardBackup {
             shard: shard.name.clone(),
@@ -274,25 +267,6 @@ fn write_backup(node: &Node, dir: &Path) -> Result<BackupManifest, BackupError> 
 }
 
 /// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    out: W,
-    hasher: blake3::Hasher,
-    bytes: u64,
-}
-
-impl<W: std::io::Write> std::io::Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.out.write(buf)?;
-        self.hasher.update(&buf[..written]);
-        self.bytes += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
 fn sync_dir(dir: &Path) -> Result<(), BackupError> {
     for entry in walk(dir)? {
         if entry.is_file() {
@@ -350,7 +324,9 @@ pub fn read_manifest(dir: &Path) -> Result<BackupManifest, BackupError> {
     Ok(manifest)
 }
 
-fn read_snapshot(dir: &Path, entry: &ShardBackup) -> Result<Vec<u8>, BackupError> {
+/// The path of a shard's snapshot file in the backup, once its hash is checked (the
+/// file is read as a stream: a shard's snapshot may be larger than memory).
+fn checked_snapshot(dir: &Path, entry: &ShardBackup) -> Result<PathBuf, BackupError> {
     if entry.file != format!("shards/{}.snapshot", entry.shard) {
         return Err(shard_error(
             &entry.shard,
@@ -358,8 +334,11 @@ fn read_snapshot(dir: &Path, entry: &ShardBackup) -> Result<Vec<u8>, BackupError
         ));
     }
     let path = dir.join(&entry.file);
-    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-    let found = blake3::hash(&bytes).to_hex().to_string();
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(&path)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .map_err(|e| io(&path, e))?;
+    let found = hasher.finalize().to_hex().to_string();
     if found != entry.file_blake3 {
         return Err(shard_error(
             &entry.shard,
@@ -370,7 +349,12 @@ fn read_snapshot(dir: &Path, entry: &ShardBackup) -> Result<Vec<u8>, BackupError
             ),
         ));
     }
-    Ok(bytes)
+    Ok(path)
+}
+
+fn reader(path: &Path) -> Result<std::io::BufReader<std::fs::File>, BackupError> {
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, file))
 }
 
 /// Checks a backup offline: every snapshot file is intact, decodes, and holds a ledger
@@ -378,16 +362,19 @@ fn read_snapshot(dir: &Path, entry: &ShardBackup) -> Result<Vec<u8>, BackupError
 pub fn verify(dir: &Path) -> Result<BackupManifest, BackupError> {
     let manifest = read_manifest(dir)?;
     for entry in &manifest.shards {
-        let bytes = read_snapshot(dir, entry)?;
+        let path = checked_snapshot(dir, entry)?;
         // Lean: the request records are checked and hashed, not kept in memory.
-        let decoded = state_machine::snapshot::decode_lean(&bytes, &manifest.limits, |_| {})
-            .map_err(|e| shard_error(&entry.shard, format!("snapshot does not decode: {e}")))?;
+        let decoded =
+            state_machine::snapshot::decode_lean_from(reader(&path)?, &manifest.limits, |_| {})
+                .map_err(|e| shard_error(&entry.shard, format!("snapshot does not decode: {e}")))?;
         let digest = hex(&decoded.ledger.digest());
         // Backups written before store format 3 name the digest of the whole state,
-        // which needs the records.
+        // which needs the records (such backups are small enough to read whole).
         let earlier = || {
-            state_machine::snapshot::decode(&bytes, &manifest.limits)
-                .is_ok_and(|whole| hex(&whole.ledger.full_digest()) == entry.digest)
+            std::fs::read(&path).is_ok_and(|bytes| {
+                state_machine::snapshot::decode(&bytes, &manifest.limits)
+                    .is_ok_and(|whole| hex(&whole.ledger.full_digest()) == entry.digest)
+            })
         };
         if digest != entry.digest && !earlier() {
             return Err(BackupError::DigestMismatch {
@@ -463,13 +450,15 @@ pub fn restore(dir: &Path, data_dir: &Path, rejoin: Rejoin) -> Result<BackupMani
     let log_sequence = log.latest_sequence();
     drop(log);
     for entry in &manifest.shards {
-        let bytes = read_snapshot(dir, entry)?;
+        let snapshot = checked_snapshot(dir, entry)?;
         let path = data_dir.join("shards").join(&entry.shard);
         let mut store =
             LedgerStore::open(&path, manifest.limits.clone(), Durability::SyncEveryBatch)
                 .map_err(|e| shard_error(&entry.shard, e))?;
+        // From the file, in batches; a restore stopped halfway is finished by the
+        // store's next open (from this backup's file).
         store
-            .install_snapshot(&bytes)
+            .install_snapshot_file(&snapshot)
             .map_err(|e| shard_error(&entry.shard, e))?;
         drop(store);
         // Check what is on disk now, through a fresh open.

@@ -14,6 +14,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use state_machine::{Command, LedgerStore, Outcome, PinnedImage, PreparedInstall, Rejection};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The store shared by the state machine (writer) and the read path (readers).
@@ -22,43 +23,149 @@ pub type SharedStore = Arc<RwLock<LedgerStore>>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, LedgerImage>;
 
 /// A shard's snapshot data. A snapshot this replica built (or installed) is a pinned,
-/// durable image of its store, encoded only when a follower needs the bytes: building a
-/// snapshot costs a WAL sync, not an export of the whole shard, and no replica keeps
-/// the encoded bytes of every shard in memory. A snapshot received from the leader
-/// arrives as bytes.
+/// durable image of its store, written to a file only when a follower needs it:
+/// building a snapshot costs a WAL sync, not an export of the whole shard. A snapshot
+/// received from the leader arrives as a file. Neither is ever held in memory whole, so
+/// a shard's snapshot may be as large as its disk allows.
 #[derive(Clone)]
 pub enum LedgerImage {
-    Pinned(Arc<PinnedImage>),
-    Encoded(Vec<u8>),
+    Pinned(Arc<PinnedSnapshot>),
+    File(Arc<SnapshotFile>),
+}
+
+/// A pinned image and, once a follower needed it, the file it was written to (shared
+/// by every follower it is sent to, and deleted with the snapshot).
+pub struct PinnedSnapshot {
+    image: PinnedImage,
+    dir: PathBuf,
+    written: Mutex<Option<Arc<SnapshotFile>>>,
+}
+
+impl PinnedSnapshot {
+    pub fn new(image: PinnedImage, dir: PathBuf) -> PinnedSnapshot {
+        PinnedSnapshot {
+            image,
+            dir,
+            written: Mutex::new(None),
+        }
+    }
+}
+
+/// A snapshot in a file of this node's, deleted when the last holder drops it.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    path: PathBuf,
+    bytes: u64,
+    /// The transfer's name (`snapshot_transfer::transfer_name` of the whole file).
+    name: [u8; 16],
+}
+
+impl SnapshotFile {
+    /// Takes ownership of a complete snapshot file: it is deleted on drop.
+    pub fn adopt(path: PathBuf, bytes: u64, name: [u8; 16]) -> SnapshotFile {
+        SnapshotFile { path, bytes, name }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn set_bytes(&mut self, bytes: u64) {
+        self.bytes = bytes;
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn name(&self) -> [u8; 16] {
+        self.name
+    }
+
+    /// Up to `len` bytes at `offset` (a chunk to send).
+    pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(&self.path)?;
+        let len = len.min(self.bytes.saturating_sub(offset) as usize);
+        let mut out = vec![0u8; len];
+        file.read_exact_at(&mut out, offset)?;
+        Ok(out)
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), %error, "a snapshot file was not deleted");
+            }
+        }
+    }
+}
+
+/// Names files written under a node's snapshot directories uniquely in this process
+/// (a node clears its directories when a shard opens).
+pub(crate) fn next_file(dir: &Path, kind: &str) -> io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::fs::create_dir_all(dir)?;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(dir.join(format!("{kind}-{}-{n}.snapshot", std::process::id())))
 }
 
 impl LedgerImage {
-    /// The snapshot bytes; encoding a pinned image reads the whole shard, so call it
-    /// off the async executor.
-    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+    /// The snapshot as a file: a pinned image is written once (reading the whole
+    /// shard, so call it off the async executor) and the file kept with the snapshot.
+    pub fn file(&self) -> io::Result<Arc<SnapshotFile>> {
         match self {
-            LedgerImage::Encoded(bytes) => Ok(bytes),
-            LedgerImage::Pinned(image) => {
-                let bytes = image.encode().map_err(io_error)?;
-                metrics::gauge!("seat_ledger_snapshot_bytes").set(bytes.len() as f64);
-                Ok(bytes)
+            LedgerImage::File(file) => Ok(file.clone()),
+            LedgerImage::Pinned(pinned) => {
+                let mut written = lock(&pinned.written)?;
+                if let Some(file) = written.as_ref() {
+                    return Ok(file.clone());
+                }
+                let file = write_file(&pinned.image, &pinned.dir)?;
+                metrics::gauge!("seat_ledger_snapshot_bytes").set(file.bytes as f64);
+                *written = Some(file.clone());
+                Ok(file)
             }
         }
     }
 
-    /// `into_bytes` on the blocking pool.
-    pub async fn into_bytes_blocking(self) -> io::Result<Vec<u8>> {
-        tokio::task::spawn_blocking(move || self.into_bytes())
+    /// `file` on the blocking pool.
+    pub async fn file_blocking(self) -> io::Result<Arc<SnapshotFile>> {
+        tokio::task::spawn_blocking(move || self.file())
             .await
             .map_err(io_error)?
     }
+
+    /// The snapshot's bytes, read whole into memory (tests and small tools only).
+    pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(self.file()?.path())
+    }
+}
+
+/// Writes `image` to a new file in `dir`, synced, named by its hash.
+fn write_file(image: &PinnedImage, dir: &Path) -> io::Result<Arc<SnapshotFile>> {
+    let path = next_file(dir, "out")?;
+    let out =
+        crate::snapshot_transfer::Hashing::new(io::BufWriter::new(std::fs::File::create(&path)?));
+    // Owned from here: an error below deletes the file.
+    let mut file = SnapshotFile::adopt(path, 0, [0; 16]);
+    let (mut out, hasher, bytes) = image.write_to(out).map_err(io_error)?.finish();
+    io::Write::flush(&mut out)?;
+    out.get_ref().sync_all()?;
+    file.bytes = bytes;
+    file.name = crate::snapshot_transfer::name_of(hasher);
+    Ok(Arc::new(file))
 }
 
 impl std::fmt::Debug for LedgerImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LedgerImage::Pinned(image) => write!(f, "Pinned({image:?})"),
-            LedgerImage::Encoded(bytes) => write!(f, "Encoded({} bytes)", bytes.len()),
+            LedgerImage::Pinned(pinned) => write!(f, "Pinned({:?})", pinned.image),
+            LedgerImage::File(file) => {
+                write!(f, "File({}, {} bytes)", file.path.display(), file.bytes)
+            }
         }
     }
 }
@@ -102,16 +209,21 @@ pub struct LedgerStateMachine {
     /// The last snapshot built or installed, served to followers that need one; shared
     /// with the snapshot builder, which fills it.
     current: Arc<Mutex<Option<Snapshot>>>,
+    /// Where snapshots sent to followers are written (the caller clears it at start).
+    snapshot_dir: PathBuf,
 }
 
 impl LedgerStateMachine {
-    pub fn new(store: SharedStore) -> io::Result<Self> {
+    /// The state machine of `store`, writing the snapshots it sends under
+    /// `snapshot_dir`.
+    pub fn new(store: SharedStore, snapshot_dir: PathBuf) -> io::Result<Self> {
         let applied = decode_marker(read(&store)?.marker())?;
         Ok(LedgerStateMachine {
             store,
             stamp_bound: None,
             applied,
             current: Arc::default(),
+            snapshot_dir,
         })
     }
 
@@ -129,6 +241,7 @@ impl LedgerStateMachine {
 pub struct LedgerSnapshotBuilder {
     store: SharedStore,
     current: Arc<Mutex<Option<Snapshot>>>,
+    snapshot_dir: PathBuf,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for LedgerSnapshotBuilder {
@@ -136,8 +249,9 @@ impl RaftSnapshotBuilder<TypeConfig> for LedgerSnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
+        let dir = self.snapshot_dir.clone();
         // Off the async executor: pinning syncs the write-ahead log.
-        let snapshot = tokio::task::spawn_blocking(move || pin(&store))
+        let snapshot = tokio::task::spawn_blocking(move || pin(&store, dir))
             .await
             .map_err(io_error)??;
         *lock(&self.current)? = Some(snapshot.clone());
@@ -153,7 +267,7 @@ fn lock<T>(mutex: &Mutex<T>) -> io::Result<std::sync::MutexGuard<'_, T>> {
 
 /// A snapshot of the store as it is now: its image pinned (the store stays locked only
 /// while RocksDB pins it) and durable, so logs up to its marker may be purged.
-fn pin(store: &SharedStore) -> io::Result<Snapshot> {
+fn pin(store: &SharedStore, dir: PathBuf) -> io::Result<Snapshot> {
     let image = LedgerStore::pin_image(read(store)?).map_err(io_error)?;
     let applied = decode_marker(image.marker())?;
     let meta = SnapshotMeta {
@@ -162,7 +276,7 @@ fn pin(store: &SharedStore) -> io::Result<Snapshot> {
     };
     Ok(Snapshot {
         meta,
-        snapshot: LedgerImage::Pinned(Arc::new(image)),
+        snapshot: LedgerImage::Pinned(Arc::new(PinnedSnapshot::new(image, dir))),
     })
 }
 
@@ -241,6 +355,7 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         LedgerSnapshotBuilder {
             store: self.store.clone(),
             current: self.current.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
         }
     }
 
@@ -251,17 +366,22 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
     ) -> Result<(), io::Error> {
         let store = self.store.clone();
         // The installed state is pinned again as this replica's current snapshot, so
-        // the received bytes need not stay in memory. Decoding and checking a large
-        // shard takes seconds: it runs on the blocking pool and without the store's
-        // lock, which readers (status, metrics, reads) take from async tasks; the lock
-        // is held only for the RocksDB write and the swap.
+        // the received file can go. Checking a large snapshot and writing its records
+        // take a minute per GB: that runs on the blocking pool and without the store's
+        // lock, which readers (status, metrics, reads) take from async tasks. The lock
+        // is held for the first write (clearing the image; from then on readers are
+        // refused with "installing", not blocked) and the last (the rest and the swap).
         let image = tokio::task::spawn_blocking(move || -> io::Result<PinnedImage> {
-            let bytes = snapshot.into_bytes()?;
+            let file = snapshot.file()?;
             let limits = read(&store)?.configured_limits().clone();
-            let prepared = PreparedInstall::new(&bytes, &limits).map_err(io_error)?;
-            drop(bytes);
+            let prepared = PreparedInstall::from_file(file.path(), &limits).map_err(io_error)?;
+            let installing = write(&store)?.begin_install(prepared).map_err(io_error)?;
+            let records = installing.write_records();
             let mut guard = write(&store)?;
-            guard.commit_install(prepared).map_err(io_error)?;
+            guard
+                .finish_install(installing, records)
+                .map_err(io_error)?;
+            metrics::counter!("seat_ledger_snapshot_installed_bytes_total").increment(file.bytes());
             LedgerStore::pin_image(guard).map_err(io_error)
         })
         .await
@@ -276,7 +396,10 @@ impl RaftStateMachine<TypeConfig> for LedgerStateMachine {
         self.applied = applied;
         *lock(&self.current)? = Some(Snapshot {
             meta: meta.clone(),
-            snapshot: LedgerImage::Pinned(Arc::new(image)),
+            snapshot: LedgerImage::Pinned(Arc::new(PinnedSnapshot::new(
+                image,
+                self.snapshot_dir.clone(),
+            ))),
         });
         Ok(())
     }

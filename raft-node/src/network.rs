@@ -18,6 +18,7 @@ use openraft::{RaftNetworkFactory, RaftNetworkV2};
 use serde::{de::DeserializeOwned, Serialize};
 use state_machine::codec;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Method codes of the peer protocol.
@@ -121,18 +122,18 @@ impl PeerNetwork {
         answer.map_err(TransportError::Remote)
     }
 
-    /// Sends `bytes` in chunks (`snapshot_transfer`), resuming where the receiver is,
-    /// paced to `bytes_per_s`; answers the receiver's install response.
+    /// Sends the snapshot `file` in chunks (`snapshot_transfer`), resuming where the
+    /// receiver is, paced to `bytes_per_s`; answers the receiver's install response.
     async fn send_snapshot(
         &self,
         vote: Vote,
         meta: crate::types::SnapshotMeta,
-        bytes: Vec<u8>,
+        file: Arc<crate::ledger_sm::SnapshotFile>,
         timeout: Duration,
     ) -> Result<SnapshotResponse<TypeConfig>, TransportError> {
-        use crate::snapshot_transfer::{transfer_name, ChunkReply, SnapshotChunk};
-        let transfer = transfer_name(&bytes);
-        let total = bytes.len() as u64;
+        use crate::snapshot_transfer::{ChunkReply, SnapshotChunk};
+        let transfer = file.name();
+        let total = file.bytes();
         let chunk_bytes = self.snapshots.chunk_bytes.max(1) as u64;
         let started = std::time::Instant::now();
         let (mut offset, mut sent, mut probe, mut stalls) = (0u64, 0u64, true, 0);
@@ -142,13 +143,22 @@ impl PeerNetwork {
             } else {
                 (offset + chunk_bytes).min(total)
             };
+            let reading = file.clone();
+            let data = tokio::task::spawn_blocking(move || {
+                reading.read_at(offset, (end - offset) as usize)
+            })
+            .await
+            .map_err(|e| TransportError::Remote(e.to_string()))?
+            .map_err(|e| {
+                TransportError::Remote(format!("reading the snapshot file to send: {e}"))
+            })?;
             let chunk = SnapshotChunk {
                 vote,
                 meta: meta.clone(),
                 transfer,
                 total,
                 offset,
-                data: bytes[offset as usize..end as usize].to_vec(),
+                data,
             };
             let reply: ChunkReply = self.call(method::SNAPSHOT_CHUNK, &chunk, timeout).await?;
             let next = match reply {
@@ -231,11 +241,12 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         // Per chunk: bounded in bytes, but the receiver installs after the last one.
         let timeout = option.hard_ttl().max(Duration::from_secs(60));
         let send = async {
-            // Encoded now, from the image pinned when the snapshot was built.
-            let bytes = snapshot.snapshot.into_bytes_blocking().await.map_err(|e| {
-                NetworkError::from_string(format!("encoding the snapshot to send: {e}"))
+            // Written to a file once, from the image pinned when the snapshot was built,
+            // and shared by every follower it goes to.
+            let file = snapshot.snapshot.file_blocking().await.map_err(|e| {
+                NetworkError::from_string(format!("writing the snapshot to send: {e}"))
             })?;
-            self.send_snapshot(vote, snapshot.meta, bytes, timeout)
+            self.send_snapshot(vote, snapshot.meta, file, timeout)
                 .await
                 .map_err(|error| match rpc_error(error) {
                     RPCError::Unreachable(e) => StreamingError::Unreachable(e),

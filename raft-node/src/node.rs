@@ -78,7 +78,7 @@ pub struct Shard {
     /// How far this replica, as leader, may move the shard clock (`clock.rs`).
     pub stamp_bound: Arc<StampBound>,
     /// A snapshot being received in chunks.
-    pub snapshot_inbox: crate::snapshot_transfer::Inbox,
+    pub snapshot_inbox: Arc<crate::snapshot_transfer::Inbox>,
     /// Whether the shard's replicated rules are known to be set (they never unset).
     rules_set: std::sync::atomic::AtomicBool,
 }
@@ -369,9 +369,27 @@ impl Node {
         .await
         .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?
         .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?;
+        if let Some(file) = store.redone_install() {
+            tracing::warn!(
+                shard = name,
+                file = %file.display(),
+                "finished a snapshot install that a stopped process left half done"
+            );
+        }
+        // Snapshot files of an earlier process (sent, being received, or the one just
+        // redone) are of no use now.
+        let snapshot_dir = inner.config.data_dir.join("snapshots").join(name);
+        if let Err(error) = std::fs::remove_dir_all(&snapshot_dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                return Err(NodeError::Storage(format!(
+                    "shard {name}: clearing {}: {error}",
+                    snapshot_dir.display()
+                )));
+            }
+        }
         let store: SharedStore = Arc::new(RwLock::new(store));
         let stamp_bound = Arc::new(StampBound::default());
-        let state_machine = LedgerStateMachine::new(store.clone())
+        let state_machine = LedgerStateMachine::new(store.clone(), snapshot_dir.join("out"))
             .map_err(|e| NodeError::Storage(format!("shard {name}: {e}")))?
             .with_stamp_bound(stamp_bound.clone(), inner.clock.clone());
         let fence = inner.fence.clone();
@@ -413,7 +431,9 @@ impl Node {
             raft,
             store,
             stamp_bound,
-            snapshot_inbox: Default::default(),
+            snapshot_inbox: Arc::new(crate::snapshot_transfer::Inbox::new(
+                snapshot_dir.join("in"),
+            )),
             rules_set: Default::default(),
         });
         inner
@@ -1029,6 +1049,35 @@ fn acked_index(
     (committed.committed_leader_id() == &own.leader_id().to_committed()).then_some(committed.index)
 }
 
+/// Hands a snapshot chunk to the shard's inbox, which writes it to disk: on the
+/// blocking pool.
+async fn receive_chunk(
+    shard: &Arc<Shard>,
+    chunk: crate::snapshot_transfer::SnapshotChunk,
+) -> Result<crate::snapshot_transfer::Received, String> {
+    let inbox = shard.snapshot_inbox.clone();
+    tokio::task::spawn_blocking(move || inbox.receive(chunk))
+        .await
+        .map_err(|e| format!("snapshot chunk: {e}"))?
+}
+
+/// Installs a snapshot received whole in `file` (deleted once installed or refused).
+async fn install_received(
+    raft: &Raft,
+    vote: crate::network::Vote,
+    meta: crate::types::SnapshotMeta,
+    file: crate::ledger_sm::SnapshotFile,
+) -> Result<openraft::raft::SnapshotResponse<TypeConfig>, String> {
+    metrics::counter!("seat_ledger_snapshot_received_bytes_total").increment(file.bytes());
+    let snapshot = crate::network::Snapshot {
+        meta,
+        snapshot: crate::ledger_sm::LedgerImage::File(Arc::new(file)),
+    };
+    raft.install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn reply<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Vec<u8> {
     codec::encode(&result.map_err(|e| e.to_string()))
 }
@@ -1059,32 +1108,40 @@ impl RequestHandler for PeerHandler {
                 method::VOTE => reply(raft.vote(decode("vote", &payload)?).await),
                 method::PRE_VOTE => reply(raft.pre_vote(decode("pre-vote", &payload)?).await),
                 method::FULL_SNAPSHOT => {
-                    let (vote, meta, bytes): (
+                    // A sender from before chunked transfers: the whole snapshot in one
+                    // frame, put through the inbox as a single chunk.
+                    use crate::snapshot_transfer::{transfer_name, Received, SnapshotChunk};
+                    let (vote, meta, data): (
                         crate::network::Vote,
                         crate::types::SnapshotMeta,
                         Vec<u8>,
                     ) = decode("snapshot", &payload)?;
-                    let snapshot = crate::network::Snapshot {
+                    let chunk = SnapshotChunk {
+                        vote,
                         meta,
-                        snapshot: crate::ledger_sm::LedgerImage::Encoded(bytes),
+                        transfer: transfer_name(&data),
+                        total: data.len() as u64,
+                        offset: 0,
+                        data,
                     };
-                    reply(raft.install_full_snapshot(vote, snapshot).await)
+                    match receive_chunk(&shard, chunk).await? {
+                        Received::Complete { vote, meta, file } => {
+                            reply(install_received(&raft, vote, meta, file).await)
+                        }
+                        Received::Next(_) => {
+                            return Err("a whole snapshot arrived incomplete".into())
+                        }
+                    }
                 }
                 method::SNAPSHOT_CHUNK => {
                     use crate::snapshot_transfer::{ChunkReply, Received};
                     let chunk = decode("snapshot chunk", &payload)?;
-                    match shard.snapshot_inbox.receive(chunk)? {
+                    match receive_chunk(&shard, chunk).await? {
                         Received::Next(offset) => {
                             reply::<ChunkReply, String>(Ok(ChunkReply::Next(offset)))
                         }
-                        Received::Complete { vote, meta, bytes } => {
-                            metrics::counter!("seat_ledger_snapshot_received_bytes_total")
-                                .increment(bytes.len() as u64);
-                            let snapshot = crate::network::Snapshot {
-                                meta,
-                                snapshot: crate::ledger_sm::LedgerImage::Encoded(bytes),
-                            };
-                            let installed = raft.install_full_snapshot(vote, snapshot).await;
+                        Received::Complete { vote, meta, file } => {
+                            let installed = install_received(&raft, vote, meta, file).await;
                             reply(installed.map(ChunkReply::Installed))
                         }
                     }

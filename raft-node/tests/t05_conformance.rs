@@ -69,7 +69,8 @@ impl RealPairBuilder {
         )
         .map_err(storage_error)?;
         let state_machine =
-            LedgerStateMachine::new(Arc::new(RwLock::new(store))).map_err(storage_error)?;
+            LedgerStateMachine::new(Arc::new(RwLock::new(store)), dir.path().join("snapshots"))
+                .map_err(storage_error)?;
         Ok((dir, log, state_machine))
     }
 }
@@ -272,7 +273,9 @@ async fn normal_entries_apply_survive_a_reopen_and_travel_in_a_snapshot() {
         Durability::Buffered,
     )
     .expect("reopen the ledger store");
-    let mut reopened = LedgerStateMachine::new(Arc::new(RwLock::new(store))).expect("reopen");
+    let mut reopened =
+        LedgerStateMachine::new(Arc::new(RwLock::new(store)), dir.path().join("snapshots"))
+            .expect("reopen");
     assert_eq!(reopened.applied_state().await.expect("applied"), applied);
     assert_eq!(digest(&reopened), before);
 }

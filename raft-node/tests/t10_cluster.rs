@@ -286,6 +286,15 @@ async fn t40_a_restarted_node_catches_up_through_a_snapshot() {
         snapshot.is_some(),
         "the restarted node caught up without a snapshot"
     );
+    // It arrived as a file, deleted once installed.
+    let inbox = cluster.nodes[&lagging]
+        .node
+        .data_dir()
+        .join("snapshots/mumbai/in");
+    let left: Vec<_> = std::fs::read_dir(&inbox)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "received snapshot files left: {left:?}");
     // The snapshot carried the request ids (read from the leader's disk): led by the
     // node that installed it, a retry of the first lock gets its first answer, not a
     // second booking of the seat (free again since the release).

@@ -75,5 +75,5 @@ pub use outcome::{Applied, Outcome, Rejection};
 pub use payments::{GatewayStatus, Payment, PaymentStatus, Rating, RatingSummary};
 pub use query::{Query, QueryResponse, SeatCounts, SeatMap, SeatStatus, SeatView, ShowView};
 pub use requests::{RequestKind, RequestTable};
-pub use store::{Durability, LedgerStore, PinnedImage, PreparedInstall, StoreError};
+pub use store::{Durability, Installing, LedgerStore, PinnedImage, PreparedInstall, StoreError};
 pub use support::{Actor, Ticket, TicketId, TicketMessage, TicketStatus};

@@ -21,7 +21,7 @@ use crate::limits::Limits;
 use crate::requests::{Bucket, BucketSum, RequestTable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 
 const MAGIC: &[u8; 8] = b"SEATSNAP";
 /// Version 2 added `events_kept_from`, version 3 `rules`, version 4 the request
@@ -66,8 +66,10 @@ pub enum SnapshotError {
     BadMagic,
     #[error("snapshot version {0} is not supported (this build reads versions 2 to 4)")]
     BadVersion(u32),
-    #[error("snapshot length field says {declared} bytes but {actual} follow")]
-    BadLength { declared: u64, actual: usize },
+    #[error("snapshot length field says {declared} bytes, past the limit of {limit}")]
+    BadLength { declared: u64, limit: u64 },
+    #[error("snapshot could not be read: {0}")]
+    Unreadable(String),
     #[error("snapshot checksum mismatch: the bytes were corrupted")]
     BadChecksum,
     #[error("snapshot body does not decode: {0}")]
@@ -188,10 +190,10 @@ pub struct Decoded {
 /// records in memory, satisfies every invariant.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
     let mut records = BTreeMap::new();
-    let mut body = parse(bytes, |section| {
+    let mut body = parsed_body(parse(bytes, BodyMode::Decode, |section| {
         records.extend(section);
         Ok(())
-    })?;
+    })?)?;
     body.state.requests = records;
     build(body, limits, None)
 }
@@ -199,23 +201,57 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Decoded, SnapshotError> {
 /// Decodes and verifies snapshot bytes, handing each section of request records to
 /// `sink` instead of keeping them: the ledger built from the rest has a request table
 /// of buckets only (as a store's is), so its digest and invariants are checked without
-/// the records in memory. `sink` sees every record before an error on a later byte is
-/// found only if the frame and checksum were good: a caller writing them somewhere
-/// must still discard them when this fails.
+/// the records in memory. `sink` sees records before the checksum at the end is
+/// checked: a caller writing them somewhere must still discard them when this fails.
 pub fn decode_lean(
     bytes: &[u8],
+    limits: &Limits,
+    sink: impl FnMut(&[(RequestId, RequestRecord)]),
+) -> Result<Decoded, SnapshotError> {
+    decode_lean_from(bytes, limits, sink)
+}
+
+/// [`decode_lean`] of a snapshot read from `reader` (a file of any size: the body and
+/// one section are in memory at a time).
+pub fn decode_lean_from<R: Read>(
+    reader: R,
     limits: &Limits,
     mut sink: impl FnMut(&[(RequestId, RequestRecord)]),
 ) -> Result<Decoded, SnapshotError> {
     let mut buckets: BTreeMap<Bucket, BucketSum> = BTreeMap::new();
-    let body = parse(bytes, |section| {
+    let body = parsed_body(parse(reader, BodyMode::Decode, |section| {
         for (id, record) in &section {
             crate::requests::tally(&mut buckets, id, record);
         }
         sink(&section);
         Ok(())
-    })?;
+    })?)?;
     build(body, limits, Some(RequestTable::on_disk(buckets)))
+}
+
+/// Reads a snapshot again for its request records only, a section at a time, without
+/// decoding its body (a second pass over a snapshot [`decode_lean_from`] accepted).
+/// The frame and checksum are checked again: `sink` may return an error to stop.
+pub fn request_sections<R: Read, E: From<SnapshotError>>(
+    reader: R,
+    mut sink: impl FnMut(Vec<(RequestId, RequestRecord)>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut failed = None;
+    let parsed = parse(reader, BodyMode::Skip, |section| {
+        sink(section).map_err(|error| {
+            failed = Some(error);
+            SnapshotError::Unreadable("stopped by the reader of its records".into())
+        })
+    });
+    match (parsed, failed) {
+        (_, Some(error)) => Err(error),
+        (Err(error), None) => Err(error.into()),
+        (Ok(_), None) => Ok(()),
+    }
+}
+
+fn parsed_body(body: Option<SnapshotBody>) -> Result<SnapshotBody, SnapshotError> {
+    body.ok_or_else(|| SnapshotError::Undecodable("no body".into()))
 }
 
 /// The ledger of a parsed body (with `table` as its request table if given), checked.
@@ -253,34 +289,140 @@ fn build(
     })
 }
 
+/// What `parse` does with a version 4 body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    Decode,
+    /// Read and hash it only: a second pass after the first checked everything.
+    Skip,
+}
+
+/// A snapshot being read: every byte is hashed as it passes, and a short read is a
+/// truncated snapshot.
+struct Source<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    hashing: bool,
+    read: u64,
+}
+
+impl<R: Read> Source<R> {
+    /// Exactly `n` bytes, grown as they arrive (a forged length cannot make us
+    /// allocate more than the snapshot holds).
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, SnapshotError> {
+        let mut out = Vec::new();
+        (&mut self.inner)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| SnapshotError::Unreadable(e.to_string()))?;
+        self.account(&out);
+        if (out.len() as u64) < n {
+            return Err(SnapshotError::Truncated(self.read as usize));
+        }
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        let mut out = [0u8; N];
+        self.inner
+            .read_exact(&mut out)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => SnapshotError::Truncated(self.read as usize),
+                _ => SnapshotError::Unreadable(e.to_string()),
+            })?;
+        self.account(&out);
+        Ok(out)
+    }
+
+    /// Reads and hashes `n` bytes without keeping them.
+    fn skip(&mut self, n: u64) -> Result<(), SnapshotError> {
+        let mut buffer = vec![0u8; 1 << 16];
+        let mut left = n;
+        while left > 0 {
+            let want = left.min(buffer.len() as u64) as usize;
+            let got = self
+                .inner
+                .read(&mut buffer[..want])
+                .map_err(|e| SnapshotError::Unreadable(e.to_string()))?;
+            if got == 0 {
+                return Err(SnapshotError::Truncated(self.read as usize));
+            }
+            let chunk = &buffer[..got];
+            if self.hashing {
+                self.hasher.update(chunk);
+            }
+            self.read += got as u64;
+            left -= got as u64;
+        }
+        Ok(())
+    }
+
+    fn account(&mut self, bytes: &[u8]) {
+        if self.hashing {
+            self.hasher.update(bytes);
+        }
+        self.read += bytes.len() as u64;
+    }
+
+    /// The hash so far; then the stored checksum must follow, and nothing after it.
+    fn checksum(&mut self) -> Result<(), SnapshotError> {
+        let hash = self.hasher.finalize();
+        self.hashing = false;
+        let stored: [u8; CHECKSUM_BYTES] = self.array()?;
+        if hash.as_bytes() != &stored {
+            return Err(SnapshotError::BadChecksum);
+        }
+        let mut probe = [0u8; 1];
+        match self.inner.read(&mut probe) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(SnapshotError::Undecodable(format!(
+                "bytes after the checksum at byte {}",
+                self.read
+            ))),
+            Err(e) => Err(SnapshotError::Unreadable(e.to_string())),
+        }
+    }
+}
+
 /// Checks the frame and checksum and decodes the body; the request records (the
 /// body's own in versions 2 and 3, the sections' in version 4) go to `sections`, in
-/// increasing id order (checked). The body returned holds none.
-fn parse(
-    bytes: &[u8],
+/// increasing id order (checked). The body returned holds none (and is `None` when
+/// `mode` skips a version 4 body).
+///
+/// The snapshot is read once, from the start, so it may come from a file of any size:
+/// only the body and one section are in memory at a time. A version 4 snapshot's
+/// checksum is at its end, so `sections` sees records before it is checked.
+fn parse<R: Read>(
+    reader: R,
+    mode: BodyMode,
     mut sections: impl FnMut(Vec<(RequestId, RequestRecord)>) -> Result<(), SnapshotError>,
-) -> Result<SnapshotBody, SnapshotError> {
-    if bytes.len() < HEADER_BYTES + CHECKSUM_BYTES {
-        return Err(SnapshotError::Truncated(bytes.len()));
-    }
-    if &bytes[..8] != MAGIC {
+) -> Result<Option<SnapshotBody>, SnapshotError> {
+    let mut source = Source {
+        inner: reader,
+        hasher: blake3::Hasher::new(),
+        hashing: false,
+        read: 0,
+    };
+    let header: [u8; HEADER_BYTES] = source.array()?;
+    if &header[..8] != MAGIC {
         return Err(SnapshotError::BadMagic);
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    let declared = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+    let declared = u64::from_le_bytes(header[12..20].try_into().unwrap_or_default());
+    if declared > codec::DECODE_BYTES_MAX as u64 {
+        return Err(SnapshotError::BadLength {
+            declared,
+            limit: codec::DECODE_BYTES_MAX as u64,
+        });
+    }
     match version {
         2 | 3 => {
-            let actual = bytes.len() - HEADER_BYTES - CHECKSUM_BYTES;
-            if declared != actual as u64 {
-                return Err(SnapshotError::BadLength { declared, actual });
-            }
-            let payload = &bytes[HEADER_BYTES..HEADER_BYTES + actual];
-            if blake3::hash(payload).as_bytes() != &bytes[HEADER_BYTES + actual..] {
-                return Err(SnapshotError::BadChecksum);
-            }
+            source.hashing = true;
+            let payload = source.bytes(declared)?;
+            source.checksum()?;
             let mut body: SnapshotBody = if version == 2 {
                 let v2: SnapshotBodyV2 =
-                    codec::decode(payload).map_err(SnapshotError::Undecodable)?;
+                    codec::decode(&payload).map_err(SnapshotError::Undecodable)?;
                 SnapshotBody {
                     marker: v2.marker,
                     state: v2.state,
@@ -289,51 +431,49 @@ fn parse(
                     rules: None,
                 }
             } else {
-                codec::decode(payload).map_err(SnapshotError::Undecodable)?
+                codec::decode(&payload).map_err(SnapshotError::Undecodable)?
             };
             let records = std::mem::take(&mut body.state.requests);
             sections(records.into_iter().collect())?;
-            Ok(body)
+            Ok(Some(body))
         }
         VERSION => {
-            let end = bytes.len() - CHECKSUM_BYTES;
-            if blake3::hash(&bytes[..end]).as_bytes() != &bytes[end..] {
-                return Err(SnapshotError::BadChecksum);
-            }
-            let room = (end - HEADER_BYTES) as u64;
-            if declared > room {
-                return Err(SnapshotError::BadLength {
-                    declared,
-                    actual: end - HEADER_BYTES,
-                });
-            }
-            let body_end = HEADER_BYTES + declared as usize;
-            let body: SnapshotBody = codec::decode(&bytes[HEADER_BYTES..body_end])
-                .map_err(SnapshotError::Undecodable)?;
-            if !body.state.requests.is_empty() {
-                return Err(SnapshotError::Inconsistent(
-                    "request records inside the body of a version 4 snapshot".into(),
-                ));
-            }
-            let mut at = body_end;
+            source.hashing = true;
+            source.hasher.update(&header);
+            let body = match mode {
+                BodyMode::Decode => {
+                    let payload = source.bytes(declared)?;
+                    let body: SnapshotBody =
+                        codec::decode(&payload).map_err(SnapshotError::Undecodable)?;
+                    if !body.state.requests.is_empty() {
+                        return Err(SnapshotError::Inconsistent(
+                            "request records inside the body of a version 4 snapshot".into(),
+                        ));
+                    }
+                    Some(body)
+                }
+                BodyMode::Skip => {
+                    source.skip(declared)?;
+                    None
+                }
+            };
             let mut last: Option<RequestId> = None;
             loop {
-                match bytes[at..end].first() {
-                    Some(&END) if at + 1 == end => break,
-                    Some(&REQUESTS) if at + 5 <= end => {
-                        let length = u32::from_le_bytes(
-                            bytes[at + 1..at + 5].try_into().unwrap_or_default(),
-                        ) as usize;
-                        let start = at + 5;
-                        let stop = start.checked_add(length).filter(|stop| *stop < end).ok_or(
-                            SnapshotError::BadLength {
-                                declared: length as u64,
-                                actual: end - start,
-                            },
-                        )?;
+                let at = source.read;
+                match source.array::<1>()?[0] {
+                    END => break,
+                    REQUESTS => {
+                        let length = u32::from_le_bytes(source.array()?);
+                        if length as usize > codec::DECODE_BYTES_MAX {
+                            return Err(SnapshotError::BadLength {
+                                declared: length.into(),
+                                limit: codec::DECODE_BYTES_MAX as u64,
+                            });
+                        }
+                        let payload = source.bytes(length.into())?;
                         let records: Vec<(RequestId, RequestRecord)> =
-                            codec::decode(&bytes[start..stop])
-                                .map_err(SnapshotError::Undecodable)?;
+                            codec::decode(&payload).map_err(SnapshotError::Undecodable)?;
+                        drop(payload);
                         for (id, _) in &records {
                             if last.as_ref().is_some_and(|last| last >= id) {
                                 return Err(SnapshotError::Inconsistent(format!(
@@ -344,15 +484,15 @@ fn parse(
                             last = Some(id.clone());
                         }
                         sections(records)?;
-                        at = stop;
                     }
                     _ => {
                         return Err(SnapshotError::Undecodable(format!(
-                            "no section or end at byte {at} of {end}"
+                            "no section or end at byte {at}"
                         )))
                     }
                 }
             }
+            source.checksum()?;
             Ok(body)
         }
         other => Err(SnapshotError::BadVersion(other)),

@@ -66,6 +66,11 @@ const RULES_KEY: &[u8] = b"M:rules";
 const MARKER_KEY: &[u8] = b"M:marker";
 /// The first log index whose events are all still kept (see `events_kept_from`).
 const EVENTS_KEPT_FROM_KEY: &[u8] = b"M:events_kept_from";
+/// Present while a snapshot file is being installed in several batches: the file's
+/// path. A store opened with it redoes the install from the file first.
+const INSTALLING_KEY: &[u8] = b"M:installing";
+/// Request records per batch when a snapshot file is installed.
+const INSTALL_RECORDS_PER_BATCH: usize = 50_000;
 const THEATER: u8 = b'T';
 const SHOW: u8 = b'S';
 const SEAT: u8 = b'X';
@@ -134,6 +139,14 @@ pub enum StoreError {
          from its peers"
     )]
     UnsupportedFormat { found: u64, supported: u64 },
+    #[error(
+        "an install of the snapshot file {path} was interrupted and cannot be redone \
+         ({detail}): this replica's ledger is half replaced; wipe its shard directory and \
+         let it catch up from the leader, or restore it from a backup"
+    )]
+    InterruptedInstall { path: String, detail: String },
+    #[error("this replica is installing a snapshot; ask another replica or try again shortly")]
+    Installing,
 }
 
 /// How durable the state machine's own writes are. The replicated log is the durable
@@ -163,6 +176,10 @@ pub struct LedgerStore {
     /// Per request kind (`Client`, `Auto`), the second up to which forgotten records
     /// are already deleted: where `purge_requests` starts looking.
     purged_to: [u64; 2],
+    redone_install: Option<std::path::PathBuf>,
+    /// Between `begin_install` and `finish_install`: the image on disk is being
+    /// replaced, so nothing reads it (readers are refused with `StoreError::Installing`).
+    installing: bool,
 }
 
 impl LedgerStore {
@@ -184,6 +201,10 @@ impl LedgerStore {
         table.set_bloom_filter(10.0, false);
         options.set_block_based_table_factory(&table);
         let db = Arc::new(DB::open(&options, path)?);
+        let redone_install = match db.get(INSTALLING_KEY)? {
+            Some(file) => Some(redo_install(&db, &file, &limits)?),
+            None => None,
+        };
         let found = check_format_version(&db)?;
         if found < 3 {
             index_request_records(&db)?;
@@ -216,7 +237,15 @@ impl LedgerStore {
             events_kept_from,
             poisoned: false,
             purged_to: [0; 2],
+            redone_install,
+            installing: false,
         })
+    }
+
+    /// The snapshot file whose interrupted install `open` finished, if it did (the
+    /// caller may log it and delete the file).
+    pub fn redone_install(&self) -> Option<&Path> {
+        self.redone_install.as_deref()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -257,7 +286,7 @@ impl LedgerStore {
 
     /// The live record of `id`, read from disk.
     fn stored_request(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        let Some(bytes) = self.db.get(key(REQUEST, id.0.as_bytes()))? else {
+        let Some(bytes) = self.image()?.get(key(REQUEST, id.0.as_bytes()))? else {
             return Ok(None);
         };
         let record: RequestRecord = decode_value("request", &bytes)?;
@@ -269,7 +298,7 @@ impl LedgerStore {
     /// record from disk).
     pub fn full_state(&self) -> Result<State, StoreError> {
         let mut state = self.ledger.state().clone();
-        scan_live_requests(&*self.db, self.ledger.requests(), |id, record| {
+        scan_live_requests(self.image()?, self.ledger.requests(), |id, record| {
             state.requests.insert(id, record);
             Ok(())
         })?;
@@ -293,6 +322,14 @@ impl LedgerStore {
         self.poisoned
     }
 
+    /// The database, unless an install is replacing its image.
+    fn image(&self) -> Result<&DB, StoreError> {
+        if self.installing {
+            return Err(StoreError::Installing);
+        }
+        Ok(&self.db)
+    }
+
     /// Applies `commands` in order and persists their effects with `marker` atomically.
     /// An empty `commands` only moves the marker (log entries that carry no command).
     ///
@@ -307,6 +344,7 @@ impl LedgerStore {
         commands: &[(LogIndex, Command)],
         marker: &[u8],
     ) -> Result<Vec<ApplyResult>, StoreError> {
+        self.image()?;
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
@@ -577,7 +615,7 @@ impl LedgerStore {
         from_index: LogIndex,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        events_from(&*self.db, from_index, 0, limit)
+        events_from(self.image()?, from_index, 0, limit)
     }
 
     /// Events from position `(from_index, from_seq)` on (inclusive), at most `limit`,
@@ -589,7 +627,7 @@ impl LedgerStore {
         from_seq: u32,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        events_from(&*self.db, from_index, from_seq, limit)
+        events_from(self.image()?, from_index, from_seq, limit)
     }
 
     /// Every event at or after this index is still kept; a consumer that needs an
@@ -619,6 +657,7 @@ impl LedgerStore {
     where
         G: std::ops::Deref<Target = LedgerStore>,
     {
+        guard.image()?;
         let cell = PinnedCell::new(Arc::clone(&guard.db), |db| db.snapshot());
         let events_kept_from = guard.events_kept_from;
         drop(guard);
@@ -638,16 +677,59 @@ impl LedgerStore {
         self.commit_install(prepared)
     }
 
+    /// Replaces this replica's state with the snapshot in the file at `path`, of any
+    /// size ([`PreparedInstall::from_file`]). A bad file is refused before anything
+    /// changes.
+    pub fn install_snapshot_file(&mut self, path: &Path) -> Result<(), StoreError> {
+        let prepared = PreparedInstall::from_file(path, &self.configured)?;
+        self.commit_install(prepared)
+    }
+
     /// Installs a snapshot decoded and verified beforehand (`PreparedInstall::new`, which
     /// needs no access to the store): only the RocksDB write and the swap happen here, so
     /// a caller holding the store's lock holds it for the write, not for the decode.
     pub fn commit_install(&mut self, prepared: PreparedInstall) -> Result<(), StoreError> {
+        let installing = self.begin_install(prepared)?;
+        let records = installing.write_records();
+        self.finish_install(installing, records)
+    }
+
+    /// Starts an install (for a caller that writes the records without holding the
+    /// store: `Installing::write_records`, then `finish_install`). For a snapshot file
+    /// the image is cleared now and the file's path recorded; until `finish_install`,
+    /// reads and applies are refused with `StoreError::Installing`.
+    pub fn begin_install(&mut self, prepared: PreparedInstall) -> Result<Installing, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let PreparedInstall { decoded, batch } = prepared;
-        self.write(batch)?;
-        self.sync_to_disk()?;
+        self.image()?;
+        if let Records::File(path) = &prepared.records {
+            self.installing = true;
+            if let Err(error) = install_start(&self.db, path) {
+                self.poisoned = true;
+                return Err(error);
+            }
+        }
+        Ok(Installing {
+            db: Arc::clone(&self.db),
+            prepared,
+        })
+    }
+
+    /// Ends an install begun with `begin_install`, given how writing its records went:
+    /// writes the rest of the image and swaps the ledger in. A failure leaves the store
+    /// refusing writes (poisoned) until a restart, whose open redoes the install.
+    pub fn finish_install(
+        &mut self,
+        installing: Installing,
+        records: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let PreparedInstall { decoded, batch, .. } = installing.prepared;
+        if let Err(error) = records.and_then(|()| install_finish(&self.db, batch)) {
+            self.poisoned = true;
+            return Err(error);
+        }
+        self.installing = false;
         self.ledger = decoded.ledger;
         self.ledger.requests_mut().move_to_disk();
         self.ledger.track_changes();
@@ -657,6 +739,95 @@ impl LedgerStore {
         self.events_kept_from = decoded.events_kept_from;
         Ok(())
     }
+}
+
+/// An install under way (`LedgerStore::begin_install`).
+pub struct Installing {
+    db: Arc<DB>,
+    prepared: PreparedInstall,
+}
+
+impl Installing {
+    /// Writes the records of a snapshot file into the store, in batches (nothing for
+    /// an install whose records are in its batch). Needs no access to the store: a
+    /// caller holding it behind a lock does this without the lock.
+    pub fn write_records(&self) -> Result<(), StoreError> {
+        match &self.prepared.records {
+            Records::File(path) => install_records(&self.db, path),
+            Records::InBatch => Ok(()),
+        }
+    }
+}
+
+/// The first write of a file install: the image cleared, the file's path kept (so an
+/// open before `install_finish` redoes the install).
+fn install_start(db: &DB, path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut start = WriteBatch::default();
+    start.delete_range(&[0u8][..], &[0xffu8][..]);
+    start.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
+    start.put(INSTALLING_KEY, path.as_os_str().as_bytes());
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(start, &options)?;
+    Ok(())
+}
+
+/// The request records of the snapshot file at `path`, written in batches without the
+/// write-ahead log (a crash before `install_finish` redoes them all), then flushed to
+/// table files.
+fn install_records(db: &DB, path: &Path) -> Result<(), StoreError> {
+    let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    let mut pending = WriteBatch::default();
+    let mut held = 0;
+    snapshot::request_sections(file, |section| -> Result<(), StoreError> {
+        for (id, record) in &section {
+            put_record(&mut pending, id, record);
+            held += 1;
+            if held == INSTALL_RECORDS_PER_BATCH {
+                db.write_opt(std::mem::take(&mut pending), &options)?;
+                held = 0;
+            }
+        }
+        Ok(())
+    })?;
+    db.write_opt(pending, &options)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// The last write of an install (the whole image for one in a batch), synced.
+fn install_finish(db: &DB, batch: WriteBatch) -> Result<(), StoreError> {
+    db.write(batch)?;
+    db.flush_wal(true)?;
+    Ok(())
+}
+
+/// Finishes an install a stopped process left half done (`INSTALLING_KEY` holds the
+/// snapshot file's path), before the store is loaded.
+fn redo_install(db: &DB, file: &[u8], limits: &Limits) -> Result<std::path::PathBuf, StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = Path::new(std::ffi::OsStr::from_bytes(file));
+    let interrupted = |detail: String| StoreError::InterruptedInstall {
+        path: path.display().to_string(),
+        detail,
+    };
+    let prepared =
+        PreparedInstall::from_file(path, limits).map_err(|e| interrupted(e.to_string()))?;
+    let redo = || -> Result<(), StoreError> {
+        install_start(db, path)?;
+        install_records(db, path)?;
+        install_finish(db, prepared.batch)
+    };
+    redo().map_err(|e| interrupted(e.to_string()))?;
+    Ok(path.to_owned())
+}
+
+fn put_record(batch: &mut WriteBatch, id: &RequestId, record: &RequestRecord) {
+    batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
+    batch.put(age_key(Bucket::of(id, record), id), []);
 }
 
 /// Why one pass of `apply_batch` stopped.
@@ -672,9 +843,19 @@ enum Attempt {
 pub struct PreparedInstall {
     decoded: snapshot::Decoded,
     batch: WriteBatch,
+    records: Records,
+}
+
+/// Where a prepared install's request records are.
+enum Records {
+    /// In its batch, with the rest: one atomic write.
+    InBatch,
+    /// In this snapshot file, read again while they are written.
+    File(std::path::PathBuf),
 }
 
 impl PreparedInstall {
+    /// An install of snapshot bytes held in memory: the records go into one batch.
     pub fn new(bytes: &[u8], limits: &Limits) -> Result<PreparedInstall, StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete_range(&[0u8][..], &[0xffu8][..]);
@@ -682,88 +863,118 @@ impl PreparedInstall {
         // ledger keeps only their buckets (as it would after opening the store).
         let decoded = snapshot::decode_lean(bytes, limits, |section| {
             for (id, record) in section {
-                batch.put(key(REQUEST, id.0.as_bytes()), codec::encode(record));
-                batch.put(age_key(Bucket::of(id, record), id), []);
+                put_record(&mut batch, id, record);
             }
         })?;
-        batch.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
-        let state = decoded.ledger.state();
-        batch.put(CLOCK_KEY, state.clock.to_be_bytes());
-        if let Some(rules) = decoded.ledger.rules() {
-            batch.put(RULES_KEY, codec::encode(rules));
-        }
-        for (id, theater) in &state.theaters {
-            batch.put(key(THEATER, &id.0.to_be_bytes()), codec::encode(theater));
-        }
-        for (id, show) in &state.shows {
-            batch.put(key(SHOW, &id.0.to_be_bytes()), codec::encode(show));
-        }
-        for (show, seats) in &state.seats {
-            for (position, seat) in seats.iter().enumerate() {
-                if *seat != SeatState::Available {
-                    batch.put(
-                        seat_key(*show, SeatId(position as u32)),
-                        codec::encode(seat),
-                    );
-                }
+        put_image(&mut batch, &decoded);
+        Ok(PreparedInstall {
+            decoded,
+            batch,
+            records: Records::InBatch,
+        })
+    }
+
+    /// An install of a snapshot file of any size: read once now to check it whole (its
+    /// request records are only counted), and again by `commit_install`, which writes
+    /// the records in batches; only the body and one section are in memory at a time.
+    /// The file must stay where it is until the install is committed.
+    pub fn from_file(path: &Path, limits: &Limits) -> Result<PreparedInstall, StoreError> {
+        let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+        let decoded = snapshot::decode_lean_from(file, limits, |_| {})?;
+        let mut batch = WriteBatch::default();
+        put_image(&mut batch, &decoded);
+        batch.delete(INSTALLING_KEY);
+        Ok(PreparedInstall {
+            decoded,
+            batch,
+            records: Records::File(path.to_owned()),
+        })
+    }
+
+    /// The ledger the install will give (its digest, its counts).
+    pub fn ledger(&self) -> &Ledger {
+        &self.decoded.ledger
+    }
+}
+
+/// Everything of a decoded snapshot but its request records.
+fn put_image(batch: &mut WriteBatch, decoded: &snapshot::Decoded) {
+    batch.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
+    let state = decoded.ledger.state();
+    batch.put(CLOCK_KEY, state.clock.to_be_bytes());
+    if let Some(rules) = decoded.ledger.rules() {
+        batch.put(RULES_KEY, codec::encode(rules));
+    }
+    for (id, theater) in &state.theaters {
+        batch.put(key(THEATER, &id.0.to_be_bytes()), codec::encode(theater));
+    }
+    for (id, show) in &state.shows {
+        batch.put(key(SHOW, &id.0.to_be_bytes()), codec::encode(show));
+    }
+    for (show, seats) in &state.seats {
+        for (position, seat) in seats.iter().enumerate() {
+            if *seat != SeatState::Available {
+                batch.put(
+                    seat_key(*show, SeatId(position as u32)),
+                    codec::encode(seat),
+                );
             }
         }
-        for (id, booking) in &state.bookings {
-            batch.put(key(BOOKING, &id.0.to_be_bytes()), codec::encode(booking));
-        }
-        let table = decoded.ledger.requests();
-        for (bucket, sum) in table.buckets() {
-            batch.put(bucket_key(*bucket), codec::encode(sum));
-        }
-        for (id, user) in &state.users {
-            batch.put(key(USER, &id.0.to_be_bytes()), codec::encode(user));
-        }
-        for (hash, token) in &state.refresh_tokens {
-            batch.put(key(REFRESH_TOKEN, hash.as_bytes()), codec::encode(token));
-        }
-        for (id, entry) in &state.audit {
-            batch.put(key(AUDIT, &id.to_be_bytes()), codec::encode(entry));
-        }
-        for (id, ticket) in &state.tickets {
-            batch.put(key(TICKET, &id.0.to_be_bytes()), codec::encode(ticket));
-        }
-        for (cursor_key, cursor) in &state.cursors {
-            batch.put(
-                key(CURSOR, &codec::encode(cursor_key)),
-                codec::encode(cursor),
-            );
-        }
-        for (id, payment) in &state.payments {
-            batch.put(key(PAYMENT, &id.0.to_be_bytes()), codec::encode(payment));
-        }
-        for (id, rating) in &state.ratings {
-            batch.put(key(RATING, &id.0.to_be_bytes()), codec::encode(rating));
-        }
-        for (code, coupon) in &state.coupons {
-            batch.put(key(COUPON, code.as_bytes()), codec::encode(coupon));
-        }
-        for (use_key, coupon_use) in &state.coupon_uses {
-            batch.put(
-                key(COUPON_USE, use_key.as_bytes()),
-                codec::encode(coupon_use),
-            );
-        }
-        for (id, referral) in &state.referrals {
-            batch.put(key(REFERRAL, &id.0.to_be_bytes()), codec::encode(referral));
-        }
-        for (user, channels) in &state.channels {
-            batch.put(
-                key(CHANNELS, &user.0.to_be_bytes()),
-                codec::encode(channels),
-            );
-        }
-        for event in &decoded.events {
-            batch.put(event_key(event.index, event.seq), codec::encode(event));
-        }
-        batch.put(MARKER_KEY, &decoded.marker);
-        batch.put(EVENTS_KEPT_FROM_KEY, decoded.events_kept_from.to_be_bytes());
-        Ok(PreparedInstall { decoded, batch })
     }
+    for (id, booking) in &state.bookings {
+        batch.put(key(BOOKING, &id.0.to_be_bytes()), codec::encode(booking));
+    }
+    let table = decoded.ledger.requests();
+    for (bucket, sum) in table.buckets() {
+        batch.put(bucket_key(*bucket), codec::encode(sum));
+    }
+    for (id, user) in &state.users {
+        batch.put(key(USER, &id.0.to_be_bytes()), codec::encode(user));
+    }
+    for (hash, token) in &state.refresh_tokens {
+        batch.put(key(REFRESH_TOKEN, hash.as_bytes()), codec::encode(token));
+    }
+    for (id, entry) in &state.audit {
+        batch.put(key(AUDIT, &id.to_be_bytes()), codec::encode(entry));
+    }
+    for (id, ticket) in &state.tickets {
+        batch.put(key(TICKET, &id.0.to_be_bytes()), codec::encode(ticket));
+    }
+    for (cursor_key, cursor) in &state.cursors {
+        batch.put(
+            key(CURSOR, &codec::encode(cursor_key)),
+            codec::encode(cursor),
+        );
+    }
+    for (id, payment) in &state.payments {
+        batch.put(key(PAYMENT, &id.0.to_be_bytes()), codec::encode(payment));
+    }
+    for (id, rating) in &state.ratings {
+        batch.put(key(RATING, &id.0.to_be_bytes()), codec::encode(rating));
+    }
+    for (code, coupon) in &state.coupons {
+        batch.put(key(COUPON, code.as_bytes()), codec::encode(coupon));
+    }
+    for (use_key, coupon_use) in &state.coupon_uses {
+        batch.put(
+            key(COUPON_USE, use_key.as_bytes()),
+            codec::encode(coupon_use),
+        );
+    }
+    for (id, referral) in &state.referrals {
+        batch.put(key(REFERRAL, &id.0.to_be_bytes()), codec::encode(referral));
+    }
+    for (user, channels) in &state.channels {
+        batch.put(
+            key(CHANNELS, &user.0.to_be_bytes()),
+            codec::encode(channels),
+        );
+    }
+    for event in &decoded.events {
+        batch.put(event_key(event.index, event.seq), codec::encode(event));
+    }
+    batch.put(MARKER_KEY, &decoded.marker);
+    batch.put(EVENTS_KEPT_FROM_KEY, decoded.events_kept_from.to_be_bytes());
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -1698,6 +1909,122 @@ mod format_version_tests {
             ),
             "{error}"
         );
+    }
+
+    /// What `write_install` writes first for a snapshot file, as a process stopped
+    /// right after it would leave the store: the image cleared, the file's path kept,
+    /// some of its records written.
+    fn stop_install_after_the_first_batch(path: &Path, file: &Path, source: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let state = open(source).unwrap().full_state().unwrap();
+        let store = open(path).unwrap();
+        let mut start = WriteBatch::default();
+        start.delete_range(&[0u8][..], &[0xffu8][..]);
+        start.put(FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes());
+        start.put(INSTALLING_KEY, file.as_os_str().as_bytes());
+        let (id, record) = state.requests.into_iter().next().unwrap();
+        put_record(&mut start, &id, &record);
+        store.db.write(start).unwrap();
+    }
+
+    #[test]
+    fn an_install_stopped_halfway_is_finished_when_the_store_opens() {
+        let source = tempfile::tempdir().unwrap();
+        let digest = store_with_data(source.path());
+        let full = open(source.path()).unwrap().full_digest().unwrap();
+        let file = source.path().join("incoming.snapshot");
+        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
+        image
+            .write_to(std::fs::File::create(&file).unwrap())
+            .unwrap();
+        drop(image);
+        let target = tempfile::tempdir().unwrap();
+        stop_install_after_the_first_batch(target.path(), &file, source.path());
+        let store = open(target.path()).expect("the install is redone");
+        assert_eq!(store.redone_install(), Some(file.as_path()));
+        assert_eq!(store.ledger().digest(), digest);
+        assert_eq!(store.full_digest().unwrap(), full);
+        assert_eq!(store.marker(), b"at 2");
+        drop(store);
+        let store = open(target.path()).unwrap();
+        assert_eq!(store.redone_install(), None, "done once");
+        drop(store);
+
+        // Without its file the half-replaced store is refused with what to do.
+        let other = tempfile::tempdir().unwrap();
+        stop_install_after_the_first_batch(other.path(), &file, source.path());
+        std::fs::remove_file(&file).unwrap();
+        let error = open(other.path()).err().expect("refused");
+        assert!(
+            matches!(&error, StoreError::InterruptedInstall { path, .. } if path == &file.display().to_string()),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("wipe its shard directory"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn while_a_file_installs_readers_are_refused_not_blocked_or_misled() {
+        let source = tempfile::tempdir().unwrap();
+        let digest = store_with_data(source.path());
+        let file = source.path().join("incoming.snapshot");
+        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
+        image
+            .write_to(std::fs::File::create(&file).unwrap())
+            .unwrap();
+        drop(image);
+        let target = tempfile::tempdir().unwrap();
+        let mut store = open(target.path()).unwrap();
+        let prepared = PreparedInstall::from_file(&file, &Limits::default()).unwrap();
+        let installing = store.begin_install(prepared).unwrap();
+        installing.write_records().unwrap();
+        let request = Query::Request {
+            request_id: RequestId("r1".into()),
+        };
+        assert!(matches!(store.query(&request), Err(StoreError::Installing)));
+        assert!(matches!(
+            store.events_from(0, 10),
+            Err(StoreError::Installing)
+        ));
+        assert!(matches!(store.full_state(), Err(StoreError::Installing)));
+        assert!(matches!(
+            LedgerStore::pin_image(&store),
+            Err(StoreError::Installing)
+        ));
+        assert!(matches!(
+            store.apply_batch(&[], b"x"),
+            Err(StoreError::Installing)
+        ));
+        store.finish_install(installing, Ok(())).unwrap();
+        assert_eq!(store.ledger().digest(), digest);
+        assert!(store.query(&request).unwrap().is_ok());
+        LedgerStore::pin_image(&store).unwrap();
+    }
+
+    #[test]
+    fn an_install_whose_records_failed_is_finished_by_the_next_open() {
+        let source = tempfile::tempdir().unwrap();
+        let digest = store_with_data(source.path());
+        let file = source.path().join("incoming.snapshot");
+        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
+        image
+            .write_to(std::fs::File::create(&file).unwrap())
+            .unwrap();
+        drop(image);
+        let target = tempfile::tempdir().unwrap();
+        let mut store = open(target.path()).unwrap();
+        let prepared = PreparedInstall::from_file(&file, &Limits::default()).unwrap();
+        let installing = store.begin_install(prepared).unwrap();
+        let failed = Err(StoreError::Io(std::io::Error::other("disk went away")));
+        assert!(store.finish_install(installing, failed).is_err());
+        assert!(store.is_poisoned());
+        assert!(store.apply_batch(&[], b"x").is_err());
+        drop(store);
+        let store = open(target.path()).unwrap();
+        assert_eq!(store.redone_install(), Some(file.as_path()));
+        assert_eq!(store.ledger().digest(), digest);
     }
 
     #[test]

@@ -75,3 +75,51 @@ pub fn publish_show(theater: TheaterId, screen: u16, start_ms: Millis, title: &s
         currency: "INR".to_owned(),
     }
 }
+
+/// The shard clock of [`write_request_snapshot`]'s ledger.
+pub const SNAPSHOT_CLOCK: Millis = 90_000_000;
+
+/// Request record `n` of [`write_request_snapshot`]: live at [`SNAPSHOT_CLOCK`].
+pub fn request_record(n: u64) -> (RequestId, crate::ledger::RequestRecord) {
+    (
+        RequestId(format!("7:key-{n:09}")),
+        crate::ledger::RequestRecord {
+            at_ms: SNAPSHOT_CLOCK - 1_000_000 + n % 1_000_000,
+            fingerprint: [n as u8; 16],
+            outcome: crate::Outcome::Rejected(crate::Rejection::NotOwner),
+        },
+    )
+}
+
+/// Writes to `out`, as a store streams it, the snapshot of a small ledger (a theater
+/// and a show) carrying `records` request records ([`request_record`]) and the marker
+/// `b"snapshot-marker"`: a snapshot of any size, made in seconds (tests and benches of
+/// large installs).
+pub fn write_request_snapshot<W: std::io::Write>(out: W, records: u64) -> std::io::Result<W> {
+    use crate::snapshot::{SnapshotBody, Writer, RECORDS_PER_SECTION};
+    let mut ledger = crate::Ledger::new(crate::Limits::default());
+    let theater = create_theater("delhi", UserId(1), vec![screen("Audi 1", 10, 10)]);
+    ledger.apply(1, &command("setup-theater", SNAPSHOT_CLOCK, theater));
+    let show = publish_show(TheaterId(1), 0, SNAPSHOT_CLOCK + 86_400_000, "Show");
+    ledger.apply(2, &command("setup-show", SNAPSHOT_CLOCK, show));
+    let mut state = ledger.full_state();
+    state.requests.clear();
+    let body = SnapshotBody {
+        marker: b"snapshot-marker".to_vec(),
+        state,
+        events: vec![],
+        events_kept_from: 0,
+        rules: None,
+    };
+    let mut writer = Writer::new(out, &body)?;
+    let mut section = Vec::with_capacity(RECORDS_PER_SECTION);
+    for n in 0..records {
+        section.push(request_record(n));
+        if section.len() == RECORDS_PER_SECTION {
+            writer.requests(&section)?;
+            section.clear();
+        }
+    }
+    writer.requests(&section)?;
+    writer.finish()
+}
