@@ -18,6 +18,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "../../state-machine/benches/common/args.rs"]
+mod args;
+use args::arg;
+
 use common::{lock, TestCluster};
 use hdrhistogram::Histogram;
 use raft_node::config::RaftTiming;
@@ -25,14 +29,6 @@ use state_machine::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn arg(name: &str) -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-}
 
 fn timing(chunk_kib: u64, mib_per_s: u64) -> RaftTiming {
     RaftTiming {

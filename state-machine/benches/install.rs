@@ -19,17 +19,13 @@ mod counting;
 #[global_allocator]
 static ALLOCATOR: counting::Counting = counting::Counting;
 
+#[path = "common/args.rs"]
+mod args;
+use args::arg;
+
 use state_machine::testkit::write_request_snapshot;
 use state_machine::*;
 use std::time::Instant;
-
-fn arg(name: &str) -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-}
 
 struct Figures {
     check_s: f64,

@@ -1911,8 +1911,20 @@ mod format_version_tests {
         );
     }
 
-    /// What `write_install` writes first for a snapshot file, as a process stopped
+    /// What `install_start` writes for a snapshot file, as a process stopped
     /// right after it would leave the store: the image cleared, the file's path kept,
+    /// A store with data (its directory and digest) and its snapshot in a file there.
+    fn snapshot_file_of_a_store_with_data() -> (tempfile::TempDir, [u8; 32], std::path::PathBuf) {
+        let source = tempfile::tempdir().unwrap();
+        let digest = store_with_data(source.path());
+        let file = source.path().join("incoming.snapshot");
+        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
+        image
+            .write_to(std::fs::File::create(&file).unwrap())
+            .unwrap();
+        (source, digest, file)
+    }
+
     /// some of its records written.
     fn stop_install_after_the_first_batch(path: &Path, file: &Path, source: &Path) {
         use std::os::unix::ffi::OsStrExt;
@@ -1929,15 +1941,8 @@ mod format_version_tests {
 
     #[test]
     fn an_install_stopped_halfway_is_finished_when_the_store_opens() {
-        let source = tempfile::tempdir().unwrap();
-        let digest = store_with_data(source.path());
+        let (source, digest, file) = snapshot_file_of_a_store_with_data();
         let full = open(source.path()).unwrap().full_digest().unwrap();
-        let file = source.path().join("incoming.snapshot");
-        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
-        image
-            .write_to(std::fs::File::create(&file).unwrap())
-            .unwrap();
-        drop(image);
         let target = tempfile::tempdir().unwrap();
         stop_install_after_the_first_batch(target.path(), &file, source.path());
         let store = open(target.path()).expect("the install is redone");
@@ -1967,14 +1972,7 @@ mod format_version_tests {
 
     #[test]
     fn while_a_file_installs_readers_are_refused_not_blocked_or_misled() {
-        let source = tempfile::tempdir().unwrap();
-        let digest = store_with_data(source.path());
-        let file = source.path().join("incoming.snapshot");
-        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
-        image
-            .write_to(std::fs::File::create(&file).unwrap())
-            .unwrap();
-        drop(image);
+        let (_source, digest, file) = snapshot_file_of_a_store_with_data();
         let target = tempfile::tempdir().unwrap();
         let mut store = open(target.path()).unwrap();
         let prepared = PreparedInstall::from_file(&file, &Limits::default()).unwrap();
@@ -2005,14 +2003,7 @@ mod format_version_tests {
 
     #[test]
     fn an_install_whose_records_failed_is_finished_by_the_next_open() {
-        let source = tempfile::tempdir().unwrap();
-        let digest = store_with_data(source.path());
-        let file = source.path().join("incoming.snapshot");
-        let image = LedgerStore::pin_image(&open(source.path()).unwrap()).unwrap();
-        image
-            .write_to(std::fs::File::create(&file).unwrap())
-            .unwrap();
-        drop(image);
+        let (_source, digest, file) = snapshot_file_of_a_store_with_data();
         let target = tempfile::tempdir().unwrap();
         let mut store = open(target.path()).unwrap();
         let prepared = PreparedInstall::from_file(&file, &Limits::default()).unwrap();
