@@ -376,12 +376,9 @@ impl Nemesis {
         if cluster.up().len() < cluster.ids().len() || cluster.ids().len() < 3 {
             return Ok(self.skip(F::Restore, "a node is down, or fewer than 3 nodes"));
         }
-        let followers: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
-        let id = followers[self.rng.usize(0..followers.len())];
+        let Some(id) = self.random_other(cluster, leader) else {
+            return Ok(self.skip(F::Restore, "no follower"));
+        };
         let name = format!(
             "jepsen-{}-{:08x}",
             self.stats.wrong_restores,
@@ -555,15 +552,10 @@ impl Nemesis {
         let Some(leader) = cluster.wait_leader(&self.shard, LEADER_WITHIN).await else {
             return Ok(self.skip(F::Snapshot, "no leader"));
         };
-        let followers: Vec<u64> = cluster
-            .up()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
-        if followers.is_empty() || cluster.up().len() < cluster.ids().len() {
+        let all_up = cluster.up().len() == cluster.ids().len();
+        let Some(id) = all_up.then(|| self.random_other(cluster, leader)).flatten() else {
             return Ok(self.skip(F::Snapshot, "no follower to stop, or a node is down"));
-        }
-        let id = followers[self.rng.usize(0..followers.len())];
+        };
         self.log(OpType::Invoke, F::Kill, Some(id), "kill -9 a follower");
         cluster.kill(id).await?;
         // What it had applied is at most what the leader had committed now.
@@ -735,6 +727,16 @@ impl Nemesis {
         Fault::Gateway
     }
 
+    /// A node up other than `leader`, drawn at random.
+    fn random_other(&mut self, cluster: &ProcCluster, leader: u64) -> Option<u64> {
+        let others: Vec<u64> = cluster
+            .up()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        (!others.is_empty()).then(|| others[self.rng.usize(0..others.len())])
+    }
+
     fn skip(&mut self, f: F, why: &str) -> Fault {
         self.stats.skipped += 1;
         self.log(OpType::Info, f, None, format!("skipped: {why}"));
@@ -816,16 +818,10 @@ impl Nemesis {
                 self.skip(F::Transfer, "no leader");
                 return;
             };
-            let others: Vec<u64> = cluster
-                .up()
-                .into_iter()
-                .filter(|id| *id != leader)
-                .collect();
-            if others.is_empty() {
+            let Some(to) = self.random_other(cluster, leader) else {
                 self.skip(F::Transfer, "no other node");
                 return;
-            }
-            let to = others[self.rng.usize(0..others.len())];
+            };
             self.transfer(cluster, leader, to).await;
             tokio::time::sleep(Duration::from_millis(self.rng.u64(150..400))).await;
         }
