@@ -352,11 +352,6 @@ fn checked_snapshot(dir: &Path, entry: &ShardBackup) -> Result<PathBuf, BackupEr
     Ok(path)
 }
 
-fn reader(path: &Path) -> Result<std::io::BufReader<std::fs::File>, BackupError> {
-    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
-    Ok(std::io::BufReader::with_capacity(1 << 20, file))
-}
-
 /// Checks a backup offline: every snapshot file is intact, decodes, and holds a ledger
 /// whose digest and applied index are the manifest's; the log checkpoint opens.
 pub fn verify(dir: &Path) -> Result<BackupManifest, BackupError> {
@@ -364,9 +359,11 @@ pub fn verify(dir: &Path) -> Result<BackupManifest, BackupError> {
     for entry in &manifest.shards {
         let path = checked_snapshot(dir, entry)?;
         // Lean: the request records are checked and hashed, not kept in memory.
-        let decoded =
-            state_machine::snapshot::decode_lean_from(reader(&path)?, &manifest.limits, |_| {})
-                .map_err(|e| shard_error(&entry.shard, format!("snapshot does not decode: {e}")))?;
+        let decoded = state_machine::snapshot::open(&path)
+            .and_then(|file| {
+                state_machine::snapshot::decode_lean_from(file, &manifest.limits, |_| {})
+            })
+            .map_err(|e| shard_error(&entry.shard, format!("snapshot does not decode: {e}")))?;
         let digest = hex(&decoded.ledger.digest());
         // Backups written before store format 3 name the digest of the whole state,
         // which needs the records (such backups are small enough to read whole).

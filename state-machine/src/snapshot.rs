@@ -211,6 +211,14 @@ pub fn decode_lean(
     decode_lean_from(bytes, limits, sink)
 }
 
+/// A snapshot file opened for reading as a stream (`decode_lean_from`,
+/// `request_sections`); an error names the file.
+pub fn open(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, SnapshotError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| SnapshotError::Unreadable(format!("{}: {e}", path.display())))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, file))
+}
+
 /// [`decode_lean`] of a snapshot read from `reader` (a file of any size: the body and
 /// one section are in memory at a time).
 pub fn decode_lean_from<R: Read>(

@@ -777,7 +777,7 @@ fn install_start(db: &DB, path: &Path) -> Result<(), StoreError> {
 /// write-ahead log (a crash before `install_finish` redoes them all), then flushed to
 /// table files.
 fn install_records(db: &DB, path: &Path) -> Result<(), StoreError> {
-    let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let file = snapshot::open(path)?;
     let mut options = WriteOptions::default();
     options.disable_wal(true);
     let mut pending = WriteBatch::default();
@@ -879,15 +879,17 @@ impl PreparedInstall {
     /// the records in batches; only the body and one section are in memory at a time.
     /// The file must stay where it is until the install is committed.
     pub fn from_file(path: &Path, limits: &Limits) -> Result<PreparedInstall, StoreError> {
-        let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-        let decoded = snapshot::decode_lean_from(file, limits, |_| {})?;
+        // Absolute: an open that redoes the install may run in another directory.
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| SnapshotError::Unreadable(format!("{}: {e}", path.display())))?;
+        let decoded = snapshot::decode_lean_from(snapshot::open(&path)?, limits, |_| {})?;
         let mut batch = WriteBatch::default();
         put_image(&mut batch, &decoded);
         batch.delete(INSTALLING_KEY);
         Ok(PreparedInstall {
             decoded,
             batch,
-            records: Records::File(path.to_owned()),
+            records: Records::File(path),
         })
     }
 
