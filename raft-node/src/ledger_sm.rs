@@ -137,11 +137,6 @@ impl LedgerImage {
             .await
             .map_err(io_error)?
     }
-
-    /// The snapshot's bytes, read whole into memory (tests and small tools only).
-    pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
-        std::fs::read(self.file()?.path())
-    }
 }
 
 /// Writes `image` to a new file in `dir`, synced, named by its hash.

@@ -178,7 +178,8 @@ impl Inbox {
             .as_ref()
             .is_some_and(|p| p.transfer == transfer && p.total == total);
         if !same {
-            // Another snapshot (or the first chunk of one): it replaces what was held.
+            // Another snapshot (or the first chunk of one): it replaces what was held,
+            // whose file is deleted before the new one takes disk.
             *slot = None;
             *slot = Some(self.start(transfer, total)?);
         }
